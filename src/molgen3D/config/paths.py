@@ -1,0 +1,119 @@
+"""Resolve `section:key/sub/path` aliases defined in `paths.yaml`.
+
+TOML files and CLI flags name data, tokenizers and checkpoints by alias so that one config
+runs on any machine; only `paths.yaml` (or $MOLGEN3D_PATHS) knows where things live.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+SECTIONS = ("base_paths", "data", "tokenizers", "ckpts", "models")
+ROOT_ENV = "MOLGEN3D_ROOT"
+PATHS_ENV = "MOLGEN3D_PATHS"
+DEFAULT_PATHS_FILE = Path(__file__).with_name("paths.yaml")
+
+
+class PathAliasError(ValueError):
+    """An alias names a section or key that `paths.yaml` does not define."""
+
+
+def repo_root() -> Path:
+    """$MOLGEN3D_ROOT, else the source checkout holding this package, else the working directory."""
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path.cwd()
+
+
+def paths_file() -> Path:
+    return Path(os.environ.get(PATHS_ENV) or DEFAULT_PATHS_FILE)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, dict[str, str]]:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise PathAliasError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    for section, entries in data.items():
+        if not isinstance(entries, dict):
+            raise PathAliasError(f"{path}: section {section!r} must be a mapping of key: path")
+    return data
+
+
+def load_aliases(path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    return _load(str(path or paths_file()))
+
+
+HUB_PREFIX = "hf:"
+_TAG = re.compile(r"^([a-z_][a-z0-9_]*):(?!//)")
+
+
+def is_alias(value: str) -> bool:
+    """True for `word:...` (not a URL, not `hf:`): it must then name a section of paths.yaml."""
+    match = _TAG.match(str(value))
+    return bool(match) and match.group(1) != HUB_PREFIX[:-1]
+
+
+def split_alias(tag: str) -> tuple[str, str, str]:
+    """`data:conformers_train/part-0` -> ("data", "conformers_train", "part-0")."""
+    section, _, rest = tag.partition(":")
+    key, _, sub = rest.partition("/")
+    return section, key, sub
+
+
+def resolve(value: str | Path, *, default_section: str | None = None, aliases_file: str | Path | None = None) -> str:
+    """Turn an alias into a path string; a plain value is returned as a path unchanged.
+
+    With `default_section`, a bare `key/sub` whose key exists in that section is resolved
+    there too (the runbook writes `dump_folder = "ckpts_root"` for a base_paths key).
+    """
+    value = str(value)
+    if value.startswith(HUB_PREFIX):
+        return value[len(HUB_PREFIX):]
+    aliases = load_aliases(aliases_file)
+    if not is_alias(value):
+        head = value.split("/", 1)[0]
+        if default_section and head in aliases.get(default_section, {}):
+            value = f"{default_section}:{value}"
+        else:
+            return value
+    return _resolve_tag(value, aliases, seen=())
+
+
+def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], seen: tuple[str, ...]) -> str:
+    section, key, sub = split_alias(tag)
+    where = str(paths_file())
+    if section not in aliases:
+        raise PathAliasError(f"unknown path section {section!r} in {tag!r}; {where} defines: {', '.join(sorted(aliases))}")
+    entries = aliases[section]
+    if key not in entries:
+        raise PathAliasError(
+            f"unknown key {key!r} in section {section!r} (from {tag!r}); {where} defines {section}: "
+            f"{', '.join(sorted(entries))}"
+        )
+    if f"{section}:{key}" in seen:
+        raise PathAliasError(f"alias cycle in {where}: {' -> '.join(seen + (f'{section}:{key}',))}")
+    target = str(entries[key])
+    if is_alias(target):
+        base = _resolve_tag(target, aliases, seen + (f"{section}:{key}",))
+    elif target.startswith(HUB_PREFIX):
+        base = target[len(HUB_PREFIX):]
+    else:
+        expanded = Path(target).expanduser()
+        base = str(expanded if expanded.is_absolute() else repo_root() / expanded)
+    return str(Path(base) / sub) if sub else base
+
+
+def resolve_path(value: str | Path, **kwargs) -> Path:
+    """`resolve` for values that must be local paths."""
+    return Path(resolve(value, **kwargs))
