@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Context, Decimal
 
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
@@ -21,9 +21,11 @@ from rdkit.Geometry import Point3D
 __all__ = [
     "EnrichedSmilesError",
     "PLAIN_ATOMS",
+    "SmilesToken",
     "coordinate_template",
     "decode",
     "encode",
+    "encode_conformers",
     "format_coordinate",
     "strip_coordinates",
     "tokenize_smiles",
@@ -50,6 +52,7 @@ _BRACKET_ATOM = re.compile(
     r"(?P<chiral>@(?:@|TH[12]|AL[12]|SP[123]|TB\d{1,2}|OH\d{1,2})?)?"
     r"(?P<hcount>H\d*)?(?P<charge>[-+]+\d*)?(?::\d+)?\]"
 )
+_WIDE = Context(prec=400)  # enough digits to quantize any finite float
 _AROMATIC_SYMBOLS = frozenset({"b", "c", "n", "o", "p", "s", "se", "te", "as", "si"})
 
 
@@ -64,22 +67,24 @@ class EnrichedSmilesError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Token:
+class SmilesToken:
+    """One SMILES token: an atom (`C`, `Cl`, `[nH]`) or anything else (bond, ring closure, branch, `.`)."""
+
     text: str
     start: int
     is_atom: bool
 
 
-def tokenize_smiles(smiles: str) -> list[_Token]:
+def tokenize_smiles(smiles: str) -> list[SmilesToken]:
     """Split a SMILES into atom and non-atom tokens; raises EnrichedSmilesError at the first bad character."""
-    tokens: list[_Token] = []
+    tokens: list[SmilesToken] = []
     pos = 0
     while pos < len(smiles):
         match = _SMILES_TOKEN.match(smiles, pos)
         if match is None:
             raise EnrichedSmilesError(f"unexpected character {smiles[pos]!r} in SMILES", pos, smiles)
         kind = match.lastgroup
-        tokens.append(_Token(match.group(), pos, kind in ("bracket", "plain")))
+        tokens.append(SmilesToken(match.group(), pos, kind in ("bracket", "plain")))
         pos = match.end()
     return tokens
 
@@ -93,8 +98,7 @@ def format_coordinate(value: float, precision: int = 4) -> str:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"coordinate {value!r} is not finite")
-    quantum = Decimal(1).scaleb(-precision)
-    truncated = Decimal(repr(value)).quantize(quantum, rounding=ROUND_DOWN)
+    truncated = Decimal(repr(value)).quantize(Decimal(1).scaleb(-precision), rounding=ROUND_DOWN, context=_WIDE)
     if truncated.is_zero():
         truncated = truncated.copy_abs()
     return f"{truncated:f}"
@@ -126,31 +130,38 @@ def _segments(smiles: str) -> list[str]:
     return segments
 
 
-def _heavy_canonical(mol: Chem.Mol) -> tuple[Chem.Mol, str, list[int]]:
-    heavy = Chem.RemoveHs(mol)
-    smiles = Chem.MolToSmiles(heavy, isomericSmiles=True, canonical=True)
-    return heavy, smiles, _atom_order(heavy)
-
-
 def encode(mol: Chem.Mol, conf_id: int = -1, precision: int = 4) -> str:
     """The enriched SMILES of one conformer of `mol` (ordinary hydrogens are removed first)."""
+    if mol.GetNumConformers() == 0:
+        raise ValueError("molecule has no conformer; embed it first (e.g. rdDistGeom.EmbedMolecule)")
+    return encode_conformers(mol, [mol.GetConformer(conf_id).GetId()], precision)[0]
+
+
+def encode_conformers(mol: Chem.Mol, conf_ids: list[int] | None = None, precision: int = 4) -> list[str]:
+    """`encode` for several conformers (all by default), canonicalising the molecule once."""
     if precision < 0:
         raise ValueError(f"precision must be >= 0, got {precision}")
     if mol.GetNumConformers() == 0:
-        raise ValueError("molecule has no conformer; embed it first (e.g. AllChem.EmbedMolecule)")
-    heavy, smiles, order = _heavy_canonical(mol)
-    conf = heavy.GetConformer(conf_id)
+        raise ValueError("molecule has no conformer; embed it first (e.g. rdDistGeom.EmbedMolecule)")
+    heavy = Chem.RemoveHs(mol)
+    smiles = Chem.MolToSmiles(heavy, isomericSmiles=True, canonical=True)
+    order = _atom_order(heavy)
     segments = _segments(smiles)
     if len(segments) - 1 != len(order):
         raise ValueError(f"SMILES {smiles!r} has {len(segments) - 1} atom tokens but {len(order)} atoms were written")
-    parts = [segments[0]]
-    for atom_idx, segment in zip(order, segments[1:]):
-        p = conf.GetAtomPosition(atom_idx)
-        parts.append(
-            f"<{format_coordinate(p.x, precision)},{format_coordinate(p.y, precision)},"
-            f"{format_coordinate(p.z, precision)}>{segment}"
-        )
-    return "".join(parts)
+    ids = [conf.GetId() for conf in heavy.GetConformers()] if conf_ids is None else conf_ids
+    texts = []
+    for conf_id in ids:
+        conf = heavy.GetConformer(conf_id)
+        parts = [segments[0]]
+        for atom_idx, segment in zip(order, segments[1:]):
+            p = conf.GetAtomPosition(atom_idx)
+            parts.append(
+                f"<{format_coordinate(p.x, precision)},{format_coordinate(p.y, precision)},"
+                f"{format_coordinate(p.z, precision)}>{segment}"
+            )
+        texts.append("".join(parts))
+    return texts
 
 
 def coordinate_template(smiles: str) -> list[str]:
@@ -164,9 +175,7 @@ def coordinate_template(smiles: str) -> list[str]:
     if mol is None:
         raise EnrichedSmilesError(f"RDKit cannot parse SMILES {smiles!r}", 0, smiles)
     canonical = Chem.MolToSmiles(mol)
-    if canonical != smiles:
-        smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
-    return _segments(smiles)
+    return _segments(smiles if canonical == smiles else canonical)
 
 
 @dataclass(frozen=True)
@@ -236,18 +245,16 @@ def _parse(text: str) -> _Parsed:
     return _Parsed("".join(smiles_parts), atom_starts, coords)
 
 
+_ELEMENTS = frozenset(Chem.GetPeriodicTable().GetElementSymbol(z) for z in range(1, 119))
+
+
 def _check_element(symbol: str, token: str, pos: int, text: str) -> None:
     if symbol == "*":
         return
-    table = Chem.GetPeriodicTable()
-    element = symbol if symbol[0].isupper() else symbol.capitalize()
-    if symbol[0].islower() and symbol not in _AROMATIC_SYMBOLS:
-        raise EnrichedSmilesError(f"unknown aromatic atom {token}", pos, text)
-    try:
-        known = table.GetAtomicNumber(element) > 0
-    except RuntimeError:
-        known = False
-    if not known:
+    if symbol[0].islower():
+        if symbol not in _AROMATIC_SYMBOLS:
+            raise EnrichedSmilesError(f"unknown aromatic atom {token}", pos, text)
+    elif symbol not in _ELEMENTS:
         raise EnrichedSmilesError(f"unknown element {symbol!r} in atom {token}", pos, text)
 
 

@@ -1,0 +1,52 @@
+"""Write one split as numbered JSONL shards: `part-00000.jsonl`, `part-00001.jsonl`, ..."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TextIO
+
+SHARD_PATTERN = "part-*.jsonl"
+
+
+def conformer_line(canonical_smiles: str, embedded_smiles: str) -> str:
+    """One JSONL line (FACTS.md section 1), newline included."""
+    return json.dumps({"canonical_smiles": canonical_smiles, "embedded_smiles": embedded_smiles}) + "\n"
+
+
+class ShardWriter:
+    """Appends lines to `directory/part-NNNNN.jsonl`, starting a new shard every `lines_per_shard` lines.
+
+    Stale shards of an earlier run in `directory` are deleted first, so a smaller rebuild
+    leaves no leftovers behind.
+    """
+
+    def __init__(self, directory: Path, lines_per_shard: int):
+        if lines_per_shard < 1:
+            raise ValueError(f"lines_per_shard must be >= 1, got {lines_per_shard}")
+        self.directory = directory
+        self.lines_per_shard = lines_per_shard
+        self.files: list[str] = []
+        self.lines = 0
+        self._handle: TextIO | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(SHARD_PATTERN):
+            stale.unlink()
+
+    def write(self, line: str) -> None:
+        if self._handle is None or self.lines % self.lines_per_shard == 0:
+            self._next_shard()
+        assert self._handle is not None
+        self._handle.write(line)
+        self.lines += 1
+
+    def _next_shard(self) -> None:
+        self.close()
+        name = f"part-{len(self.files):05d}.jsonl"
+        self.files.append(name)
+        self._handle = open(self.directory / name, "w", encoding="utf-8", newline="\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
