@@ -1,0 +1,150 @@
+"""Random access to every line of a set of JSONL files through a byte-offset index.
+
+The packed dataset shuffles lines globally and reads them one by one, so it needs line i of
+the data set without holding any text: the index keeps one int64 offset per line (8 bytes a
+line) and reads the line's byte range with `os.pread`, which never moves a shared file offset,
+so forked DataLoader workers can use descriptors they inherited. Descriptors are opened
+lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), and are not pickled.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from molgen3D.config.paths import is_alias, resolve
+
+_CHUNK = 1 << 24
+_PROGRESS_MIN_BYTES = 256 << 20
+_GLOB_CHARS = frozenset("*?[")
+_MAX_OPEN = 64
+
+
+class DataPathError(FileNotFoundError):
+    """A data path does not exist, matches no files, or holds no data."""
+
+
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named by `paths`: a file, a directory of `*.jsonl`, a glob, an alias, or a list of those.
+
+    Each directory and glob expands in sorted order so the index (and thus every shuffle) is
+    the same on every machine; a file reached twice is kept once.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise DataPathError("no data path given")
+    files: list[Path] = []
+    for item in items:
+        files.extend(_expand_one(str(item)))
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _expand_one(item: str) -> list[Path]:
+    where = item
+    if is_alias(item):
+        item = resolve(item)
+        where = f"{where} (= {item})"
+    path = Path(item).expanduser()
+    if _GLOB_CHARS & set(item):
+        matches = sorted(Path(m) for m in glob.glob(str(path)) if Path(m).is_file())
+        if not matches:
+            raise DataPathError(f"data glob {where} matches no files")
+        return matches
+    if path.is_dir():
+        matches = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+        if not matches:
+            raise DataPathError(f"data directory {where} holds no *.jsonl files")
+        return matches
+    if path.is_file():
+        return [path]
+    raise DataPathError(f"data path {where} does not exist")
+
+
+def _line_starts(path: Path, progress: tqdm) -> tuple[np.ndarray, int, bool]:
+    """Byte offsets of every line of `path`, its size, and whether any byte is not whitespace."""
+    parts = []
+    has_content = False
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            parts.append(newlines.astype(np.int64) + (size + 1))
+            if not has_content:
+                has_content = bool(chunk.strip())
+            size += len(chunk)
+            progress.update(len(chunk))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64), 0, False
+    starts = np.concatenate([np.zeros(1, dtype=np.int64), *parts])
+    return starts[starts < size], size, has_content
+
+
+class LineIndex:
+    """Line i of the data set (over all files in order) -> raw bytes and `file:line`."""
+
+    def __init__(self, paths: str | os.PathLike | Iterable[str | os.PathLike]):
+        self.files = expand_paths(paths)
+        total = sum(f.stat().st_size for f in self.files)
+        offsets, counts, sizes, any_content = [], [], [], False
+        quiet = total < _PROGRESS_MIN_BYTES
+        with tqdm(total=total, unit="B", unit_scale=True, desc="indexing lines", disable=quiet) as bar:
+            for f in self.files:
+                starts, size, has_content = _line_starts(f, bar)
+                offsets.append(starts)
+                counts.append(len(starts))
+                sizes.append(size)
+                any_content |= has_content
+        if not any_content:
+            shown = ", ".join(str(f) for f in self.files[:5]) + (" ..." if len(self.files) > 5 else "")
+            raise DataPathError(f"data set is empty: no non-blank line in {shown}")
+        self.offsets = np.concatenate(offsets)
+        self.file_starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts, dtype=np.int64)])
+        self.file_sizes = np.array(sizes, dtype=np.int64)
+        self._fds: OrderedDict[int, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _file_of(self, i: int) -> int:
+        return int(np.searchsorted(self.file_starts, i, side="right")) - 1
+
+    def location(self, i: int) -> str:
+        """`file:line` (1-based) of global line i, for messages."""
+        f = self._file_of(i)
+        return f"{self.files[f]}:{i - int(self.file_starts[f]) + 1}"
+
+    def read(self, i: int) -> bytes:
+        """Raw bytes of global line i without its line ending."""
+        f = self._file_of(i)
+        start = int(self.offsets[i])
+        end = int(self.offsets[i + 1]) if i + 1 < self.file_starts[f + 1] else int(self.file_sizes[f])
+        return os.pread(self._fd(f), end - start, start).rstrip(b"\r\n")
+
+    def _fd(self, f: int) -> int:
+        fd = self._fds.get(f)
+        if fd is None:
+            if len(self._fds) >= _MAX_OPEN:
+                os.close(self._fds.popitem(last=False)[1])
+            fd = self._fds[f] = os.open(self.files[f], os.O_RDONLY)
+        else:
+            self._fds.move_to_end(f)
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fds"] = OrderedDict()
+        return state
