@@ -1,0 +1,372 @@
+"""Run one TorchTitan pretraining job from a MolGen3D TOML: `molgen3d pretrain` / `python -m ...torchtitan_runner`.
+
+load + finalize the config -> check inputs -> name the run and lay out its folders -> export the
+run's environment -> runtime.log banner + run_meta.json -> TorchTitan Trainer -> summary.
+Works under torchrun (one process per rank) and in-process (tests, the demo): it fills the
+single-process rendezvous variables itself, and restores the environment and logging afterwards
+so it can run twice in one interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import glob
+import importlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from molgen3D.config.paths import PathAliasError
+from molgen3D.training.pretraining.config.custom_job_config import (
+    MolGenConfigError,
+    MolGenPaths,
+    load_job_config,
+    resolve_molgen_paths,
+)
+from molgen3D.training.pretraining.helpers import run_layout
+from molgen3D.training.pretraining.helpers.run_layout import RunLayout
+
+LOG_FORMAT = "[titan] %(asctime)s - %(name)s - %(levelname)s - %(message)s"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_RUN_NAME_KEY = "molgen3d/run_name"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class QwenPretrainRunConfig:
+    """molgen3d pretrain: train a Qwen3-architecture model with TorchTitan.
+
+    Any further `--section.key value` arguments override the TOML (TorchTitan's ConfigManager syntax).
+    """
+
+    train_toml: Path
+    """The run's TOML (see src/molgen3D/config/pretrain/)."""
+
+    run_desc: str | None = None
+    """Short description that becomes part of the run name; default: [job] description."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a finished run put everything, and how far it got."""
+
+    run_name: str
+    run_dir: Path
+    checkpoint_dir: Path
+    log_path: Path
+    tb_dir: Path
+    wandb_dir: Path | None
+    run_meta: Path
+    final_step: int
+    last_loss: float | None
+    losses: dict[int, float] = field(default_factory=dict)
+    """Training loss at every logged step (metrics.log_freq)."""
+
+
+def cli(argv: list[str]) -> int:
+    args, overrides = tyro.cli(QwenPretrainRunConfig, args=argv, prog="molgen3d pretrain", return_unknown_args=True)
+    try:
+        run_pretraining(args.train_toml, run_desc=args.run_desc, overrides=overrides)
+    except (MolGenConfigError, PathAliasError) as err:
+        print(f"molgen3d pretrain: config error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrides: Sequence[str] = ()) -> RunResult:
+    """Train as the TOML (plus `--section.key value` overrides) says; raises MolGenConfigError on bad config."""
+    job_config = load_job_config(train_toml, overrides)
+    paths = resolve_molgen_paths(job_config)
+    check_inputs(job_config, paths)
+    model_args = final_model_args(job_config)
+
+    with _scoped_env(_rendezvous_defaults(os.environ)) as env:
+        rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
+        run_name = run_layout.choose_run_name(job_config, run_desc, env, datetime.now(), run_layout.new_token())
+        if world_size > 1 and not (job_config.molgen_run.run_name or env.get(run_layout.RUN_NAME_ENV)):
+            run_name = _agree_on_run_name(run_name, env)
+        layout = run_layout.plan_run_layout(job_config, run_name, env)
+        run_layout.apply_run_layout(job_config, layout)
+        run_layout.ensure_run_dirs(layout, wandb=job_config.metrics.enable_wandb)
+        with _scoped_env(run_layout.run_environment(layout, env)), _runtime_logging(layout.runtime_log if rank == 0 else None):
+            if rank == 0:
+                logging.getLogger().info(startup_banner(job_config, layout, paths, world_size))
+                write_run_meta(layout, job_config, model_args, paths)
+            # The banner printed the resolved config; TorchTitan would print it again.
+            job_config.job.print_config = False
+            final_step, losses = _train(job_config)
+    result = RunResult(
+        run_name=layout.run_name,
+        run_dir=layout.run_dir,
+        checkpoint_dir=layout.checkpoint_dir,
+        log_path=layout.runtime_log,
+        tb_dir=layout.tb_dir,
+        wandb_dir=layout.wandb_dir if job_config.metrics.enable_wandb else None,
+        run_meta=layout.run_meta,
+        final_step=final_step,
+        last_loss=losses[max(losses)] if losses else None,
+        losses=losses,
+    )
+    if rank == 0:
+        print(summary(result, job_config))
+    return result
+
+
+# ---------------------------------------------------------------- checks before training
+
+
+def check_inputs(job_config, paths: MolGenPaths) -> None:
+    """Everything the run reads must exist before the Trainer starts; errors name the key and how to make it."""
+    if not (paths.tokenizer_dir / "tokenizer.json").is_file() and not (paths.tokenizer_dir / "tokenizer_config.json").is_file():
+        raise MolGenConfigError("molgen_run.tokenizer_tag", f"no tokenizer files in {paths.tokenizer_dir}", "build the tokenizers with `molgen3d build-tokenizer` or point tokenizer_tag at a tokenizer folder")
+    _check_data("training.dataset_path", paths.train_data)
+    if job_config.validation.enable:
+        _check_data("validation.dataset_path", paths.valid_data)
+    mode = job_config.molgen_run.init_mode
+    if mode == "hf_pretrain":
+        base = Path(paths.base_model)
+        if not base.is_dir():
+            raise MolGenConfigError(
+                "molgen_run.base_model_tag",
+                f"{paths.base_model!r} is not a local folder (weights are never downloaded at run time)",
+                "download the snapshot (e.g. `huggingface-cli download Qwen/Qwen3-0.6B-Base --local-dir artifacts/models/Qwen3-0.6B-Base`) "
+                "and point base_paths.qwen3_0.6b_base_model in paths.yaml at it",
+            )
+        if not any(base.glob("*.safetensors")):
+            raise MolGenConfigError("molgen_run.base_model_tag", f"{base} holds no *.safetensors", "point it at a Hugging Face model folder (safetensors + config.json)")
+    if mode == "resume":
+        step_named = _STEP_DIR.match(paths.resume_checkpoint.name)
+        folder = paths.resume_checkpoint.parent if step_named else paths.resume_checkpoint
+        if not paths.resume_checkpoint.is_dir() or not any(_STEP_DIR.match(p.name) for p in folder.iterdir()):
+            raise MolGenConfigError("molgen_run.resume_run_path_tag", f"{paths.resume_checkpoint} holds no saved step-N checkpoint", "point it at a run dir (or its checkpoint folder / a step-N) that has saved checkpoints")
+
+
+def _check_data(key: str, location: Path | None) -> None:
+    text = str(location)
+    found = glob.glob(text) if glob.has_magic(text) else ([text] if location is not None and location.exists() else [])
+    if not found:
+        raise MolGenConfigError(key, f"no data at {location}", "prepare it with `molgen3d prepare-data` or point the key at a JSONL file, folder or glob")
+
+
+def final_model_args(job_config) -> Any:
+    """The train spec's model args for the flavor, updated from the config (vocab from the tokenizer), without touching the spec."""
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    importlib.import_module(job_config.experimental.custom_import)
+    try:
+        spec = get_train_spec(job_config.model.name)
+    except ValueError as err:
+        raise MolGenConfigError("model.name", str(err), f'set name = "molgen_qwen3" (registered by {job_config.experimental.custom_import})') from None
+    if job_config.model.flavor not in spec.model_args:
+        raise MolGenConfigError("model.flavor", f"{job_config.model.flavor!r} is not a flavor of {job_config.model.name}", f"use one of: {', '.join(spec.model_args)}")
+    args = copy.deepcopy(spec.model_args[job_config.model.flavor])
+    args.update_from_config(job_config)
+    return args
+
+
+# ---------------------------------------------------------------- run metadata and logging
+
+
+def startup_banner(job_config, layout: RunLayout, paths: MolGenPaths, world_size: int) -> str:
+    c = job_config
+    lines = [
+        "=" * 72,
+        f"MolGen3D pretraining run {layout.run_name}",
+        f"  model         {c.model.name} / {c.model.flavor}, init_mode {c.molgen_run.init_mode}"
+        + (f" from {c.checkpoint.initial_load_path}" if c.checkpoint.initial_load_path else ""),
+        f"  tokenizer     {paths.tokenizer_dir}",
+        f"  train data    {paths.train_data}",
+        f"  valid data    {paths.valid_data if c.validation.enable else '(validation off)'}",
+        f"  steps         {c.training.steps}, seq_len {c.training.seq_len}, local batch {c.training.local_batch_size}, global batch "
+        + (f"{c.training.global_batch_size}" if c.training.global_batch_size > 0 else "local x data-parallel degree")
+        + f", world size {world_size}",
+        f"  lr            {c.optimizer.lr}, " + (f"WSDS warmup {c.wsds_scheduler.warmup_steps}, decay ends {c.wsds_scheduler.checkpoints}" if c.lr_scheduler.wsds else f"TorchTitan scheduler, warmup {c.lr_scheduler.warmup_steps}"),
+        f"  run dir       {layout.run_dir}",
+        f"  checkpoints   {layout.checkpoint_dir}" + ("" if c.checkpoint.enable else " (checkpointing off)"),
+        f"  runtime log   {layout.runtime_log}",
+        f"  tensorboard   {layout.tb_dir}" + ("" if c.metrics.enable_tensorboard else " (off)"),
+        f"  wandb         {layout.wandb_dir} ({os.environ.get('WANDB_MODE', 'online')})" if c.metrics.enable_wandb else "  wandb         off",
+        "=" * 72,
+    ]
+    if c.job.print_config:
+        lines.append("Resolved config:\n" + json.dumps(config_dict(c), indent=2, default=str))
+    return "\n".join(lines)
+
+
+def config_dict(job_config) -> dict[str, Any]:
+    return dataclasses.asdict(job_config)
+
+
+def write_run_meta(layout: RunLayout, job_config, model_args: Any, paths: MolGenPaths) -> None:
+    """`<run dir>/run_meta.json`: what export-hf needs to rebuild the model without the TOML."""
+    meta = {
+        "run_name": layout.run_name,
+        "model_name": job_config.model.name,
+        "flavor": job_config.model.flavor,
+        "model_args": dataclasses.asdict(model_args),
+        "tokenizer_dir": str(paths.tokenizer_dir),
+        "job_config": config_dict(job_config),
+    }
+    tmp = layout.run_meta.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(layout.run_meta)
+
+
+class _PlainFormatter(logging.Formatter):
+    """TorchTitan colours its metric lines for terminals; the log file gets them without escape codes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _ANSI.sub("", super().format(record))
+
+
+@contextlib.contextmanager
+def _runtime_logging(log_file: Path | None) -> Iterator[None]:
+    """INFO from TorchTitan (it logs on the root logger) to runtime.log, and to the console when nothing else shows it."""
+    root = logging.getLogger()
+    previous_level = root.level
+    added: list[logging.Handler] = []
+    if not root.handlers:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        added.append(console)
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(_PlainFormatter(LOG_FORMAT))
+        added.append(file_handler)
+    for handler in added:
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)
+
+
+# ---------------------------------------------------------------- process environment
+
+
+@contextlib.contextmanager
+def _scoped_env(values: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
+    """Export `values` for the duration of the block, then restore what was there."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield os.environ
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _rendezvous_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """Single-process rendezvous variables when not started by torchrun (nothing when it was)."""
+    if "LOCAL_RANK" in env or "TORCHELASTIC_RUN_ID" in env:
+        return {}
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1"),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(_free_port()),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _agree_on_run_name(candidate: str, env: Mapping[str, str]) -> str:
+    """All ranks adopt the first rank's generated name, through torchrun's rendezvous store."""
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        raise MolGenConfigError(
+            "molgen_run.run_name",
+            "ranks were started without torchrun, so they cannot agree on a generated run name",
+            f"export {run_layout.RUN_NAME_ENV}=<name> on every rank or set [molgen_run] run_name",
+        )
+    from torch.distributed import TCPStore
+
+    store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False, timeout=timedelta(seconds=300))
+    return store.compare_set(_RUN_NAME_KEY, "", candidate).decode()
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train(job_config) -> tuple[int, dict[int, float]]:
+    """TorchTitan's Trainer start to finish; the process group is destroyed if this call created it."""
+    import torch.distributed as dist
+    from torchtitan.train import Trainer
+
+    had_process_group = dist.is_initialized()
+    gc_was_enabled = gc.isenabled()  # TorchTitan's GarbageCollection turns automatic gc off
+    losses: dict[int, float] = {}
+    trainer = None
+    try:
+        trainer = Trainer(job_config)
+        _record_losses(trainer, losses)
+        trainer.train()
+        return trainer.step, losses
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if not had_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _record_losses(trainer, losses: dict[int, float]) -> None:
+    """Keep the loss of every logged step (the Trainer only prints it)."""
+    processor = trainer.metrics_processor
+    log = processor.log
+
+    def recording_log(step: int, global_avg_loss: float, *args: Any, **kwargs: Any) -> Any:
+        losses[int(step)] = float(global_avg_loss)
+        return log(step, global_avg_loss, *args, **kwargs)
+
+    processor.log = recording_log
+
+
+def summary(result: RunResult, job_config) -> str:
+    steps = sorted(
+        (p for p in result.checkpoint_dir.glob("step-*") if _STEP_DIR.match(p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    hf = [p.name for p in steps if (p / "config.json").is_file()]
+    lines = [
+        f"run {result.run_name}: finished at step {result.final_step}" + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
+        f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}" + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),
+        f"  run meta      {result.run_meta}",
+        f"  runtime log   {result.log_path}",
+    ]
+    if job_config.metrics.enable_tensorboard:
+        lines.append(f"  tensorboard   {result.tb_dir}")
+    if result.wandb_dir is not None:
+        lines.append(f"  wandb         {result.wandb_dir}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -1,0 +1,291 @@
+"""Run naming, folder layout, environment and pre-flight checks of the runner, and the launcher's command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from molgen3D.config.paths import repo_root
+from molgen3D.training.pretraining import torchtitan_runner as runner
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError, load_job_config, resolve_molgen_paths
+from molgen3D.training.pretraining.helpers import run_layout
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE_TOML = REPO / "tests" / "training" / "fixture_tiny.toml"
+LAUNCHER = REPO / "scripts" / "launch_torchtitan.sh"
+RUN_NAME = re.compile(r"^\d{6}-\d{4}-[0-9a-f]{4}-[A-Za-z0-9._-]+$")
+NOW = datetime(2026, 3, 7, 9, 5)
+
+
+@pytest.fixture(scope="module")
+def cfg_factory():
+    def make(*overrides: str):
+        return load_job_config(FIXTURE_TOML, list(overrides))
+
+    return make
+
+
+# ---------------------------------------------------------------- run names
+
+
+def test_generated_run_name_has_date_time_token_and_description():
+    name = run_layout.make_run_name("Qwen3 0.6B / conformers!", NOW, "a1f3")
+    assert name == "260307-0905-a1f3-Qwen3-0.6B-conformers"
+    assert RUN_NAME.match(run_layout.make_run_name("x", datetime.now(), run_layout.new_token()))
+    assert run_layout.make_run_name("///", NOW, "0000").endswith("-run")
+
+
+def test_run_desc_wins_over_job_description(cfg_factory):
+    cfg = cfg_factory()
+    assert run_layout.choose_run_name(cfg, "my desc", {}, NOW, "beef") == "260307-0905-beef-my-desc"
+    assert run_layout.choose_run_name(cfg, None, {}, NOW, "beef") == "260307-0905-beef-fixture_tiny"
+
+
+def test_wandb_run_name_and_configured_run_name_fix_the_name(cfg_factory):
+    assert run_layout.choose_run_name(cfg_factory(), "desc", {"WANDB_RUN_NAME": "old-run"}, NOW, "beef") == "old-run"
+    fixed = cfg_factory("--molgen_run.run_name", "pinned")
+    assert run_layout.choose_run_name(fixed, "desc", {}, NOW, "beef") == "pinned"
+    assert run_layout.choose_run_name(fixed, "desc", {"WANDB_RUN_NAME": "pinned"}, NOW, "beef") == "pinned"
+    with pytest.raises(MolGenConfigError) as info:
+        run_layout.choose_run_name(fixed, "desc", {"WANDB_RUN_NAME": "other"}, NOW, "beef")
+    assert info.value.key == "molgen_run.run_name" and "other" in str(info.value)
+
+
+def test_run_name_must_be_one_folder(cfg_factory):
+    with pytest.raises(MolGenConfigError) as info:
+        run_layout.choose_run_name(cfg_factory(), None, {"WANDB_RUN_NAME": "a/b"}, NOW, "beef")
+    assert info.value.key == "molgen_run.run_name"
+
+
+# ---------------------------------------------------------------- layout and environment
+
+
+def test_layout_puts_checkpoints_logs_and_wandb_where_the_runbook_says(cfg_factory, tmp_path):
+    cfg = cfg_factory("--job.dump_folder", str(tmp_path / "ckpts"), "--molgen_run.logs_root", str(tmp_path / "out"), "--metrics.enable_wandb")
+    layout = run_layout.plan_run_layout(cfg, "r1", {})
+    assert layout.run_dir == tmp_path / "ckpts" / "r1"
+    assert layout.checkpoint_dir == tmp_path / "ckpts" / "r1" / "checkpoint"
+    assert layout.run_meta == tmp_path / "ckpts" / "r1" / "run_meta.json"
+    assert layout.runtime_log == tmp_path / "out" / "pretrain_logs" / "r1" / "runtime.log"
+    assert layout.tb_dir == tmp_path / "out" / "pretrain_logs" / "r1" / "tb"
+    assert layout.wandb_dir == repo_root() / "wandb" / "r1"
+    assert run_layout.plan_run_layout(cfg, "r1", {"WANDB_DIR": str(tmp_path / "w")}).wandb_dir == tmp_path / "w"
+
+    run_layout.apply_run_layout(cfg, layout)
+    assert cfg.job.dump_folder == str(layout.run_dir) and cfg.metrics.save_tb_folder == str(layout.tb_dir)
+    assert cfg.molgen_run.run_name == "r1"
+    run_layout.ensure_run_dirs(layout, wandb=False)
+    assert layout.run_dir.is_dir() and layout.log_dir.is_dir() and not layout.wandb_dir.exists()
+
+
+def test_default_logs_root_is_outputs(cfg_factory):
+    layout = run_layout.plan_run_layout(cfg_factory(), "r2", {})
+    assert layout.runtime_log == repo_root() / "outputs" / "pretrain_logs" / "r2" / "runtime.log"
+    assert layout.run_dir == repo_root() / "artifacts" / "ckpts" / "cpu_tiny" / "r2"
+
+
+def test_resumed_run_keeps_its_directory(cfg_factory, tmp_path):
+    run_dir = tmp_path / "elsewhere" / "240101-0000-abcd-old"
+    cfg = cfg_factory("--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / "checkpoint" / "step-3"))
+    name = run_layout.choose_run_name(cfg, "new desc", {}, NOW, "beef")
+    assert name == "240101-0000-abcd-old"
+    layout = run_layout.plan_run_layout(cfg, name, {})
+    assert layout.run_dir == run_dir and layout.checkpoint_dir == run_dir / "checkpoint"
+
+
+def test_banner_names_the_run_and_its_paths_and_shows_the_resolved_config_on_request(cfg_factory, tmp_path):
+    cfg = cfg_factory("--job.dump_folder", str(tmp_path / "ckpts"), "--molgen_run.logs_root", str(tmp_path / "out"))
+    layout = run_layout.plan_run_layout(cfg, "r3", {})
+    banner = runner.startup_banner(cfg, layout, resolve_molgen_paths(cfg), world_size=1)
+    assert "run r3" in banner and str(layout.checkpoint_dir) in banner and str(layout.runtime_log) in banner
+    assert "Resolved config:" in banner  # fixture_tiny.toml sets print_config = true
+    assert '"dataset_path": "' + str(REPO / "tests" / "fixtures" / "conformers" / "train") + '"' in banner
+    cfg.job.print_config = False
+    assert "Resolved config:" not in runner.startup_banner(cfg, layout, resolve_molgen_paths(cfg), world_size=1)
+
+
+def test_run_environment_defaults_wandb_offline_without_a_key(tmp_path):
+    layout = run_layout.RunLayout("r", tmp_path, tmp_path / "c", tmp_path / "m", tmp_path, tmp_path / "l", tmp_path / "tb", tmp_path / "w")
+    env = run_layout.run_environment(layout, {})
+    assert env["RUN_NAME"] == env["WANDB_RUN_NAME"] == "r"
+    assert env["WANDB_DIR"] == str(tmp_path / "w") and env["WANDB_MODE"] == "offline"
+    assert "WANDB_MODE" not in run_layout.run_environment(layout, {"WANDB_API_KEY": "k"})
+    assert "WANDB_MODE" not in run_layout.run_environment(layout, {"WANDB_MODE": "online"})
+
+
+def test_single_process_gets_rendezvous_defaults_and_torchrun_ranks_do_not():
+    env = runner._rendezvous_defaults({})
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("0", "0", "1", "127.0.0.1")
+    assert 0 < int(env["MASTER_PORT"]) < 65536
+    assert runner._rendezvous_defaults({"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "x"}) == {}
+
+
+def test_scoped_env_restores_previous_values(monkeypatch):
+    monkeypatch.setenv("MOLGEN3D_TEST_A", "before")
+    monkeypatch.delenv("MOLGEN3D_TEST_B", raising=False)
+    with runner._scoped_env({"MOLGEN3D_TEST_A": "x", "MOLGEN3D_TEST_B": "y"}):
+        assert os.environ["MOLGEN3D_TEST_A"] == "x" and os.environ["MOLGEN3D_TEST_B"] == "y"
+    assert os.environ["MOLGEN3D_TEST_A"] == "before" and "MOLGEN3D_TEST_B" not in os.environ
+
+
+def test_ranks_without_torchrun_need_a_fixed_run_name():
+    with pytest.raises(MolGenConfigError) as info:
+        runner._agree_on_run_name("x", {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"})
+    assert info.value.key == "molgen_run.run_name" and "WANDB_RUN_NAME" in str(info.value)
+
+
+def test_ranks_under_torchrun_adopt_the_first_generated_name():
+    from torch.distributed import TCPStore
+
+    agent_store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(agent_store.port)}
+    assert runner._agree_on_run_name("first", env) == "first"
+    assert runner._agree_on_run_name("second", env) == "first"
+
+
+# ---------------------------------------------------------------- pre-flight checks
+
+
+def _with_tokenizer(tmp_path: Path) -> Path:
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text("{}")
+    return tok
+
+
+def _check(cfg):
+    runner.check_inputs(cfg, resolve_molgen_paths(cfg))
+
+
+def test_missing_tokenizer_is_reported_with_how_to_build_it(cfg_factory, tmp_path):
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tmp_path / "none")))
+    assert info.value.key == "molgen_run.tokenizer_tag" and "build-tokenizer" in str(info.value)
+
+
+def test_missing_data_is_reported_with_how_to_prepare_it(cfg_factory, tmp_path):
+    tok = _with_tokenizer(tmp_path)
+    _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok)))  # the committed fixture passes
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--training.dataset_path", str(tmp_path / "nothing")))
+    assert info.value.key == "training.dataset_path" and "prepare-data" in str(info.value)
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--validation.dataset_path", str(tmp_path / "v*.jsonl")))
+    assert info.value.key == "validation.dataset_path"
+
+
+def test_hf_pretrain_never_downloads(cfg_factory, tmp_path):
+    tok = _with_tokenizer(tmp_path)
+    cfg = cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "hf_pretrain", "--molgen_run.base_model_tag", "base_paths:qwen3_0.6b_base_model")
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg)
+    assert info.value.key == "molgen_run.base_model_tag" and "Qwen/Qwen3-0.6B-Base" in str(info.value)
+
+
+def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
+    tok = _with_tokenizer(tmp_path)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    args = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir))
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory(*args))
+    assert info.value.key == "molgen_run.resume_run_path_tag"
+    (run_dir / "checkpoint" / "step-4").mkdir()
+    _check(cfg_factory(*args))
+
+
+def test_cli_reports_a_config_error_without_a_traceback(tmp_path, capsys):
+    code = runner.cli(["--train-toml", str(FIXTURE_TOML), "--run-desc", "x", "--training.dataset", "c4_test"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "[training] dataset" in err and "Traceback" not in err
+
+
+def test_cli_reports_a_missing_toml(tmp_path, capsys):
+    assert runner.cli(["--train-toml", str(tmp_path / "none.toml")]) == 2
+    assert "none.toml does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- launcher
+
+
+def _fake_tools(tmp_path: Path, *names: str) -> Path:
+    """Stub executables that append their argv (one shell-quoted line) to <name>.argv."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in names:
+        stub = bin_dir / name
+        stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> "{tmp_path}/{name}.argv"\n')
+        stub.chmod(0o755)
+    return bin_dir
+
+
+def _launch(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict[str, list[str]]:
+    bin_dir = _fake_tools(tmp_path, "torchrun", "srun")
+    fake_repo = tmp_path / "repo"  # no .venv there: the launcher must take torchrun from PATH
+    fake_repo.mkdir()
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WANDB_", "CUDA_VISIBLE", "NGPU", "MASTER_", "TRAIN_TOML", "RUN_DESC", "TORCHRUN"))}
+    env = {**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), **extra_env}
+    subprocess.run(["bash", str(LAUNCHER), *args], env=env, check=True, capture_output=True, text=True, timeout=60)
+    return {name: shlex.split((tmp_path / f"{name}.argv").read_text()) for name in ("torchrun", "srun") if (tmp_path / f"{name}.argv").exists()}
+
+
+def test_launcher_is_valid_bash_with_sbatch_header():
+    subprocess.run(["bash", "-n", str(LAUNCHER)], check=True)
+    text = LAUNCHER.read_text()
+    assert re.search(r"^#SBATCH --nodes=", text, re.M) and re.search(r"^#SBATCH --gpus-per-node=8", text, re.M)
+
+
+def test_launcher_single_node_command_line(tmp_path):
+    calls = _launch(tmp_path, {"NGPU_PER_NODE": "4", "MASTER_PORT": "29777", "RUN_DESC": "my run"}, "--training.steps", "10")
+    assert "srun" not in calls
+    argv = calls["torchrun"]
+    assert "--nnodes=1" in argv and "--nproc-per-node=4" in argv and "--rdzv-endpoint=localhost:29777" in argv
+    module_at = argv.index("-m")
+    assert argv[module_at:] == [
+        "-m", "molgen3D.training.pretraining.torchtitan_runner",
+        "--run-desc", "my run",
+        "--train-toml", "src/molgen3D/config/pretrain/qwen3_06b.toml",
+        "--training.steps", "10",
+    ]
+
+
+def test_launcher_defaults_to_one_process_without_gpus_and_names_the_run_after_the_toml(tmp_path):
+    argv = _launch(tmp_path, {"TRAIN_TOML": "configs/cpu_tiny.toml"})["torchrun"]
+    assert "--nproc-per-node=1" in argv and "--rdzv-endpoint=localhost:29500" in argv
+    assert argv[argv.index("--run-desc") + 1] == "cpu_tiny"
+    assert argv[argv.index("--train-toml") + 1] == "configs/cpu_tiny.toml"
+
+
+def test_launcher_counts_visible_gpus(tmp_path):
+    argv = _launch(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,1,2"})["torchrun"]
+    assert "--nproc-per-node=3" in argv
+
+
+def test_launcher_under_slurm_starts_one_torchrun_per_node(tmp_path):
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-09]", "NGPU_PER_NODE": "8"}
+    calls = _launch(tmp_path, slurm)
+    assert "torchrun" not in calls  # srun (here a stub) runs it on every node
+    argv = calls["srun"]
+    assert argv[:3] == ["--nodes=3", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert argv[3] == "torchrun"
+    assert {"--nnodes=3", "--nproc-per-node=8", "--rdzv-id=4242", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu07:29500"} <= set(argv)
+    assert argv[argv.index("-m") + 1] == "molgen3D.training.pretraining.torchtitan_runner"
+
+
+def test_launcher_exports_wandb_defaults(tmp_path):
+    bin_dir = _fake_tools(tmp_path, "torchrun")
+    (bin_dir / "torchrun").write_text(f'#!/usr/bin/env bash\nenv | grep -E "^(WANDB_|HF_HUB_OFFLINE)" | sort > "{tmp_path}/env.txt"\n')
+    fake_repo = tmp_path / "repo"
+    fake_repo.mkdir()
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_HUB"))}
+    subprocess.run(["bash", str(LAUNCHER)], env={**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), "WANDB_GROUP": "g1"}, check=True, timeout=60)
+    exported = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
+    assert exported["WANDB_PROJECT"] == "molgen3d" and exported["WANDB_GROUP"] == exported["WANDB_RUN_GROUP"] == "g1"
+    assert exported["HF_HUB_OFFLINE"] == "1" and "WANDB_ENTITY" not in exported
