@@ -38,6 +38,7 @@ from molgen3D.training.pretraining.config.custom_job_config import (
 )
 from molgen3D.training.pretraining.helpers import run_layout
 from molgen3D.training.pretraining.helpers.run_layout import RunLayout
+from molgen3D.training.pretraining.helpers.wsds_scheduler import plot_wsds_config
 
 LOG_FORMAT = "[titan] %(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -105,6 +106,8 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
             if rank == 0:
                 logging.getLogger().info(startup_banner(job_config, layout, paths, world_size))
                 write_run_meta(layout, job_config, model_args, paths)
+                if job_config.lr_scheduler.wsds is not None:
+                    plot_wsds_config(job_config.lr_scheduler.wsds, job_config.training.steps, layout.run_dir / "lr_schedule.png")
             # The banner printed the resolved config; TorchTitan would print it again.
             job_config.job.print_config = False
             final_step, losses = _train(job_config)
@@ -359,6 +362,10 @@ def summary(result: RunResult, job_config) -> str:
         f"run {result.run_name}: finished at step {result.final_step}" + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
         f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}" + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),
         f"  run meta      {result.run_meta}",
+    ]
+    if (result.run_dir / "lr_schedule.png").is_file():
+        lines.append(f"  lr schedule   {result.run_dir / 'lr_schedule.png'}")
+    lines += [
         f"  runtime log   {result.log_path}",
     ]
     if job_config.metrics.enable_tensorboard:
