@@ -1,0 +1,193 @@
+"""Reference conformers to score samples against, grouped by molecule.
+
+Two inputs: an SDF with several conformers per molecule (records of one molecule need not be
+adjacent), or a JSONL split of the prepared data (a file, a directory of `*.jsonl`, or a
+glob). Molecules are keyed by the heavy-atom canonical isomeric SMILES, exactly the prompt
+the model gets. Unusable records are counted by reason with their first examples.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
+from molgen3D.config.paths import resolve_path
+
+
+@dataclass
+class ReferenceMolecule:
+    """One molecule: its canonical SMILES (the prompt) and heavy-atom conformers (one per Mol)."""
+
+    smiles: str
+    conformers: list[Chem.Mol]
+    name: str = ""
+
+
+@dataclass
+class SkipLog:
+    """Records left out, by reason, with the first few examples (`file:line: detail`)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 3
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        bucket = self.examples.setdefault(reason, [])
+        if len(bucket) < self.max_examples:
+            bucket.append(where)
+
+    def as_dict(self) -> dict:
+        return {reason: {"count": n, "examples": self.examples[reason]} for reason, n in self.counts.items()}
+
+
+def canonical_smiles(mol: Chem.Mol) -> str:
+    """The heavy-atom canonical isomeric SMILES the data and the prompts use."""
+    with BlockLogs():
+        return Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=True, canonical=True)
+
+
+def canonicalize(smiles: str) -> str | None:
+    """Canonical heavy-atom SMILES of a SMILES string, or None if RDKit cannot parse it."""
+    with BlockLogs():
+        mol = Chem.MolFromSmiles(smiles)
+    return None if mol is None else canonical_smiles(mol)
+
+
+def jsonl_files(path: str | Path) -> list[Path]:
+    """The JSONL files of a split given as a file, a directory (its `*.jsonl`, sorted) or a glob; aliases resolve."""
+    resolved = resolve_path(str(path))
+    if resolved.is_file():
+        return [resolved]
+    if resolved.is_dir():
+        files = sorted(resolved.glob("*.jsonl"))
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(resolved)))
+    if not files:
+        raise FileNotFoundError(f"no JSONL files at {path!r} (resolved to {resolved}); pass a file, a split directory or a glob")
+    return files
+
+
+def iter_jsonl(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, str]]:
+    """(where, canonical_smiles, embedded_smiles) per usable line; bad lines go to `skips`."""
+    for file in jsonl_files(path):
+        with open(file, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                where = f"{file}:{lineno}"
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    skips.add("bad_json", f"{where}: {exc.msg}")
+                    continue
+                if not isinstance(record, dict) or not all(
+                    isinstance(record.get(k), str) for k in ("canonical_smiles", "embedded_smiles")
+                ):
+                    skips.add("missing_key", f"{where}: needs string keys canonical_smiles and embedded_smiles")
+                    continue
+                yield where, record["canonical_smiles"], record["embedded_smiles"]
+
+
+_DECIMALS = re.compile(r"<-?\d+(?:\.(\d*))?,")
+
+
+def coordinate_precision(embedded_smiles: str) -> int | None:
+    """Decimals of the first coordinate of an enriched SMILES (the data's fixed precision), None if none found."""
+    match = _DECIMALS.search(embedded_smiles)
+    return None if match is None else len(match.group(1) or "")
+
+
+def load_jsonl_references(
+    path: str | Path,
+    *,
+    select: Callable[[list[str]], list[str]] | None = None,
+    max_conformers: int | None = None,
+    skips: SkipLog | None = None,
+) -> tuple[list[ReferenceMolecule], int | None]:
+    """Molecules of a JSONL split (first-appearance order) and the coordinate precision of its text.
+
+    `select(all_smiles) -> chosen` picks molecules before any conformer is decoded (the split is
+    read twice, so a large split is never held in memory).
+    """
+    skips = skips if skips is not None else SkipLog()
+    order: dict[str, None] = {}
+    for _, smiles, _ in iter_jsonl(path, SkipLog()):
+        order.setdefault(smiles)
+    chosen = list(order) if select is None else select(list(order))
+    wanted = set(chosen)
+    conformers: dict[str, list[Chem.Mol]] = {s: [] for s in chosen}
+    precision = None
+    for where, smiles, embedded in iter_jsonl(path, skips):
+        if smiles not in wanted or (max_conformers is not None and len(conformers[smiles]) >= max_conformers):
+            continue
+        try:
+            mol = decode(embedded)
+        except (EnrichedSmilesError, ValueError) as exc:
+            skips.add("decode_error", f"{where}: {exc}")
+            continue
+        if precision is None:
+            precision = coordinate_precision(embedded)
+        conformers[smiles].append(mol)
+    molecules = [ReferenceMolecule(s, conformers[s], name=s) for s in chosen if conformers[s]]
+    return molecules, precision
+
+
+def load_sdf_references(path: str | Path, *, max_conformers: int | None = None,
+                        skips: SkipLog | None = None) -> list[ReferenceMolecule]:
+    """Molecules of a 3D SDF grouped by canonical heavy-atom SMILES (first-appearance order)."""
+    skips = skips if skips is not None else SkipLog()
+    file = resolve_path(str(path))
+    groups: dict[str, ReferenceMolecule] = {}
+    with BlockLogs():
+        supplier = Chem.SDMolSupplier(str(file), removeHs=False)
+        for index, mol in enumerate(supplier):
+            where = f"{file}: record {index + 1}"
+            if mol is None:
+                skips.add("unreadable_record", where)
+                continue
+            if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+                skips.add("not_3d", where)
+                continue
+            heavy = Chem.RemoveHs(mol)
+            smiles = canonical_smiles(heavy)
+            name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else smiles
+            group = groups.setdefault(smiles, ReferenceMolecule(smiles, [], name=name))
+            if max_conformers is None or len(group.conformers) < max_conformers:
+                group.conformers.append(heavy)
+    return list(groups.values())
+
+
+def read_references(
+    path: str | Path, *, max_molecules: int | None = None, max_conformers: int | None = None,
+    skips: SkipLog | None = None,
+) -> tuple[list[ReferenceMolecule], int | None]:
+    """References from an SDF (`.sdf`/`.sd`) or a JSONL split; the first `max_molecules` molecules.
+
+    Returns the molecules and the JSONL coordinate precision (None for an SDF).
+    """
+    resolved = resolve_path(str(path))
+    if resolved.suffix.lower() in (".sdf", ".sd"):
+        if not resolved.is_file():
+            raise FileNotFoundError(f"reference SDF {path!r} (resolved to {resolved}) does not exist")
+        molecules = load_sdf_references(resolved, max_conformers=max_conformers, skips=skips)
+        return (molecules if max_molecules is None else molecules[:max_molecules]), None
+    select = None if max_molecules is None else (lambda all_smiles: all_smiles[:max_molecules])
+    return load_jsonl_references(resolved, select=select, max_conformers=max_conformers, skips=skips)
+
+
+def seeded_choice(num_molecules: int, seed: int) -> Callable[[list[str]], list[str]]:
+    """A `select` that draws `num_molecules` molecules reproducibly (sorted first, so file order does not matter)."""
+    def select(all_smiles: list[str]) -> list[str]:
+        pool = sorted(all_smiles)
+        return random.Random(seed).sample(pool, min(num_molecules, len(pool)))
+    return select

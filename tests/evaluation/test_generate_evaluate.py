@@ -1,0 +1,114 @@
+"""End to end on the fixture: generate -> SDF -> evaluate (model and ETKDG), metrics.json and the plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rdkit import Chem
+
+from molgen3D.evaluation import evaluate as evaluate_module
+from molgen3D.evaluation import generate as generate_module
+from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
+from molgen3D.evaluation.references import read_references
+from molgen3D.evaluation.sample_io import read_samples, summary_path
+
+from .helpers import fixture_lines
+
+
+@pytest.fixture(scope="module")
+def smiles_file(tmp_path_factory, fixture_data):
+    """Two test-split molecules written non-canonically (explicit H, other atom order) plus a bad line."""
+    smiles = sorted({r["canonical_smiles"] for r in fixture_lines(fixture_data, "test")})[:2]
+    path = tmp_path_factory.mktemp("inputs") / "mols.smi"
+    lines = [f"{Chem.MolToSmiles(Chem.AddHs(Chem.MolFromSmiles(s)), doRandom=True)} mol{i}" for i, s in enumerate(smiles)]
+    path.write_text("\n".join([*lines, "C1CC not_a_ring"]) + "\n")
+    return path, smiles
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, compact_model_dir, smiles_file):
+    path, _ = smiles_file
+    out = tmp_path_factory.mktemp("gen") / "samples.sdf"
+    code = generate_module.cli([
+        "--model", str(compact_model_dir), "--smiles", str(path), "--num-samples", "6", "--out", str(out),
+        "--max-new-tokens", "400", "--batch-size", "6", "--no-progress", "--threads", "1",
+    ])
+    assert code == 0
+    return out
+
+
+def test_generate_writes_one_record_per_sample_and_a_summary(generated, smiles_file):
+    _, canonical = smiles_file
+    summary = json.loads(summary_path(generated).read_text())
+    assert summary["samples_requested"] == 12
+    assert summary["input_skipped"]["invalid_smiles"]["count"] == 1
+    assert summary["input_skipped"]["invalid_smiles"]["examples"][0].endswith("mols.smi:3: 'C1CC'")
+    records = [m for m in Chem.SDMolSupplier(str(generated), removeHs=False)]
+    failed = sum(e["count"] for e in summary["failures"].values())
+    assert len(records) == summary["samples_valid"] == 12 - failed
+    assert [m["smiles"] for m in summary["molecules"]] == canonical  # prompts are canonical whatever the input
+    for rec in records:
+        assert Chem.MolToSmiles(Chem.RemoveHs(rec)) == rec.GetProp("smiles")
+        assert rec.GetProp("_Name") in ("mol0", "mol1") and 0 <= rec.GetIntProp("sample_index") < 6
+    assert {rec.GetIntProp("sample_index") for rec in records if rec.GetProp("_Name") == "mol0"} <= set(range(6))
+    samples = read_samples(generated)
+    assert sum(map(len, samples.values())) == 12  # failures come back from the sidecar
+
+
+def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
+    out = tmp_path / "eval"
+    metrics = evaluate(EvaluateConfig(
+        references=str(fixture_data / "test"), out=out, samples=generated, baseline="etkdg",
+        max_molecules=2, progress=False, rmsd_workers=1,
+    ))
+    assert (out / "coverage.png").stat().st_size > 10_000
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["methods"].keys() == {"model", "etkdg"}
+    references, _ = read_references(fixture_data / "test", max_molecules=2)
+    assert on_disk["num_molecules"] == 2 and on_disk["reference_conformers"] == sum(len(r.conformers) for r in references)
+    etkdg = on_disk["methods"]["etkdg"]
+    assert etkdg["samples_requested"] == 2 * on_disk["reference_conformers"] and etkdg["validity"] == 1.0
+    for name in ("model", "etkdg"):
+        method = on_disk["methods"][name]
+        assert len(method["per_molecule"]) == 2 and len(method["curves"]["cov_r"]) == 60
+        agg = method["aggregate"]["cov_r"]
+        values = [m["cov_r"] for m in method["per_molecule"]]
+        assert agg["mean"] == pytest.approx(sum(values) / 2)
+    # ETKDG conformers of drug-like molecules sit within a few A of other ETKDG conformers;
+    # a random model's coordinates (hundreds of A) cannot
+    assert etkdg["aggregate"]["mat_r"]["mean"] < 3.0
+    model = on_disk["methods"]["model"]
+    assert model["aggregate"]["mat_r"]["mean"] > 10.0 and model["aggregate"]["cov_r"]["mean"] == 0.0
+    assert on_disk["posebusters"]["available"] is False and "not installed" in on_disk["posebusters"]["note"]
+    table = format_table(metrics)
+    assert "etkdg" in table and "model" in table and "COV-R" in table
+
+
+def test_evaluate_samples_from_the_model_directly(compact_model_dir, tmp_path, fixture_data):
+    code = evaluate_module.cli([
+        "--references", str(fixture_data / "test"), "--out", str(tmp_path / "e"), "--model", str(compact_model_dir),
+        "--max-molecules", "1", "--max-conformers", "1", "--max-new-tokens", "400", "--no-progress",
+        "--rmsd-workers", "1",
+    ])
+    assert code == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    model = metrics["methods"]["model"]
+    assert list(metrics["methods"]) == ["model"] and model["samples_requested"] == 2
+    assert model["settings"]["precision"] == 4  # read from the reference text
+    assert model["samples_per_second"] > 0
+
+
+def test_evaluate_needs_something_to_score(tmp_path, fixture_data, capsys):
+    with pytest.raises(SystemExit) as stop:  # tyro reports invalid settings and exits 2
+        evaluate_module.cli(["--references", str(fixture_data / "test"), "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "nothing to score" in err and "--baseline etkdg" in err
+
+
+def test_generate_reports_a_missing_model(tmp_path, capsys):
+    smi = tmp_path / "m.smi"
+    smi.write_text("CCO\n")
+    code = generate_module.cli(["--model", str(tmp_path / "nope"), "--smiles", str(smi), "--out", str(tmp_path / "o.sdf")])
+    assert code == 1 and "not a directory" in capsys.readouterr().err

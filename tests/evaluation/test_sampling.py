@@ -1,0 +1,142 @@
+"""Decoding from random models: constrained samples always have the prompt's graph, free ones are counted."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from rdkit import Chem
+
+from molgen3D.chem.enriched_smiles import decode, strip_coordinates
+from molgen3D.evaluation.constrained import token_table
+from molgen3D.evaluation.sampling import (
+    GRAPH_MISMATCH,
+    MAX_NEW_TOKENS,
+    NO_OPEN_TAG,
+    PARSE_ERROR,
+    UNREPRESENTABLE,
+    UNTERMINATED,
+    BatchSampler,
+    SamplingConfig,
+    draw,
+    finish_sample,
+    run_with_cache,
+    run_without_cache,
+    sample_molecules,
+)
+
+from .helpers import smallest_molecules, tiny_qwen3
+
+
+@pytest.fixture(scope="module")
+def molecules(fixture_data):
+    return smallest_molecules(fixture_data, "train", 2)
+
+
+def with_model(model):
+    return functools.partial(run_with_cache, model)
+
+
+@pytest.mark.parametrize("which", ["compact", "qwen"])
+def test_constrained_samples_from_a_random_model_are_graph_identical(which, molecules, compact_tokenizer, qwen_tokenizer):
+    tokenizer = compact_tokenizer if which == "compact" else qwen_tokenizer
+    model = tiny_qwen3(len(tokenizer))
+    cfg = SamplingConfig(max_new_tokens=1500, batch_size=3, seed=1)
+    outcomes = sample_molecules(with_model(model), tokenizer, molecules, [2, 1], cfg)
+    assert [len(o) for o in outcomes] == [2, 1]
+    for smiles, samples in zip(molecules, outcomes):
+        for o in samples:
+            assert o.failure is None, (o.failure, o.text[:200])
+            assert strip_coordinates(o.text) == smiles
+            mol = decode(o.text)
+            assert Chem.MolToSmiles(mol) == smiles and mol.GetNumConformers() == 1
+            assert o.mol.GetNumAtoms() == Chem.MolFromSmiles(smiles).GetNumAtoms()
+
+
+def test_free_decoding_failures_are_counted(molecules, compact_tokenizer):
+    model = tiny_qwen3(len(compact_tokenizer), seed=3)
+    cfg = SamplingConfig(constrained=False, max_new_tokens=40, batch_size=4, seed=0)
+    outcomes = sample_molecules(with_model(model), compact_tokenizer, molecules, [3, 3], cfg)
+    flat = [o for samples in outcomes for o in samples]
+    assert len(flat) == 6 and sorted(o.sample_index for o in outcomes[0]) == [0, 1, 2]
+    assert all(o.mol is None and o.failure is not None for o in flat)
+    assert {o.failure for o in flat} <= {MAX_NEW_TOKENS, NO_OPEN_TAG, UNTERMINATED, PARSE_ERROR, GRAPH_MISMATCH}
+    # a free sample that is cut off used the whole budget; one that stopped early did not
+    for o in flat:
+        assert (o.num_tokens == 40) == (o.failure == MAX_NEW_TOKENS)
+
+
+def test_same_seed_same_samples_and_seed_matters(molecules, compact_tokenizer):
+    model = tiny_qwen3(len(compact_tokenizer))
+    run = lambda seed: [o.text for o in sample_molecules(  # noqa: E731
+        with_model(model), compact_tokenizer, molecules[:1], [2], SamplingConfig(seed=seed, batch_size=2))[0]]
+    first = run(5)
+    assert run(5) == first and run(6) != first
+
+
+def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer):
+    """Greedy decoding with the cache (left padding, rows dropped as they finish) equals recomputing everything."""
+    model = tiny_qwen3(len(compact_tokenizer), seed=2)
+    cfg = SamplingConfig(temperature=0.0, batch_size=2, max_new_tokens=1500)
+    cached = sample_molecules(with_model(model), compact_tokenizer, molecules, [1, 1], cfg)
+    full = sample_molecules(
+        lambda prompts, sampler, pad: run_without_cache(lambda ids: model(input_ids=ids).logits, prompts, sampler, pad),
+        compact_tokenizer, molecules, [1, 1], cfg,
+    )
+    assert [o[0].text for o in cached] == [o[0].text for o in full]
+
+
+def test_unrepresentable_molecule_fails_every_sample(compact_tokenizer):
+    model = tiny_qwen3(len(compact_tokenizer))
+    # a bare carbon radical is written [C], which the format cannot tell from a plain C
+    outcomes = sample_molecules(with_model(model), compact_tokenizer, ["[C]O", "CO"], [2, 1],
+                                SamplingConfig(max_new_tokens=200))
+    assert [o.failure for o in outcomes[0]] == [UNREPRESENTABLE, UNREPRESENTABLE]
+    assert outcomes[1][0].failure is None
+
+
+def test_max_new_tokens_cuts_constrained_samples(molecules, compact_tokenizer):
+    model = tiny_qwen3(len(compact_tokenizer))
+    out = sample_molecules(with_model(model), compact_tokenizer, molecules[:1], [2], SamplingConfig(max_new_tokens=10))
+    assert [(o.failure, o.num_tokens) for o in out[0]] == [(MAX_NEW_TOKENS, 10)] * 2
+
+
+def test_draw_respects_top_p_and_temperature():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    picks = draw(scores, 1.0, 0.7, gen)
+    # nucleus 0.7 keeps 0.5 and 0.3 (the first two reach 0.8 >= 0.7), renormalised to 5/8 and 3/8
+    assert set(picks.tolist()) == {0, 1}
+    assert abs((picks == 0).float().mean().item() - 0.625) < 0.05
+    assert draw(scores[:3], 0.0, 1.0, gen).tolist() == [0, 0, 0]
+    masked = scores[:500].clone()
+    masked[:, 0] = float("-inf")
+    assert 0 not in draw(masked, 1.0, 1.0, gen).tolist()
+
+
+def test_finish_sample_reasons():
+    ok = "[CONFORMER][C]<0.0000,0.0000,0.0000>[O]<1.4000,0.0000,0.0000>[/CONFORMER]"
+    mol, failure, body = finish_sample(ok + "<|endoftext|>", "CO", None)
+    assert failure is None and mol.GetNumAtoms() == 2 and body.startswith("[C]<")
+    assert finish_sample(ok, "CN", None)[1] == GRAPH_MISMATCH
+    assert finish_sample(ok[len("[CONFORMER]"):], "CO", None)[1] == NO_OPEN_TAG
+    assert finish_sample(ok[:-len("[/CONFORMER]")], "CO", None)[1] == UNTERMINATED
+    assert finish_sample("[CONFORMER][C]<0.0000,0.0000>[/CONFORMER]", "C", None)[1] == PARSE_ERROR
+    assert finish_sample(ok, "CO", MAX_NEW_TOKENS)[1] == MAX_NEW_TOKENS
+    # the same graph written in another atom order is still the prompt's molecule
+    other = "[CONFORMER][O]<1.4000,0.0000,0.0000>[C]<0.0000,0.0000,0.0000>[/CONFORMER]"
+    assert finish_sample(other, "CO", None)[1] is None
+
+
+def test_sampler_pads_finished_rows_with_eos(compact_tokenizer):
+    table = token_table(compact_tokenizer)
+    sampler = BatchSampler(table, [None, None], max_new_tokens=5)
+    logits = torch.full((2, table.vocab_size + 7), -1e9)  # padded vocab rows are never sampled
+    logits[0, table.eos_id] = 0.0
+    logits[1, 5] = 0.0
+    logits[:, table.vocab_size:] = 1e9
+    first = sampler.step(logits, [0, 1])
+    assert first.tolist() == [table.eos_id, 5] and sampler.done.tolist() == [True, False]
+    second = sampler.step(logits, [0, 1])
+    assert second[0].item() == table.eos_id and sampler.tokens[0] == [table.eos_id]
