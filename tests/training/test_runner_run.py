@@ -26,6 +26,7 @@ def test_run_result_points_at_the_planned_layout(tiny_run):
     assert sorted(result.losses) == list(range(1, result.final_step + 1))  # log_freq = 1
     assert result.last_loss == result.losses[result.final_step]
     assert any(result.tb_dir.rglob("events.out.tfevents.*"))
+    assert (result.run_dir / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_runtime_log_has_the_banner_then_plain_metric_lines(tiny_run):

@@ -1,0 +1,290 @@
+"""TorchTitan's CheckpointManager, extended for MolGen runs.
+
+What it adds to TorchTitan 0.2.2:
+- a save at every WSDS decay end (`[wsds_scheduler] checkpoints`, train step == T), whatever
+  `checkpoint.interval` says; decay ends are annealed models, so `keep_latest_k` counts only
+  the other saves and never purges them;
+- complete Hugging Face folders: after TorchTitan's last-step HF save (`last_save_in_hf`) and,
+  with `checkpoint.save_hf_per_checkpoint`, an HF copy in `step-N/hf` after every save, each
+  finished with D2's `complete_hf_folder` (config.json, generation_config.json, tokenizer);
+- a torn or partial `step-N` folder is never picked as the latest. DCP writes `.metadata` last
+  and atomically (tmp file + rename, torch 2.13), and TorchTitan's `_find_load_step` already
+  requires it; that is not enough when a folder is half purged (the purge thread's rmtree
+  may delete data files before `.metadata`) or re-saved over (the old `.metadata` survives
+  until the new one is renamed in). So: the probe files are removed first before a folder is
+  purged or re-saved, and the load step is the newest folder whose metadata reads and whose
+  every referenced file is present and long enough;
+- after the initial load of a `scratch` or `hf_pretrain` run, the rows of the tag tokens are
+  re-initialised N(0, dim**-0.5) (FACTS.md section 2);
+- the Trainer hands this class both the train loader and itself, so it also connects the
+  loader's counters to `MolGenMetricsProcessor` and restarts its window after the load.
+
+Installation: TorchTitan's Trainer builds `CheckpointManager(...)` by the name bound in
+`torchtitan.train`, and TrainSpec has no hook for it. `install()` rebinds that name (importing
+the train spec module does it, which `[experimental] custom_import` does at the top of
+`Trainer.__init__`). Subclassing Trainer instead would not reach runs started through
+TorchTitan's own entry point. Without MolGen config sections the class behaves as TorchTitan's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from torchtitan.components.checkpoint import DATALOADER, MODEL, AsyncMode, CheckpointManager
+from torchtitan.tools.logging import logger
+
+from molgen3D.chem.units import TAGS
+
+STEP_DIR = re.compile(r"step-(\d+)")
+DCP_METADATA = ".metadata"
+HF_INDEX = "model.safetensors.index.json"
+PROBES = (DCP_METADATA, HF_INDEX)
+HF_SUBDIR = "hf"
+TRAIN_STATE = "train_state"
+
+
+# ---------------------------------------------------------------- completeness checks
+
+
+def _dcp_problem(step_dir: Path) -> str | None:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(step_dir)).read_metadata()
+    except Exception as err:  # a truncated or foreign pickle: the save did not finish
+        return f"{DCP_METADATA} is unreadable ({type(err).__name__}: {err})"
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        end = int(info.offset) + int(info.length)
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
+    for name, size in sorted(needed.items()):
+        path = step_dir / name
+        if not path.is_file():
+            return f"{name} named by {DCP_METADATA} is missing"
+        if path.stat().st_size < size:
+            return f"{name} has {path.stat().st_size} bytes, {DCP_METADATA} needs {size}"
+    return None
+
+
+def _hf_problem(step_dir: Path) -> str | None:
+    try:
+        index = json.loads((step_dir / HF_INDEX).read_text(encoding="utf-8"))
+        files = set(index["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"{HF_INDEX} is unreadable ({type(err).__name__}: {err})"
+    for name in sorted(files):
+        path = step_dir / name
+        if not path.is_file() or path.stat().st_size < 8:
+            return f"{name} named by {HF_INDEX} is missing or empty"
+    return None
+
+
+def checkpoint_problem(step_dir: str | os.PathLike) -> str | None:
+    """Why `step_dir` is not a complete checkpoint (DCP or HF safetensors), or None if it is."""
+    step_dir = Path(step_dir)
+    if (step_dir / DCP_METADATA).is_file():
+        return _dcp_problem(step_dir)
+    if (step_dir / HF_INDEX).is_file():
+        return _hf_problem(step_dir)
+    return f"no {DCP_METADATA} (the save did not finish)"
+
+
+def step_dirs(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """`(step, path)` of every `step-N` directory in `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = STEP_DIR.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_complete_step(folder: str | os.PathLike) -> tuple[int, list[tuple[Path, str]]]:
+    """The newest complete step in `folder` (-1 if none) and the newer folders skipped, with why."""
+    skipped: list[tuple[Path, str]] = []
+    for step, path in reversed(step_dirs(folder)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return step, skipped
+        skipped.append((path, problem))
+    return -1, skipped
+
+
+def disarm(step_dir: str | os.PathLike) -> None:
+    """Remove the probe files, so a folder about to be deleted or rewritten never looks complete."""
+    for name in PROBES:
+        try:
+            os.unlink(os.path.join(step_dir, name))
+        except FileNotFoundError:
+            pass
+
+
+# ---------------------------------------------------------------- config lookups
+
+
+def decay_end_steps(job_config: Any) -> list[int]:
+    """WSDS decay ends to save at: `[wsds_scheduler] checkpoints` within the run, if enabled."""
+    wsds = getattr(job_config, "wsds_scheduler", None)
+    if wsds is None or not wsds.enable or not wsds.save_at_decay_ends:
+        return []
+    from molgen3D.training.pretraining.helpers.wsds_scheduler import decay_ends
+
+    return decay_ends(wsds.checkpoints, job_config.training.steps)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+class MolGenCheckpointManager(CheckpointManager):
+    """CheckpointManager with decay-end saves, complete HF folders, torn-folder safety, tag re-init."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trainer = self.states.get(TRAIN_STATE)
+        self.job_config = getattr(self.trainer, "job_config", None)
+        self.decay_end_steps = frozenset(decay_end_steps(self.job_config))
+        checkpoint_config = getattr(self.job_config, "checkpoint", None)
+        self.save_hf_per_checkpoint = bool(getattr(checkpoint_config, "save_hf_per_checkpoint", False))
+        if self.enable and self.save_hf_per_checkpoint and self.sd_adapter is None:
+            raise ValueError("[checkpoint] save_hf_per_checkpoint = true needs the train spec's state_dict_adapter")
+        metrics_processor = getattr(self.trainer, "metrics_processor", None)
+        if hasattr(metrics_processor, "attach_loader"):
+            metrics_processor.attach_loader(self.states.get(DATALOADER))
+        if self.enable and self.decay_end_steps:
+            logger.info(f"Checkpoints also at the WSDS decay ends {sorted(self.decay_end_steps)} (never purged)")
+
+    @property
+    def is_molgen_run(self) -> bool:
+        return hasattr(self.job_config, "molgen_run")
+
+    # --- when to save ------------------------------------------------------------------
+
+    def _should_save(self, curr_step: int, last_step: bool = False) -> bool:
+        if super()._should_save(curr_step, last_step):
+            return True
+        return bool(self.enable and not self.load_only and curr_step in self.decay_end_steps)
+
+    @torch.no_grad()
+    def save(self, curr_step: int, last_step: bool = False) -> None:
+        saving = self._should_save(curr_step, last_step)
+        if saving:
+            self._clear_stale_step(curr_step)
+        super().save(curr_step, last_step)
+        if not saving:
+            return
+        step_dir = self._create_checkpoint_id(curr_step)
+        if last_step and self.last_save_in_hf:
+            self._complete_hf(step_dir)
+        elif self.save_hf_per_checkpoint:
+            self._save_hf_copy(step_dir)
+
+    def _clear_stale_step(self, step: int) -> None:
+        """A `step-N` left by an earlier attempt loses its probes before it is written over.
+
+        Rank 0 decides and the others wait for it: a rank that looked for itself could
+        already see the folder another rank just started writing.
+        """
+        step_dir = self._create_checkpoint_id(step)
+        if _rank() == 0 and os.path.isdir(step_dir):
+            logger.warning(f"Overwriting the existing checkpoint folder {step_dir}")
+            disarm(step_dir)
+            disarm(os.path.join(step_dir, HF_SUBDIR))
+        _barrier()
+
+    # --- Hugging Face folders ------------------------------------------------------------
+
+    def _save_hf_copy(self, step_dir: str) -> None:
+        states = self.states[MODEL].state_dict()
+        if self.export_dtype != torch.float32:
+            states = {k: v.to(self.export_dtype) for k, v in states.items()}
+        hf_dir = os.path.join(step_dir, HF_SUBDIR)
+        self.dcp_save(states, checkpoint_id=hf_dir, async_mode=AsyncMode.DISABLED, to_hf=True)
+        self._complete_hf(hf_dir)
+
+    def _complete_hf(self, hf_dir: str) -> None:
+        if not self.is_molgen_run or _rank() != 0:
+            return
+        from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
+        from molgen3D.training.pretraining.helpers.hf_export import complete_hf_folder
+
+        complete_hf_folder(hf_dir, self.trainer.model_args, resolve_molgen_paths(self.job_config).tokenizer_dir)
+        logger.info(f"Hugging Face model folder complete: {hf_dir}")
+
+    # --- which step to load --------------------------------------------------------------
+
+    def _find_load_step(self, folder: str = "") -> int:
+        step, skipped = latest_complete_step(folder or self.folder)
+        for path, problem in skipped:
+            logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
+        return step
+
+    def _purge_stale_checkpoints(self) -> None:
+        if self.keep_latest_k <= 0 or _rank() != 0 or not os.path.isdir(self.folder):
+            return
+        if self.enable_ft_dataloader_checkpoints and not (self.ft_manager and self.ft_manager.participating_rank() == 0):
+            return
+        purgeable = [(step, path) for step, path in step_dirs(self.folder) if step not in self.decay_end_steps]
+        for _, path in purgeable[: -self.keep_latest_k]:
+            disarm(path)
+            self.purge_queue.put(str(path))
+
+    # --- loading -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def load(self, step: int = -1) -> bool:
+        fresh = not self.enable or not os.path.exists(self.folder)
+        if not fresh and step != -1:
+            named = self._create_checkpoint_id(step)
+            problem = checkpoint_problem(named) if os.path.isdir(named) else None
+            if problem is not None:
+                raise ValueError(
+                    f"checkpoint.load_step = {step}: {named} is incomplete ({problem}); "
+                    "name another step, or -1 for the newest complete one"
+                )
+        loaded = super().load(step)
+        if fresh:
+            self._reinit_tag_rows()
+        metrics_processor = getattr(self.trainer, "metrics_processor", None)
+        if hasattr(metrics_processor, "start_window"):
+            metrics_processor.start_window()
+        return loaded
+
+    def _reinit_tag_rows(self) -> None:
+        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load."""
+        if not self.is_molgen_run or self.job_config.molgen_run.init_mode not in ("scratch", "hf_pretrain"):
+            return
+        from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import reinit_token_rows
+
+        tokenizer = self.trainer.tokenizer
+        ids = [tokenizer.token_to_id(tag) for tag in TAGS]
+        ids = [i for i in ids if i is not None]
+        if not ids:
+            logger.info("Tokenizer has none of the tag tokens; no embedding rows re-initialised")
+            return
+        dim = self.trainer.model_args.dim
+        for model in self.states[MODEL].model:
+            reinit_token_rows(model, ids, dim**-0.5, seed=self.job_config.debug.seed)
+        logger.info(f"Re-initialised the embedding rows of tokens {ids} with N(0, {dim ** -0.5:.4g})")
+
+
+def install() -> None:
+    """Make TorchTitan's Trainer build `MolGenCheckpointManager` (idempotent)."""
+    import torchtitan.train
+
+    torchtitan.train.CheckpointManager = MolGenCheckpointManager

@@ -1,0 +1,221 @@
+"""Validation for `molgen_qwen3`: loss on `[validation] dataset_path`, optional conformer sampling.
+
+TorchTitan's own Validator reads HF text datasets and, with `steps = -1`, hangs when ranks run
+out of data at different times. Here every pass starts from the beginning of the split (no
+shuffling, one finite epoch: the same batches at every validation, so losses are comparable),
+and the ranks agree before each batch with an all-reduce: while any rank still has data, the
+others feed a batch that is all padding (labels -100), keeping FSDP's collectives in step and
+adding nothing to the loss. The loss is the token-weighted mean over everything evaluated.
+
+With `validation.sample_conformers_freq > 0`, every that-many steps the model also samples
+conformers for a few validation molecules and scores them with E's
+`molgen3D.evaluation.training_probe.sample_and_score` (validity, mean best RMSD). Every rank
+runs the same sampling (same seed, same inputs), because an FSDP forward is a collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from torchtitan.components.loss import IGNORE_INDEX
+from torchtitan.components.validate import BaseValidator
+from torchtitan.tools import utils
+from torchtitan.tools.logging import logger
+
+from molgen3D.chem.units import format_prompt
+from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
+from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
+
+PROBE_MODULE = "molgen3D.evaluation.training_probe"
+
+
+def _load_probe() -> Any:
+    try:
+        return importlib.import_module(PROBE_MODULE)
+    except ModuleNotFoundError as err:
+        if err.name != PROBE_MODULE:
+            raise
+        raise RuntimeError(
+            f"[validation] sample_conformers_freq > 0 needs {PROBE_MODULE}, which is not installed; "
+            "set sample_conformers_freq = 0 to validate on the loss only"
+        ) from err
+
+
+class MolGenValidator(BaseValidator):
+    """Validation loss (and conformer sampling) with the packed conformer loader."""
+
+    def __init__(
+        self,
+        job_config: Any,
+        dp_world_size: int,
+        dp_rank: int,
+        tokenizer: Any,
+        parallel_dims: Any,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        validation_context: Callable[[], contextlib.AbstractContextManager],
+        maybe_enable_amp: contextlib.AbstractContextManager,
+        metrics_processor: Any,
+        pp_schedule: Any = None,
+        pp_has_first_stage: bool | None = None,
+        pp_has_last_stage: bool | None = None,
+    ):
+        super().__init__(job_config)
+        if pp_schedule is not None:
+            raise NotImplementedError("molgen_qwen3 validation does not support pipeline parallelism")
+        v = job_config.validation
+        self.parallel_dims = parallel_dims
+        self.loss_fn = loss_fn
+        self.validation_context = validation_context
+        self.maybe_enable_amp = maybe_enable_amp
+        self.metrics_processor = metrics_processor
+        self.max_batches = None if v.steps == -1 else v.steps
+        self.seq_len = v.seq_len or job_config.training.seq_len
+        self.batch_size = v.local_batch_size
+        self.loader = build_molgen_dataloader(
+            dp_world_size,
+            dp_rank,
+            tokenizer,
+            job_config,
+            data_path=resolve_molgen_paths(job_config).valid_data,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            infinite=False,
+            shuffle_lines=False,
+            num_workers=0,
+        )
+        self._start_state = self.loader.dataset.state_dict()
+        self.pad_id = self.loader.dataset.eot_id
+        self.sample_freq = int(getattr(v, "sample_conformers_freq", 0) or 0)
+        self._probe = _load_probe() if self.sample_freq > 0 else None
+        self._references: list | None = None
+        self._sampling_tokenizer: Any = None
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    def loss_due(self, step: int) -> bool:
+        return super().should_validate(step)
+
+    def sampling_due(self, step: int) -> bool:
+        return self.sample_freq > 0 and step % self.sample_freq == 0
+
+    def should_validate(self, step: int) -> bool:
+        return self.loss_due(step) or self.sampling_due(step)
+
+    # --- loss ----------------------------------------------------------------------------
+
+    def _any_rank(self, flag: bool, device: torch.device) -> bool:
+        if not self.parallel_dims.dp_enabled:
+            return flag
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(
+            value, op=torch.distributed.ReduceOp.MAX, group=self.parallel_dims.get_mesh("batch").get_group()
+        )
+        return bool(value.item())
+
+    def _padding_batch(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        shape = (self.batch_size, self.seq_len)
+        return {"input": torch.full(shape, self.pad_id, dtype=torch.long)}, torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+
+    @torch.no_grad()
+    def validation_loss(self, model: nn.Module) -> tuple[float, int, int]:
+        """(token-weighted mean loss over all ranks, batches this rank evaluated, valid tokens overall)."""
+        device = torch.device(utils.device_type)
+        self.loader.dataset.load_state_dict(self._start_state)
+        batches = iter(self.loader)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        tokens = torch.zeros((), dtype=torch.float64, device=device)
+        done = mine = 0
+        while self.max_batches is None or done < self.max_batches:
+            batch = next(batches, None)
+            if not self._any_rank(batch is not None, device):
+                break
+            if batch is None:
+                batch = self._padding_batch()
+            else:
+                mine += 1
+                self.metrics_processor.ntokens_since_last_log += batch[1].numel()
+            inputs, labels = batch[0]["input"].to(device), batch[1].to(device)
+            with self.validation_context(), self.maybe_enable_amp:
+                loss_sum += self.loss_fn(model(inputs), labels).double()
+            tokens += (labels != IGNORE_INDEX).sum()
+            done += 1
+        if self.parallel_dims.dp_enabled:
+            both = torch.stack([loss_sum, tokens])
+            torch.distributed.all_reduce(both, group=self.parallel_dims.get_mesh("batch").get_group())
+            loss_sum, tokens = both[0], both[1]
+        if tokens.item() == 0:
+            logger.warning(f"validation data {resolve_molgen_paths(self.job_config).valid_data} produced no tokens")
+            return float("nan"), mine, 0
+        return (loss_sum / tokens).item(), mine, int(tokens.item())
+
+    # --- conformer sampling --------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample_conformers(self, model: nn.Module) -> dict[str, float]:
+        """E's training probe on a few validation molecules: validity and mean best RMSD.
+
+        Prompt plus sample must fit the model's rotary table (training.seq_len), so the token
+        budget is cut to what the longest prompt leaves.
+        """
+        v = self.job_config.validation
+        seed = int(self.job_config.molgen_data.seed)
+        paths = resolve_molgen_paths(self.job_config)
+        if self._references is None:
+            from molgen3D.tokenization.load import load_tokenizer
+
+            self._references = self._probe.load_references(paths.valid_data, v.sample_conformers_molecules, seed)
+            self._sampling_tokenizer = load_tokenizer(paths.tokenizer_dir)
+        tokenizer = self._sampling_tokenizer
+        longest_prompt = max(
+            (len(tokenizer.encode(format_prompt(smiles), add_special_tokens=False)) for smiles, _ in self._references), default=0
+        )
+        budget = min(v.sample_max_new_tokens, self.job_config.training.seq_len - longest_prompt)
+        if budget < 1:
+            logger.warning(f"conformer sampling skipped: a prompt of {longest_prompt} tokens fills training.seq_len")
+            return {}
+        device = torch.device(utils.device_type)
+
+        def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
+            with self.validation_context(), self.maybe_enable_amp:
+                return model(input_ids.to(device)).float()
+
+        result = self._probe.sample_and_score(
+            logits_fn,
+            tokenizer,
+            self._references,
+            samples_per_molecule=v.sample_conformers_per_molecule,
+            max_new_tokens=budget,
+            temperature=v.sample_temperature,
+            seed=seed,
+            device=device,
+        )
+        return {f"validation_metrics/{name}": value for name, value in result.items()}
+
+    # --- the Trainer's entry point -------------------------------------------------------
+
+    def validate(self, model_parts: list[nn.Module], step: int) -> None:
+        assert len(model_parts) == 1, "molgen_qwen3 has one model part (no pipeline parallelism)"
+        model = model_parts[0]
+        model.eval()
+        try:
+            extra = self.sample_conformers(model) if self.sampling_due(step) else {}
+            if self.loss_due(step):
+                loss, batches, tokens = self.validation_loss(model)
+                extra["validation_metrics/batches"] = batches
+                extra["validation_metrics/tokens"] = tokens
+                self.metrics_processor.log_validation(loss=loss, step=step, extra_metrics=extra)
+            else:
+                self.metrics_processor.logger.log(extra, step)
+                logger.info(f"validate step: {step:2}  " + "  ".join(f"{k.rpartition('/')[2]}: {val}" for k, val in extra.items()))
+        finally:
+            model.train()
+
+
+def build_molgen_validator(**kwargs: Any) -> MolGenValidator:
+    """TrainSpec.build_validator_fn (the Trainer passes everything by keyword)."""
+    return MolGenValidator(**kwargs)

@@ -1,0 +1,62 @@
+"""The `molgen_qwen3` dataloader builder: `[molgen_data]` -> packed conformer batches.
+
+The training loader and the validator's loader are the same class with different settings
+(split, length, batch, one finite unshuffled pass), so both are built here. The dataset reads
+the tokenizer from the resolved tokenizer directory, the same one the Trainer's tokenizer and
+the model's vocabulary come from (one tokenizer setting decides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
+from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, TitanStatefulDataLoader
+
+
+def build_molgen_dataloader(
+    dp_world_size: int,
+    dp_rank: int,
+    tokenizer: Any,
+    job_config: Any,
+    *,
+    data_path: str | Path | None = None,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    infinite: bool | None = None,
+    shuffle_lines: bool | None = None,
+    num_workers: int | None = None,
+) -> TitanStatefulDataLoader:
+    """TrainSpec.build_dataloader_fn; the keyword overrides serve the validator.
+
+    `tokenizer` (the Trainer's) is not used: the dataset loads the tokenizer directory itself,
+    as a transformers fast tokenizer, from the same resolved path.
+    """
+    del tokenizer
+    paths = resolve_molgen_paths(job_config)
+    data = job_config.molgen_data
+    workers = data.num_workers if num_workers is None else num_workers
+    dataset = JsonlTaggedPackedDataset(
+        str(paths.train_data if data_path is None else data_path),
+        str(paths.tokenizer_dir),
+        job_config.training.seq_len if seq_len is None else seq_len,
+        min_emb_len=data.min_emb_len,
+        shuffle_lines=data.shuffle_lines if shuffle_lines is None else shuffle_lines,
+        infinite=data.infinite if infinite is None else infinite,
+        seed=data.seed,
+        lookahead_limit=data.lookahead_limit,
+        dp_rank=dp_rank,
+        dp_world_size=dp_world_size,
+        truncate_overflow_units=data.truncate_overflow_units,
+    )
+    return TitanStatefulDataLoader(
+        dataset,
+        dp_rank=dp_rank,
+        dp_world_size=dp_world_size,
+        batch_size=job_config.training.local_batch_size if batch_size is None else batch_size,
+        num_workers=workers,
+        pin_memory=bool(data.pin_memory),
+        prefetch_factor=data.prefetch_factor if data.prefetch_factor is not None else 2,
+        persistent_workers=bool(data.persistent_workers) and workers > 0,
+    )

@@ -1,0 +1,100 @@
+"""Which checkpoint folders count as complete, and which steps are decay ends (no Trainer)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from molgen3D.training.pretraining.helpers.checkpointing import (
+    DCP_METADATA,
+    HF_INDEX,
+    checkpoint_problem,
+    decay_end_steps,
+    disarm,
+    latest_complete_step,
+)
+from molgen3D.training.pretraining.helpers.metrics import counter_deltas, padding_fraction
+
+
+@pytest.fixture
+def saved_step(tmp_path):
+    """A real single-process DCP save."""
+    step = tmp_path / "checkpoint" / "step-3"
+    dcp.save({"w": torch.arange(1000, dtype=torch.float32), "b": torch.ones(7)}, checkpoint_id=str(step))
+    return step
+
+
+def _data_files(step):
+    return sorted(p for p in step.iterdir() if p.suffix == ".distcp")
+
+
+def test_a_finished_dcp_save_is_complete(saved_step):
+    assert (saved_step / DCP_METADATA).is_file()
+    assert checkpoint_problem(saved_step) is None
+
+
+@pytest.mark.parametrize(
+    "tear, message",
+    [
+        (lambda step: (step / DCP_METADATA).unlink(), "no .metadata"),
+        (lambda step: _data_files(step)[0].unlink(), "is missing"),
+        (lambda step: _data_files(step)[0].write_bytes(_data_files(step)[0].read_bytes()[:100]), "bytes"),
+        (lambda step: (step / DCP_METADATA).write_bytes(b"\x80\x04garbage"), "unreadable"),
+    ],
+    ids=["save-not-finished", "purge-interrupted", "truncated-data", "truncated-metadata"],
+)
+def test_torn_dcp_folders_are_detected(saved_step, tear, message):
+    tear(saved_step)
+    problem = checkpoint_problem(saved_step)
+    assert problem is not None and message in problem
+
+
+def test_hf_folder_needs_every_indexed_shard(tmp_path):
+    from safetensors.torch import save_file
+
+    hf = tmp_path / "step-9"
+    hf.mkdir()
+    save_file({"a": torch.zeros(3)}, str(hf / "model-00001-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (hf / HF_INDEX).write_text(json.dumps(index))
+    assert "model-00002-of-00002.safetensors" in checkpoint_problem(hf)
+    save_file({"b": torch.zeros(3)}, str(hf / "model-00002-of-00002.safetensors"))
+    assert checkpoint_problem(hf) is None
+
+
+def test_latest_complete_step_skips_newer_torn_folders(saved_step):
+    folder = saved_step.parent
+    shutil.copytree(saved_step, folder / "step-5", ignore=shutil.ignore_patterns(DCP_METADATA))
+    shutil.copytree(saved_step, folder / "step-12")
+    disarm(folder / "step-12")  # a purge that was cut short after disarming
+    shutil.copytree(saved_step, folder / "step-40.tmp")  # not a step folder name
+    step, skipped = latest_complete_step(folder)
+    assert step == 3
+    assert [p.name for p, _ in skipped] == ["step-12", "step-5"]
+    assert latest_complete_step(folder / "missing") == (-1, [])
+
+
+def _config(enable=True, save=True, checkpoints=(10, 20, 30), steps=25):
+    wsds = SimpleNamespace(enable=enable, save_at_decay_ends=save, checkpoints=list(checkpoints))
+    return SimpleNamespace(wsds_scheduler=wsds, training=SimpleNamespace(steps=steps))
+
+
+def test_decay_end_steps_within_the_run():
+    assert decay_end_steps(_config()) == [10, 20]
+    assert decay_end_steps(_config(enable=False)) == []
+    assert decay_end_steps(_config(save=False)) == []
+    assert decay_end_steps(SimpleNamespace(training=SimpleNamespace(steps=5))) == [], "a plain TorchTitan config"
+
+
+def test_loader_counter_window():
+    before = {"units_packed": 10, "tokens": 2000, "padding_tokens": 500, "skipped_total": 1}
+    after = {"units_packed": 14, "tokens": 2800, "padding_tokens": 700, "skipped_total": 3}
+    delta = counter_deltas(before, after)
+    assert delta == {"units_packed": 4.0, "tokens": 800.0, "padding_tokens": 200.0}
+    assert padding_fraction(delta["tokens"], delta["padding_tokens"]) == pytest.approx(0.2)
+    assert padding_fraction(0, 0) == 0.0

@@ -1,0 +1,144 @@
+"""The validator's loss on one process, with a fixed stand-in model (no Trainer)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torchtitan.components.loss import cross_entropy_loss
+
+from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
+from molgen3D.training.pretraining.helpers.validation import MolGenValidator
+from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+
+cpu_compat.apply()  # as importing the train spec does in every Trainer process
+
+
+class BigramModel(torch.nn.Module):
+    """Logits depend on the current token only: deterministic and cheap."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.table = torch.nn.Embedding(vocab, vocab)
+        torch.nn.init.normal_(self.table.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table(tokens)
+
+
+def _validator(toml) -> MolGenValidator:
+    job_config = load_job_config(toml)
+    return MolGenValidator(
+        job_config=job_config,
+        dp_world_size=1,
+        dp_rank=0,
+        tokenizer=None,
+        parallel_dims=SimpleNamespace(dp_enabled=False),
+        loss_fn=cross_entropy_loss,
+        validation_context=contextlib.nullcontext,
+        maybe_enable_amp=contextlib.nullcontext(),
+        metrics_processor=SimpleNamespace(ntokens_since_last_log=0),
+    )
+
+
+@pytest.fixture
+def model(compact_tokenizer_dir) -> BigramModel:
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(compact_tokenizer_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    return BigramModel(vocab)
+
+
+def test_full_pass_is_the_token_weighted_loss_over_the_split(make_tiny_toml, compact_tokenizer_dir, fixture_data, model):
+    validator = _validator(make_tiny_toml("val", validation={"enable": True, "steps": -1, "freq": 5}))
+    loss, batches, tokens = validator.validation_loss(model)
+
+    dataset = JsonlTaggedPackedDataset(str(fixture_data / "valid"), str(compact_tokenizer_dir), 256, shuffle_lines=False, infinite=False, seed=1234)
+    total, count, samples = 0.0, 0, 0
+    with torch.no_grad():
+        for sample, labels in dataset:
+            total += float(cross_entropy_loss(model(sample["input"][None]), labels[None]))
+            count += int((labels != -100).sum())
+            samples += 1
+    assert tokens == count
+    assert batches == -(-samples // 4), "every sample once, in batches of validation.local_batch_size"
+    assert loss == pytest.approx(total / count, rel=1e-6)
+
+
+def test_a_limited_pass_sees_the_same_batches_every_time(make_tiny_toml, model):
+    validator = _validator(make_tiny_toml("val", validation={"enable": True, "steps": 1, "freq": 5}))
+    first = validator.validation_loss(model)
+    second = validator.validation_loss(model)
+    assert first[1] == 1 and first == second
+    with torch.no_grad():
+        model.table.weight.mul_(0.5)
+    assert validator.validation_loss(model)[0] != first[0], "the loss depends on the model"
+
+
+def test_sampling_schedule_is_separate_from_the_loss_schedule(make_tiny_toml):
+    validator = _validator(make_tiny_toml("val", validation={"enable": True, "steps": 1, "freq": 5}))
+    assert [s for s in range(1, 12) if validator.should_validate(s)] == [1, 5, 10]
+    assert not validator.sampling_due(10), "sample_conformers_freq = 0 means off"
+
+
+def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model, monkeypatch, compact_tokenizer_dir):
+    import types
+
+    from molgen3D.training.pretraining.helpers.validation import PROBE_MODULE
+
+    calls = {}
+    probe = types.ModuleType(PROBE_MODULE)
+
+    def load_references(path, num_molecules, seed):
+        calls["references"] = (str(path), num_molecules, seed)
+        return [("CCO", [])]
+
+    def sample_and_score(logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device):
+        calls["ids"] = torch.tensor([tokenizer.encode("[SMILES]C[/SMILES]", add_special_tokens=False)])
+        calls["logits"] = logits_fn(calls["ids"])
+        calls["settings"] = (references, samples_per_molecule, max_new_tokens, temperature, seed)
+        return {"conformer_validity": 0.5, "conformer_mean_best_rmsd": 1.25, "conformer_samples": 4}
+
+    probe.load_references, probe.sample_and_score = load_references, sample_and_score
+    monkeypatch.setitem(sys.modules, PROBE_MODULE, probe)
+    toml = make_tiny_toml(
+        "val",
+        validation={"enable": True, "steps": 1, "freq": 10, "sample_conformers_freq": 4, "sample_conformers_molecules": 3,
+                    "sample_conformers_per_molecule": 2, "sample_max_new_tokens": 50, "sample_temperature": 0.7},
+    )
+    validator = _validator(toml)
+    logged = []
+    validator.metrics_processor = SimpleNamespace(
+        ntokens_since_last_log=0,
+        log_validation=lambda loss, step, extra_metrics: logged.append((step, loss, extra_metrics)),
+        logger=SimpleNamespace(log=lambda metrics, step: logged.append((step, None, metrics))),
+    )
+    assert [s for s in range(1, 11) if validator.should_validate(s)] == [1, 4, 8, 10]
+    validator.validate([model], 8)
+    assert calls["references"][1:] == (3, 1234)
+    assert calls["settings"] == ([("CCO", [])], 2, 50, 0.7, 1234)
+    assert torch.equal(calls["logits"], model(calls["ids"])), "logits_fn is the model's forward"
+    assert logged == [(8, None, {"validation_metrics/conformer_validity": 0.5, "validation_metrics/conformer_mean_best_rmsd": 1.25, "validation_metrics/conformer_samples": 4})]
+    validator.validate([model], 10)  # a loss step; sampling only every 4
+    step, loss, extra = logged[-1]
+    assert step == 10 and loss is not None and "validation_metrics/conformer_validity" not in extra
+    assert model.training, "validate() puts the model back in train mode"
+
+
+def test_the_real_training_probe_scores_samples(make_tiny_toml, model):
+    toml = make_tiny_toml(
+        "val",
+        validation={"enable": True, "steps": 1, "freq": 10, "sample_conformers_freq": 5, "sample_conformers_molecules": 1,
+                    "sample_conformers_per_molecule": 2, "sample_max_new_tokens": 4096},
+    )
+    metrics = _validator(toml).sample_conformers(model)
+    assert metrics["validation_metrics/conformer_samples"] == 2
+    validity = metrics["validation_metrics/conformer_validity"]
+    assert 0.0 <= validity <= 1.0
+    rmsd = metrics["validation_metrics/conformer_mean_best_rmsd"]
+    assert math.isnan(rmsd) if validity == 0 else rmsd >= 0.0
