@@ -358,6 +358,7 @@ def summary(result: RunResult, job_config) -> str:
         key=lambda p: int(p.name.split("-")[1]),
     )
     hf = [p.name for p in steps if (p / "config.json").is_file()]
+    hf += [f"{p.name}/hf" for p in steps if (p / "hf" / "config.json").is_file()]
     lines = [
         f"run {result.run_name}: finished at step {result.final_step}" + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
         f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}" + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),

@@ -15,11 +15,13 @@ window after the checkpoint load (it is the one component the Trainer hands both
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Mapping
 
 import torch
 
+import torchtitan.components.metrics as titan_metrics
 from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.config import JobConfig
 from torchtitan.distributed import ParallelDims
@@ -46,6 +48,19 @@ def padding_fraction(tokens: float, padding_tokens: float) -> float:
     """Share of emitted positions that are padding (0 when nothing was emitted)."""
     emitted = tokens + padding_tokens
     return padding_tokens / emitted if emitted > 0 else 0.0
+
+
+class RunFolderWandBLogger(titan_metrics.WandBLogger):
+    """TorchTitan gives WandB its TensorBoard folder as `dir`, which beats $WANDB_DIR; the run
+    layout keeps WandB files in $WANDB_DIR (`wandb/<run-name>`), as the runbook says."""
+
+    def __init__(self, log_dir: str, job_config: JobConfig, tag: str | None = None):
+        super().__init__(os.environ.get("WANDB_DIR") or log_dir, job_config, tag)
+
+
+def install_wandb_dir() -> None:
+    """Make TorchTitan's metric-logger factory build `RunFolderWandBLogger` (idempotent)."""
+    titan_metrics.WandBLogger = RunFolderWandBLogger
 
 
 class MolGenMetricsProcessor(MetricsProcessor):

@@ -30,8 +30,7 @@ from torchtitan.tools.logging import logger
 
 from molgen3D.chem.units import EOT
 from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME, resolve_molgen_paths
-from molgen3D.training.pretraining.helpers import checkpointing
-from molgen3D.training.pretraining.helpers.metrics import build_molgen_metrics_processor
+from molgen3D.training.pretraining.helpers import checkpointing, metrics
 from molgen3D.training.pretraining.helpers.validation import build_molgen_validator
 from molgen3D.training.pretraining.helpers.wsds_scheduler import build_wsds_lr_schedulers
 from molgen3D.training.pretraining.torchtitan_model import cpu_compat
@@ -156,15 +155,16 @@ def build_molgen_train_spec() -> TrainSpec:
         build_tokenizer_fn=build_molgen_tokenizer,
         build_loss_fn=build_cross_entropy_loss,
         build_validator_fn=build_molgen_validator,
-        build_metrics_processor_fn=build_molgen_metrics_processor,
+        build_metrics_processor_fn=metrics.build_molgen_metrics_processor,
         state_dict_adapter=MolGenQwen3StateDictAdapter,
     )
 
 
 def register() -> None:
-    """Apply the CPU layer and the checkpoint patch, and register `molgen_qwen3` (all idempotent)."""
+    """Apply the CPU layer, the checkpoint and WandB-folder patches, and register `molgen_qwen3` (all idempotent)."""
     cpu_compat.apply()
     checkpointing.install()
+    metrics.install_wandb_dir()
     try:
         get_train_spec(TRAIN_SPEC_NAME)
     except ValueError:
