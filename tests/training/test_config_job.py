@@ -222,6 +222,30 @@ def test_wsds_checkpoints_are_checked(tmp_path, checkpoints, why):
     assert err.key == "wsds_scheduler.checkpoints" and why in str(err)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fix"),
+    [
+        ("decay_frac = 0.5", "decay_frac = 1.5", "wsds_scheduler.decay_frac", "use e.g. 0.1"),
+        ("checkpoints = [3, 6]", "checkpoints = [2, 6]", "wsds_scheduler.checkpoints", "move it after warmup_steps"),
+        ("lr_min = 0.0", "lr_min = 0.5", "wsds_scheduler.lr_min", "use e.g. 0.0"),
+        ("decay_frac = 0.5", "decay_frac = 0.5\ndecay_steps = 0", "wsds_scheduler.decay_steps", "remove it (decay_frac applies)"),
+    ],
+)
+def test_wsds_schedule_errors_name_the_key_line_and_fix(tmp_path, old, new, key, fix):
+    toml = edited(tmp_path, (old, new))
+    err = config_error(toml)
+    line = toml.read_text().splitlines().index(new.splitlines()[-1]) + 1
+    assert err.key == key and f"({toml}:{line})" in str(err) and f"Fix: {fix}" in str(err)
+
+
+def test_disabled_wsds_is_checked_except_for_warmup(tmp_path):
+    off = ("enable = true\nwarmup_steps = 2", "enable = false\nwarmup_steps = 2")
+    err = config_error(edited(tmp_path, off, ("decay_frac = 0.5", "decay_frac = 0.0")))
+    assert err.key == "wsds_scheduler.decay_frac"
+    cfg = load_job_config(edited(tmp_path, off, ("checkpoints = [3, 6]", "checkpoints = [2, 6]")))
+    assert cfg.lr_scheduler.wsds is None and cfg.wsds_scheduler.checkpoints == [2, 6]
+
+
 def test_empty_wsds_checkpoints_mean_one_decay_at_the_end(tmp_path):
     cfg = load_job_config(edited(tmp_path, ("checkpoints = [3, 6]", "checkpoints = []")))
     assert cfg.lr_scheduler.wsds.checkpoints == [cfg.training.steps]

@@ -7,6 +7,7 @@ import torch
 
 from molgen3D.training.pretraining.config.custom_job_config import WSDSConfig
 from molgen3D.training.pretraining.helpers.wsds_scheduler import (
+    WSDSArgumentError,
     build_wsds_lr_schedulers,
     decay_ends,
     plot_wsds,
@@ -71,23 +72,28 @@ def test_decay_length_truncates_and_is_at_least_one():
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "override, message, argument",
     [
-        ({"checkpoints": []}, "checkpoints is empty"),
-        ({"checkpoints": [200, 100]}, "strictly increasing"),
-        ({"checkpoints": [100, 100]}, "strictly increasing"),
-        ({"checkpoints": [5, 100]}, "after warmup_steps"),
-        ({"lr_min": 2e-3}, "lr_min=0.002 is above lr_max"),
-        ({"lr_max": 0.0}, "lr_max must be > 0"),
-        ({"decay_frac": None}, "needs decay_frac"),
-        ({"decay_frac": 1.5}, "decay_frac must be in"),
-        ({"decay_steps": 0}, "decay_steps must be an integer >= 1"),
-        ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+        ({"checkpoints": []}, "checkpoints is empty", "checkpoints"),
+        ({"checkpoints": [200, 100]}, "strictly increasing", "checkpoints"),
+        ({"checkpoints": [100, 100]}, "strictly increasing", "checkpoints"),
+        ({"checkpoints": [0, 100]}, "checkpoints must be integers >= 1", "checkpoints"),
+        ({"checkpoints": [5, 100]}, "after warmup_steps", "checkpoints"),
+        ({"lr_min": 2e-3}, r"lr_min must be in \[0, lr_max = 0.001\], got 0.002", "lr_min"),
+        ({"lr_min": -1e-4}, "lr_min must be in", "lr_min"),
+        ({"lr_max": 0.0}, "lr_max must be > 0", "lr_max"),
+        ({"decay_frac": None}, "needs decay_frac", "decay_frac"),
+        ({"decay_frac": 1.5}, "decay_frac must be in", "decay_frac"),
+        ({"decay_frac": 1.5, "decay_steps": 10}, "decay_frac must be in", "decay_frac"),  # set, so checked
+        ({"decay_steps": 0}, "decay_steps must be an integer >= 1", "decay_steps"),
+        ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0", "warmup_steps"),
     ],
 )
-def test_bad_arguments_are_named(override, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_named(override, message, argument):
+    with pytest.raises(WSDSArgumentError, match=message) as info:
         wsds_lr(0, **{**SCHED, **override})
+    assert info.value.argument == argument and isinstance(info.value, ValueError)
+    assert f"Fix: {info.value.fix}" in str(info.value) and info.value.fix
 
 
 def test_negative_step_is_rejected():

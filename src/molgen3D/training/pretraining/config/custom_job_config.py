@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional
 import tyro
 
 from molgen3D.config import paths as path_aliases
+from molgen3D.training.pretraining.helpers.wsds_scheduler import WSDSArgumentError, validate_wsds_args
 
 THIS_MODULE = "molgen3D.training.pretraining.config.custom_job_config"
 TRAIN_SPEC_NAME = "molgen_qwen3"
@@ -616,18 +617,21 @@ def _apply_lr_and_wsds(cfg, err) -> None:
     if not wsds.checkpoints:
         wsds.checkpoints = [steps]
     points = list(wsds.checkpoints)
-    if any(b <= a for a, b in zip(points, points[1:])):
-        raise err("wsds_scheduler.checkpoints", f"{points} is not sorted and unique", f"write them in increasing order without repeats: {sorted(set(points))}")
-    if points[0] < 1 or points[-1] > steps:
+    if min(points) < 1 or max(points) > steps:
         raise err("wsds_scheduler.checkpoints", f"{points} must lie within 1..training.steps = {steps}", "drop the steps beyond training.steps or raise training.steps")
-    if wsds.enable and points[0] <= warmup:
-        raise err("wsds_scheduler.checkpoints", f"the first decay end {points[0]} is inside warmup ({warmup} steps)", "move it after warmup_steps or shorten the warmup")
-    if not 0 < wsds.decay_frac <= 1:
-        raise err("wsds_scheduler.decay_frac", f"must be in (0, 1], got {wsds.decay_frac}", "use e.g. 0.1")
-    if wsds.decay_steps is not None and wsds.decay_steps < 1:
-        raise err("wsds_scheduler.decay_steps", f"must be >= 1, got {wsds.decay_steps}", "remove it (decay_frac applies) or set a positive length")
-    if not (0 <= wsds.lr_min <= wsds.lr_max):
-        raise err("wsds_scheduler.lr_min", f"must be in [0, lr_max = {wsds.lr_max}], got {wsds.lr_min}", "use e.g. 0.0")
+    try:
+        # The schedule's own rules live in wsds_scheduler. A disabled section is still checked,
+        # but its decay ends need not clear the warmup: that warmup is TorchTitan's scheduler's.
+        validate_wsds_args(
+            warmup_steps=warmup if wsds.enable else 0,
+            checkpoints=points,
+            lr_max=wsds.lr_max,
+            lr_min=wsds.lr_min,
+            decay_frac=wsds.decay_frac,
+            decay_steps=wsds.decay_steps,
+        )
+    except WSDSArgumentError as e:
+        raise err(f"wsds_scheduler.{e.argument}", e.problem, e.fix) from None
     sched.wsds = dataclasses.replace(wsds, checkpoints=points) if wsds.enable else None
 
 

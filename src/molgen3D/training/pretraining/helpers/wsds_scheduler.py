@@ -3,6 +3,8 @@
 Each decay end T is a fully annealed model, so one run yields as many annealed models as
 there are checkpoints (FACTS.md section 3). `wsds_lr` is the pure schedule;
 `build_wsds_lr_schedulers` plugs it into TorchTitan as `TrainSpec.build_lr_schedulers_fn`.
+`validate_wsds_args` owns the schedule's rules; the job config re-raises its `WSDSArgumentError`
+under the `[wsds_scheduler]` key of the same name.
 
 Step indexing: `wsds_lr(s)` is the lr of the s-th optimizer step, 0-based. TorchTitan's train
 step n (1-based, the number it logs and names checkpoints by) runs optimizer step s = n - 1,
@@ -23,9 +25,25 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
+class WSDSArgumentError(ValueError):
+    """A bad WSDS argument; `.argument` is its name, which is also its `[wsds_scheduler]` key.
+
+    Carries the problem and the fix separately so the job config can re-raise it naming the
+    TOML key and file:line, while this module stays the one owner of the schedule's rules.
+    """
+
+    def __init__(self, argument: str, problem: str, fix: str) -> None:
+        self.argument, self.problem, self.fix = argument, problem, fix
+        super().__init__(f"WSDS {argument} {problem}. Fix: {fix}")
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"WSDS {name} must be an integer >= {minimum}, got {value!r}")
+        raise WSDSArgumentError(name, f"must be an integer >= {minimum}, got {value!r}", fix)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def validate_wsds_args(
@@ -37,32 +55,36 @@ def validate_wsds_args(
     decay_frac: float | None = None,
     decay_steps: int | None = None,
 ) -> None:
-    """Raise ValueError naming the bad argument and the fix; pass silently on a valid schedule."""
-    _check_int("warmup_steps", warmup_steps, 0)
+    """Raise WSDSArgumentError naming the bad argument and the fix; pass silently on a valid schedule."""
+    _check_int("warmup_steps", warmup_steps, 0, "set 0 or more")
     if not checkpoints:
-        raise ValueError("WSDS checkpoints is empty: list the steps at which an annealed model is wanted, e.g. [30000, 60000]")
-    for t in checkpoints:
-        _check_int("checkpoints entry", t, 1)
-    if any(b <= a for a, b in zip(checkpoints, checkpoints[1:])):
-        raise ValueError(f"WSDS checkpoints must be strictly increasing, got {list(checkpoints)}")
-    if checkpoints[0] <= warmup_steps:
-        raise ValueError(
-            f"WSDS checkpoints[0]={checkpoints[0]} must be after warmup_steps={warmup_steps}: "
-            "a decay end inside warmup is never annealed"
+        raise WSDSArgumentError("checkpoints", "is empty", "list the steps at which an annealed model is wanted, e.g. [30000, 60000]")
+    points = list(checkpoints)
+    if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points):
+        raise WSDSArgumentError("checkpoints", f"must be integers >= 1, got {points}", "list optimizer steps, e.g. [30000, 60000]")
+    if any(b <= a for a, b in zip(points, points[1:])):
+        raise WSDSArgumentError(
+            "checkpoints", f"must be strictly increasing (sorted and unique), got {points}",
+            f"write them in increasing order without repeats: {sorted(set(points))}",
         )
-    for name, value in (("lr_max", lr_max), ("lr_min", lr_min)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"WSDS {name} must be a finite number >= 0, got {value!r}")
-    if lr_max <= 0:
-        raise ValueError(f"WSDS lr_max must be > 0, got {lr_max!r}")
-    if lr_min > lr_max:
-        raise ValueError(f"WSDS lr_min={lr_min} is above lr_max={lr_max}: the decay must go down")
+    if points[0] <= warmup_steps:
+        raise WSDSArgumentError(
+            "checkpoints", f"must start after warmup_steps = {warmup_steps}: the first decay end {points[0]} is inside warmup, where it is never annealed",
+            "move it after warmup_steps or shorten the warmup",
+        )
+    if not (_is_number(lr_max) and lr_max > 0):
+        raise WSDSArgumentError("lr_max", f"must be > 0 and finite, got {lr_max!r}", "set the peak learning rate, e.g. 8e-4")
+    if not (_is_number(lr_min) and 0 <= lr_min <= lr_max):
+        raise WSDSArgumentError("lr_min", f"must be in [0, lr_max = {lr_max}], got {lr_min!r}", "use e.g. 0.0")
     if decay_steps is not None:
-        _check_int("decay_steps", decay_steps, 1)
+        _check_int("decay_steps", decay_steps, 1, "remove it (decay_frac applies) or set a positive length")
     elif decay_frac is None:
-        raise ValueError("WSDS needs decay_frac (fraction of each checkpoint step, e.g. 0.1) or decay_steps")
-    elif isinstance(decay_frac, bool) or not isinstance(decay_frac, (int, float)) or not 0 < decay_frac <= 1:
-        raise ValueError(f"WSDS decay_frac must be in (0, 1], got {decay_frac!r}")
+        raise WSDSArgumentError(
+            "decay_frac", "is unset and so is decay_steps: each decay needs decay_frac or decay_steps",
+            "set decay_frac (fraction of each checkpoint step, e.g. 0.1) or decay_steps",
+        )
+    if decay_frac is not None and not (_is_number(decay_frac) and 0 < decay_frac <= 1):
+        raise WSDSArgumentError("decay_frac", f"must be in (0, 1], got {decay_frac!r}", "use e.g. 0.1")
 
 
 def decay_length(target: int, *, decay_frac: float | None, decay_steps: int | None) -> int:
@@ -96,7 +118,29 @@ def wsds_lr(
         decay_frac=decay_frac,
         decay_steps=decay_steps,
     )
-    _check_int("step", step, 0)
+    _check_int("step", step, 0, "pass an optimizer step from 0 on")
+    return _unchecked_wsds_lr(
+        step,
+        warmup_steps=warmup_steps,
+        checkpoints=checkpoints,
+        lr_max=lr_max,
+        lr_min=lr_min,
+        decay_frac=decay_frac,
+        decay_steps=decay_steps,
+    )
+
+
+def _unchecked_wsds_lr(
+    step: int,
+    *,
+    warmup_steps: int,
+    checkpoints: Sequence[int],
+    lr_max: float,
+    lr_min: float,
+    decay_frac: float | None,
+    decay_steps: int | None,
+) -> float:
+    """`wsds_lr` on arguments already validated once, for callers evaluating every step."""
     if step < warmup_steps:
         return lr_max * step / warmup_steps
     target = next((t for t in checkpoints if step <= t), None)
@@ -115,7 +159,7 @@ def decay_ends(checkpoints: Sequence[int], training_steps: int) -> list[int]:
     at lr_min, which leaves the weights unchanged for lr_min = 0 (AdamW's decay is lr-scaled
     too). So the annealed model of decay end T is the one saved at train step T.
     """
-    _check_int("training_steps", training_steps, 1)
+    _check_int("training_steps", training_steps, 1, "pass the run's training.steps")
     return sorted({int(t) for t in checkpoints if 0 < int(t) <= training_steps})
 
 
@@ -192,7 +236,7 @@ def build_wsds_lr_schedulers(optimizers, lr_scheduler_config, training_steps: in
     def multiplier(step: int) -> float:
         # A plain closure (not a callable object): LambdaLR would otherwise save and restore its
         # __dict__, freezing the old schedule into the checkpoint.
-        return wsds_lr(step, **kwargs) / base_lr
+        return _unchecked_wsds_lr(step, **kwargs) / base_lr
 
     logger.info(
         "WSDS lr schedule: warmup %d, lr_max %g, lr_min %g, decay ends at %s (decay lengths %s)",
@@ -223,7 +267,7 @@ def plot_wsds(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _check_int("training_steps", training_steps, 1)
+    _check_int("training_steps", training_steps, 1, "pass the number of steps to plot")
     kwargs = dict(
         warmup_steps=warmup_steps,
         checkpoints=list(checkpoints),
@@ -234,7 +278,7 @@ def plot_wsds(
     )
     validate_wsds_args(**kwargs)
     steps = list(range(training_steps))
-    lrs = [wsds_lr(s, **kwargs) for s in steps]
+    lrs = [_unchecked_wsds_lr(s, **kwargs) for s in steps]
     fig, ax = plt.subplots(figsize=(9, 3.5), dpi=100)
     try:
         ax.plot(steps, lrs, color="tab:blue", linewidth=1.2)
