@@ -46,3 +46,25 @@ def qwen_custom_tokenizer_dir(tokenizer_root) -> Path:
 @pytest.fixture(scope="session")
 def qwen_origin_tokenizer_dir(tokenizer_root) -> Path:
     return tokenizer_root / "qwen3_0.6b_origin"
+
+
+@pytest.fixture(scope="session")
+def compact_tokenizer(compact_tokenizer_dir):
+    """The compact tokenizer, loaded once (transformers PreTrainedTokenizerFast)."""
+    from molgen3D.tokenization.load import load_tokenizer
+
+    return load_tokenizer(compact_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_custom_tokenizer(qwen_custom_tokenizer_dir):
+    from molgen3D.tokenization.load import load_tokenizer
+
+    return load_tokenizer(qwen_custom_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_origin_tokenizer(qwen_origin_tokenizer_dir):
+    from molgen3D.tokenization.load import load_tokenizer
+
+    return load_tokenizer(qwen_origin_tokenizer_dir)

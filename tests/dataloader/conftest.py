@@ -10,19 +10,8 @@ import pytest
 import torch
 
 from molgen3D.chem.units import format_unit
-from molgen3D.tokenization.load import load_tokenizer
 
 IGNORE = -100
-
-
-@pytest.fixture(scope="session")
-def compact_tok(compact_tokenizer_dir):
-    return load_tokenizer(str(compact_tokenizer_dir))
-
-
-@pytest.fixture(scope="session")
-def qwen_tok(qwen_custom_tokenizer_dir):
-    return load_tokenizer(str(qwen_custom_tokenizer_dir))
 
 
 def synthetic_record(i: int, n_atoms: int) -> dict[str, str]:

@@ -33,7 +33,7 @@ BAD_LINES = {
 }
 
 
-def test_bad_lines_are_counted_by_reason_with_file_and_line(tmp_path, compact_tok, caplog):
+def test_bad_lines_are_counted_by_reason_with_file_and_line(tmp_path, compact_tokenizer, caplog):
     lines, where, good = [], {}, []
     for reason, bad in BAD_LINES.items():
         for raw in bad:
@@ -44,11 +44,11 @@ def test_bad_lines_are_counted_by_reason_with_file_and_line(tmp_path, compact_to
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\r\n".join(lines) + b"\r\n")  # CRLF endings are fine
 
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN, infinite=False, min_emb_len=16)
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, infinite=False, min_emb_len=16)
     with caplog.at_level(logging.WARNING):
-        units = units_of_batches(list(ds), SEQ_LEN, eot_id(compact_tok))
+        units = units_of_batches(list(ds), SEQ_LEN, eot_id(compact_tokenizer))
 
-    assert sorted(units) == sorted(encode(compact_tok, json.loads(lines[i])) for i in good)
+    assert sorted(units) == sorted(encode(compact_tokenizer, json.loads(lines[i])) for i in good)
     c = ds.counters
     assert c.lines_read == len(lines) and c.units_read == len(good)
     for reason, numbers in where.items():
@@ -60,10 +60,10 @@ def test_bad_lines_are_counted_by_reason_with_file_and_line(tmp_path, compact_to
     assert ds.metrics()["skipped_total"] == sum(map(len, BAD_LINES.values()))
 
 
-def test_each_bad_line_is_logged_once_even_over_many_epochs(tmp_path, compact_tok, caplog):
+def test_each_bad_line_is_logged_once_even_over_many_epochs(tmp_path, compact_tokenizer, caplog):
     path = tmp_path / "d.jsonl"
     path.write_bytes(_good(0) + b"\nnot json\n" + _good(1) + b"\n")
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN, min_emb_len=0, lookahead_limit=2)
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, min_emb_len=0, lookahead_limit=2)
     with caplog.at_level(logging.WARNING):
         it = iter(ds)
         for _ in range(20):
@@ -72,15 +72,15 @@ def test_each_bad_line_is_logged_once_even_over_many_epochs(tmp_path, compact_to
     assert caplog.text.count(f"{path}:2") == 1
 
 
-def test_a_shard_without_any_usable_line_fails_naming_the_file(tmp_path, compact_tok):
+def test_a_shard_without_any_usable_line_fails_naming_the_file(tmp_path, compact_tokenizer):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"canonical_smiles": "C"}\n' * 5)
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN)
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN)
     with pytest.raises(RuntimeError, match=rf"no usable unit.*{path}.*missing_field"):
         next(iter(ds))
 
 
-def test_missing_paths_and_empty_data_fail_at_construction(tmp_path, compact_tok):
+def test_missing_paths_and_empty_data_fail_at_construction(tmp_path, compact_tokenizer):
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "a.jsonl").write_text("\n  \n\n")
@@ -93,16 +93,16 @@ def test_missing_paths_and_empty_data_fail_at_construction(tmp_path, compact_tok
     }
     for path, message in cases.items():
         with pytest.raises(DataPathError, match=message) as err:
-            JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN)
+            JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN)
         assert str(tmp_path) in str(err.value)
 
 
-def test_paths_may_be_lists_globs_and_directories_without_double_counting(tmp_path, compact_tok):
+def test_paths_may_be_lists_globs_and_directories_without_double_counting(tmp_path, compact_tokenizer):
     for name, start in (("a.jsonl", 0), ("b.jsonl", 10)):
         (tmp_path / name).write_bytes(b"\n".join(_good(start + i) for i in range(4)) + b"\n")
     (tmp_path / "notes.txt").write_text("not data")
     ds = JsonlTaggedPackedDataset(
-        [tmp_path, str(tmp_path / "*.jsonl"), tmp_path / "a.jsonl"], compact_tok, SEQ_LEN, infinite=False
+        [tmp_path, str(tmp_path / "*.jsonl"), tmp_path / "a.jsonl"], compact_tokenizer, SEQ_LEN, infinite=False
     )
     assert [p.name for p in ds.index.files] == ["a.jsonl", "b.jsonl"]
-    assert len(units_of_batches(list(ds), SEQ_LEN, eot_id(compact_tok))) == 8
+    assert len(units_of_batches(list(ds), SEQ_LEN, eot_id(compact_tokenizer))) == 8

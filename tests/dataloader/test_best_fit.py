@@ -20,7 +20,7 @@ def _padding(fixture_data, tok, seq_len, lookahead, samples=60):
 
 
 @pytest.mark.parametrize("seq_len", [1024, 2048])
-def test_best_fit_pads_less_than_first_fit_on_the_fixture(fixture_data, compact_tok, seq_len):
-    first_fit = _padding(fixture_data, compact_tok, seq_len, 1)
-    best_fit = _padding(fixture_data, compact_tok, seq_len, 100)
+def test_best_fit_pads_less_than_first_fit_on_the_fixture(fixture_data, compact_tokenizer, seq_len):
+    first_fit = _padding(fixture_data, compact_tokenizer, seq_len, 1)
+    best_fit = _padding(fixture_data, compact_tokenizer, seq_len, 100)
     assert best_fit < first_fit / 2

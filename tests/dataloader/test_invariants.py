@@ -35,31 +35,31 @@ def _check_epoch(ds, tokenizer, records, seq_len):
     return truncated
 
 
-def test_fixture_epoch_with_compact_tokenizer_keeps_units_whole_and_truncates_only_overlong(fixture_data, compact_tok):
+def test_fixture_epoch_with_compact_tokenizer_keeps_units_whole_and_truncates_only_overlong(fixture_data, compact_tokenizer):
     records = _fixture_records(fixture_data)
-    lengths = sorted(len(encode(compact_tok, r)) for r in records)
+    lengths = sorted(len(encode(compact_tokenizer, r)) for r in records)
     seq_len = lengths[3 * len(lengths) // 4]  # about a quarter of the units must be cut
-    ds = JsonlTaggedPackedDataset(fixture_data / "train", compact_tok, seq_len, infinite=False, min_emb_len=0)
-    truncated = _check_epoch(ds, compact_tok, records, seq_len)
+    ds = JsonlTaggedPackedDataset(fixture_data / "train", compact_tokenizer, seq_len, infinite=False, min_emb_len=0)
+    truncated = _check_epoch(ds, compact_tokenizer, records, seq_len)
     assert truncated == sum(n > seq_len - 1 for n in lengths) > 0
 
 
-def test_fixture_epoch_with_qwen_tokenizer_at_2048(fixture_data, qwen_tok):
+def test_fixture_epoch_with_qwen_tokenizer_at_2048(fixture_data, qwen_custom_tokenizer):
     records = _fixture_records(fixture_data)
-    ds = JsonlTaggedPackedDataset(fixture_data / "train", qwen_tok, 2048, infinite=False, min_emb_len=0, seed=5)
-    assert _check_epoch(ds, qwen_tok, records, 2048) == 0
+    ds = JsonlTaggedPackedDataset(fixture_data / "train", qwen_custom_tokenizer, 2048, infinite=False, min_emb_len=0, seed=5)
+    assert _check_epoch(ds, qwen_custom_tokenizer, records, 2048) == 0
     assert ds.counters.samples < len(records), "units must be packed several to a sample"
 
 
-def test_overlong_units_dropped_when_truncation_is_off(fixture_data, compact_tok):
+def test_overlong_units_dropped_when_truncation_is_off(fixture_data, compact_tokenizer):
     records = _fixture_records(fixture_data)
-    lengths = [len(encode(compact_tok, r)) for r in records]
+    lengths = [len(encode(compact_tokenizer, r)) for r in records]
     seq_len = sorted(lengths)[len(lengths) // 2]
     ds = JsonlTaggedPackedDataset(
-        fixture_data / "train", compact_tok, seq_len, infinite=False, min_emb_len=0, truncate_overflow_units=False
+        fixture_data / "train", compact_tokenizer, seq_len, infinite=False, min_emb_len=0, truncate_overflow_units=False
     )
-    units = units_of_batches(list(ds), seq_len, eot_id(compact_tok))
-    kept = sorted(encode(compact_tok, r) for r, n in zip(records, lengths) if n <= seq_len - 1)
+    units = units_of_batches(list(ds), seq_len, eot_id(compact_tokenizer))
+    kept = sorted(encode(compact_tokenizer, r) for r, n in zip(records, lengths) if n <= seq_len - 1)
     assert sorted(units) == kept
     assert ds.counters.skipped["too_long"] == len(records) - len(kept) > 0
     assert ds.counters.truncated == 0

@@ -36,10 +36,10 @@ def test_index_memory_grows_by_offsets_only_when_data_grows_tenfold(tmp_path):
     assert bytes_per_line > 10 * growth_per_line
 
 
-def test_dataset_holds_no_unit_text_after_construction(tmp_path, compact_tok):
+def test_dataset_holds_no_unit_text_after_construction(tmp_path, compact_tokenizer):
     path = tmp_path / "d.jsonl"
     write_synthetic(path, 200)
-    ds = JsonlTaggedPackedDataset(path, compact_tok, 128)
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, 128)
     # everything but the tokenizer (whose vocabulary holds the tags) must be text-free
     blob = pickle.dumps({k: v for k, v in vars(ds).items() if k not in ("tokenizer", "_backend")})
     assert b"CONFORMER" not in blob and b"embedded_smiles" not in blob

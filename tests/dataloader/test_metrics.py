@@ -28,11 +28,11 @@ def path(tmp_path_factory):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_metrics_match_batches_and_skips(path, compact_tok, num_workers):
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN, infinite=False, min_emb_len=0, lookahead_limit=3)
+def test_metrics_match_batches_and_skips(path, compact_tokenizer, num_workers):
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, infinite=False, min_emb_len=0, lookahead_limit=3)
     loader = TitanStatefulDataLoader(ds, dp_rank=0, dp_world_size=1, batch_size=2, num_workers=num_workers)
     assert loader.metrics()["samples"] == 0
-    eot = eot_id(compact_tok)
+    eot = eot_id(compact_tokenizer)
     samples = units = padding = 0
     batches = list(loader)
     for inputs, labels in batches:
@@ -48,14 +48,14 @@ def test_metrics_match_batches_and_skips(path, compact_tok, num_workers):
     assert m["padding_fraction"] == pytest.approx(padding / (samples * SEQ_LEN))
 
 
-def test_metrics_midway_count_only_yielded_batches(path, compact_tok):
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN, min_emb_len=0, lookahead_limit=3)
+def test_metrics_midway_count_only_yielded_batches(path, compact_tokenizer):
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, min_emb_len=0, lookahead_limit=3)
     loader = TitanStatefulDataLoader(ds, dp_rank=0, dp_world_size=1, batch_size=2, num_workers=2, prefetch_factor=4)
     list(itertools.islice(iter(loader), 5))
     assert loader.metrics()["samples"] == 10
 
 
-def test_loader_refuses_a_dataset_of_another_rank(path, compact_tok):
-    ds = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN, dp_rank=1, dp_world_size=2)
+def test_loader_refuses_a_dataset_of_another_rank(path, compact_tokenizer):
+    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, dp_rank=1, dp_world_size=2)
     with pytest.raises(ValueError, match="dp_rank=1/2"):
         TitanStatefulDataLoader(ds, dp_rank=0, dp_world_size=2, batch_size=2)

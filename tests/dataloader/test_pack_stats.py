@@ -7,8 +7,8 @@ import json
 from molgen3D.training.pretraining.dataprocessing import pack_stats as ps
 
 
-def test_pack_stats_on_fixture_is_consistent(fixture_data, compact_tok):
-    stats = ps.pack_stats(str(fixture_data / "train"), compact_tok, seq_len=1024, batch_size=2, batches=3)
+def test_pack_stats_on_fixture_is_consistent(fixture_data, compact_tokenizer):
+    stats = ps.pack_stats(str(fixture_data / "train"), compact_tokenizer, seq_len=1024, batch_size=2, batches=3)
     assert stats["batches"] == 3 and stats["samples"] == 6
     ups = stats["units_per_sample"]
     assert ups["min"] >= 1 and ups["min"] <= ups["mean"] <= ups["max"]

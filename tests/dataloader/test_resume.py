@@ -37,45 +37,45 @@ def _same(a, b):
         assert torch.equal(xa["input"], xb["input"]) and torch.equal(ya, yb)
 
 
-def test_dataset_state_after_k_samples_continues_with_sample_k_plus_1(path, compact_tok):
-    reference_ds = _dataset(path, compact_tok)
+def test_dataset_state_after_k_samples_continues_with_sample_k_plus_1(path, compact_tokenizer):
+    reference_ds = _dataset(path, compact_tokenizer)
     reference = list(itertools.islice(iter(reference_ds), 60))
     assert reference_ds.state_dict()["epoch"] >= 2, "the run must cross epoch boundaries"
     for k in (0, 1, 7, 19, 33, 50):
-        ds = _dataset(path, compact_tok)
+        ds = _dataset(path, compact_tokenizer)
         it = iter(ds)
         taken = list(itertools.islice(it, k))
         _same(taken, reference[:k])
         state = pickle.loads(pickle.dumps(ds.state_dict()))
-        fresh = _dataset(path, compact_tok)
+        fresh = _dataset(path, compact_tokenizer)
         fresh.load_state_dict(state)
         _same(list(itertools.islice(iter(fresh), 10)), reference[k : k + 10])
         assert fresh.metrics()["samples"] == k + 10
 
 
-def test_state_holds_line_numbers_not_text(path, compact_tok):
-    ds = _dataset(path, compact_tok)
+def test_state_holds_line_numbers_not_text(path, compact_tokenizer):
+    ds = _dataset(path, compact_tokenizer)
     next(iter(ds))
     state = ds.state_dict()
     assert all(isinstance(v, int) for v in state["window"]) and len(state["window"]) <= 4
     assert b"CONFORMER" not in pickle.dumps(state)
 
 
-def test_state_from_other_settings_is_refused_naming_them(path, compact_tok):
-    ds = _dataset(path, compact_tok)
+def test_state_from_other_settings_is_refused_naming_them(path, compact_tokenizer):
+    ds = _dataset(path, compact_tokenizer)
     next(iter(ds))
-    other = JsonlTaggedPackedDataset(path, compact_tok, SEQ_LEN + 8, min_emb_len=0, seed=2, lookahead_limit=4)
+    other = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN + 8, min_emb_len=0, seed=2, lookahead_limit=4)
     with pytest.raises(ValueError, match=r"seed: saved 1 vs now 2.*seq_len: saved 80 vs now 88"):
         other.load_state_dict(ds.state_dict())
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_loader_restored_after_k_batches_yields_the_same_next_batches(path, compact_tok, num_workers):
+def test_loader_restored_after_k_batches_yields_the_same_next_batches(path, compact_tokenizer, num_workers):
     k, m = 9, 5
 
     def make():
         return TitanStatefulDataLoader(
-            _dataset(path, compact_tok), dp_rank=0, dp_world_size=1, batch_size=2, num_workers=num_workers
+            _dataset(path, compact_tokenizer), dp_rank=0, dp_world_size=1, batch_size=2, num_workers=num_workers
         )
 
     reference = list(itertools.islice(iter(make()), k + m))
@@ -92,14 +92,14 @@ def test_loader_restored_after_k_batches_yields_the_same_next_batches(path, comp
     _same(list(itertools.islice(iter(restored), m)), reference[k:])
 
 
-def test_a_pickled_copy_yields_the_same_samples(path, compact_tok):
-    ds = _dataset(path, compact_tok)
+def test_a_pickled_copy_yields_the_same_samples(path, compact_tokenizer):
+    ds = _dataset(path, compact_tokenizer)
     copy = pickle.loads(pickle.dumps(ds))  # what a spawn-started worker receives
     _same(list(itertools.islice(iter(copy), 12)), list(itertools.islice(iter(ds), 12)))
 
 
-def test_a_dataset_advanced_in_one_worker_slot_refuses_another(path, compact_tok, monkeypatch):
-    ds = _dataset(path, compact_tok)
+def test_a_dataset_advanced_in_one_worker_slot_refuses_another(path, compact_tokenizer, monkeypatch):
+    ds = _dataset(path, compact_tokenizer)
     next(iter(ds))
     monkeypatch.setattr(dl, "get_worker_info", lambda: SimpleNamespace(id=1, num_workers=2))
     with pytest.raises(RuntimeError, match="belongs to worker 0 of 1, not worker 1 of 2"):

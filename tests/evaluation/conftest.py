@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from molgen3D.tokenization.load import load_tokenizer
 
 from .helpers import tiny_qwen3
 
@@ -24,16 +23,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def compact_tokenizer(compact_tokenizer_dir):
-    return load_tokenizer(compact_tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def qwen_tokenizer(qwen_custom_tokenizer_dir):
-    return load_tokenizer(qwen_custom_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,8 @@ def test_precision_zero_numbers_have_no_point():
 
 
 @pytest.fixture(params=["compact", "qwen"])
-def tokenizer(request, compact_tokenizer, qwen_tokenizer):
-    return compact_tokenizer if request.param == "compact" else qwen_tokenizer
+def tokenizer(request, compact_tokenizer, qwen_custom_tokenizer):
+    return compact_tokenizer if request.param == "compact" else qwen_custom_tokenizer
 
 
 def test_training_texts_replay_token_by_token(tokenizer, fixture_data):
@@ -92,24 +92,24 @@ def walk_text(tokenizer, grammar, text: str):
     return state
 
 
-def test_qwen_tokens_may_cross_literal_and_number(qwen_tokenizer):
-    grammar = MoleculeGrammar("CO", token_table(qwen_tokenizer))
+def test_qwen_tokens_may_cross_literal_and_number(qwen_custom_tokenizer):
+    grammar = MoleculeGrammar("CO", token_table(qwen_custom_tokenizer))
     # after `[CONFORMER][C` the literal `]<` remains, then a number: Qwen has `]<` and `]` tokens
-    state = walk_text(qwen_tokenizer, grammar, f"{CONFORMER_OPEN}[C")
-    texts = allowed_texts(qwen_tokenizer, grammar, state)
+    state = walk_text(qwen_custom_tokenizer, grammar, f"{CONFORMER_OPEN}[C")
+    texts = allowed_texts(qwen_custom_tokenizer, grammar, state)
     assert "]" in texts and "]<" in texts
     assert all("]<".startswith(t) or t.startswith("]<") for t in texts)
     # a complete x: only the separator may follow, possibly glued to a sign (`,-`)
-    state = walk_text(qwen_tokenizer, grammar, f"{CONFORMER_OPEN}[C]<1.2345")
-    texts = allowed_texts(qwen_tokenizer, grammar, state)
+    state = walk_text(qwen_custom_tokenizer, grammar, f"{CONFORMER_OPEN}[C]<1.2345")
+    texts = allowed_texts(qwen_custom_tokenizer, grammar, state)
     assert "," in texts and ",-" in texts and not any(t[0].isdigit() for t in texts)
 
 
-def test_tags_only_as_their_own_tokens(qwen_tokenizer):
-    table = token_table(qwen_tokenizer)
+def test_tags_only_as_their_own_tokens(qwen_custom_tokenizer):
+    table = token_table(qwen_custom_tokenizer)
     grammar = MoleculeGrammar("C", table)
     assert set(grammar.allowed(grammar.start).ids.tolist()) == {table.tag_ids[CONFORMER_OPEN]}
-    state = walk_text(qwen_tokenizer, grammar, f"{CONFORMER_OPEN}[C]<1.0000,2.0000,3.0000>")
+    state = walk_text(qwen_custom_tokenizer, grammar, f"{CONFORMER_OPEN}[C]<1.0000,2.0000,3.0000>")
     assert set(grammar.allowed(state).ids.tolist()) == {table.tag_ids[CONFORMER_CLOSE]}
     assert grammar.is_end(grammar.advance(state, table.tag_ids[CONFORMER_CLOSE]))
 

@@ -21,23 +21,13 @@ TAG_IDS = {"[SMILES]": 151669, "[CONFORMER]": 151670, "[/SMILES]": 151671, "[/CO
 QWEN3_TOKENIZER_JSON_SHA256_PREFIX = "aeb13307"
 
 
-@pytest.fixture(scope="module")
-def origin(qwen_origin_tokenizer_dir):
-    return load_tokenizer(qwen_origin_tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def custom(qwen_custom_tokenizer_dir):
-    return load_tokenizer(qwen_custom_tokenizer_dir)
-
-
-def test_origin_is_qwen3_unchanged(origin, qwen_origin_tokenizer_dir):
+def test_origin_is_qwen3_unchanged(qwen_origin_tokenizer, qwen_origin_tokenizer_dir):
     raw = (qwen_origin_tokenizer_dir / "tokenizer.json").read_bytes()
     assert hashlib.sha256(raw).hexdigest().startswith(QWEN3_TOKENIZER_JSON_SHA256_PREFIX)
-    assert len(origin) == ORIGIN_SIZE
-    assert eot_id(origin) == origin.eos_token_id == origin.pad_token_id == QWEN_EOT
-    assert origin.eos_token == origin.pad_token == EOT and origin.bos_token is None
-    assert all(origin.convert_tokens_to_ids(tag) != TAG_IDS[tag] for tag in TAGS)
+    assert len(qwen_origin_tokenizer) == ORIGIN_SIZE
+    assert eot_id(qwen_origin_tokenizer) == qwen_origin_tokenizer.eos_token_id == qwen_origin_tokenizer.pad_token_id == QWEN_EOT
+    assert qwen_origin_tokenizer.eos_token == qwen_origin_tokenizer.pad_token == EOT and qwen_origin_tokenizer.bos_token is None
+    assert all(qwen_origin_tokenizer.convert_tokens_to_ids(tag) != TAG_IDS[tag] for tag in TAGS)
 
 
 def test_config_names_endoftext_not_im_end(qwen_origin_tokenizer_dir, qwen_custom_tokenizer_dir):
@@ -51,33 +41,33 @@ def test_config_names_endoftext_not_im_end(qwen_origin_tokenizer_dir, qwen_custo
         assert decoder == {raw.token_to_id(content): content for content in decoder.values()}
 
 
-def test_custom_has_the_tags_at_fixed_ids(custom):
-    assert len(custom) == ORIGIN_SIZE + 4
-    assert {tag: custom.convert_tokens_to_ids(tag) for tag in TAGS} == TAG_IDS
-    assert eot_id(custom) == custom.eos_token_id == custom.pad_token_id == QWEN_EOT
-    assert set(TAGS).isdisjoint(custom.all_special_tokens), "tags are ordinary added tokens"
+def test_custom_has_the_tags_at_fixed_ids(qwen_custom_tokenizer):
+    assert len(qwen_custom_tokenizer) == ORIGIN_SIZE + 4
+    assert {tag: qwen_custom_tokenizer.convert_tokens_to_ids(tag) for tag in TAGS} == TAG_IDS
+    assert eot_id(qwen_custom_tokenizer) == qwen_custom_tokenizer.eos_token_id == qwen_custom_tokenizer.pad_token_id == QWEN_EOT
+    assert set(TAGS).isdisjoint(qwen_custom_tokenizer.all_special_tokens), "tags are ordinary added tokens"
 
 
-def test_tags_are_single_tokens_even_glued(custom, origin):
-    ids = custom("[SMILES]CC[/SMILES][CONFORMER][C]<1.0,2.0,3.0>[/CONFORMER]", add_special_tokens=False)["input_ids"]
-    cc = origin("CC", add_special_tokens=False)["input_ids"]
+def test_tags_are_single_tokens_even_glued(qwen_custom_tokenizer, qwen_origin_tokenizer):
+    ids = qwen_custom_tokenizer("[SMILES]CC[/SMILES][CONFORMER][C]<1.0,2.0,3.0>[/CONFORMER]", add_special_tokens=False)["input_ids"]
+    cc = qwen_origin_tokenizer("CC", add_special_tokens=False)["input_ids"]
     assert ids[0] == TAG_IDS["[SMILES]"] and ids[1:1 + len(cc)] == cc and ids[1 + len(cc)] == TAG_IDS["[/SMILES]"]
     assert ids[2 + len(cc)] == TAG_IDS["[CONFORMER]"] and ids[-1] == TAG_IDS["[/CONFORMER]"]
-    tail = custom("x[/CONFORMER]" + EOT, add_special_tokens=False)["input_ids"][-2:]
+    tail = qwen_custom_tokenizer("x[/CONFORMER]" + EOT, add_special_tokens=False)["input_ids"][-2:]
     assert tail == [TAG_IDS["[/CONFORMER]"], QWEN_EOT]
 
 
-def test_custom_equals_origin_on_text_without_tags(custom, origin, fixture_units):
+def test_custom_equals_origin_on_text_without_tags(qwen_custom_tokenizer, qwen_origin_tokenizer, fixture_units):
     for unit in fixture_units[:10]:
         body = unit
         for tag in TAGS:
             body = body.replace(tag, " ")
-        assert custom(body)["input_ids"] == origin(body)["input_ids"]
+        assert qwen_custom_tokenizer(body)["input_ids"] == qwen_origin_tokenizer(body)["input_ids"]
 
 
-def test_custom_round_trips_units(custom, fixture_units, rdkit_units):
+def test_custom_round_trips_units(qwen_custom_tokenizer, fixture_units, rdkit_units):
     for unit in fixture_units[:30] + rdkit_units:
-        assert custom.decode(custom(unit, add_special_tokens=False)["input_ids"]) == unit
+        assert qwen_custom_tokenizer.decode(qwen_custom_tokenizer(unit, add_special_tokens=False)["input_ids"]) == unit
 
 
 @pytest.mark.parametrize("name,size", [("qwen3_0.6b_origin", ORIGIN_SIZE), ("qwen3_0.6b_custom", ORIGIN_SIZE + 4)])
