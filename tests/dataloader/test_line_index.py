@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import pickle
 
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
@@ -19,3 +21,15 @@ def test_every_line_of_every_file_by_global_number(tmp_path):
     assert index.location(4) == f"{tmp_path / 'c.jsonl'}:1"
     copy = pickle.loads(pickle.dumps(index))  # spawn-started workers get a copy without descriptors
     assert [copy.read(i) for i in range(len(copy))] == expected
+
+
+def test_dropped_indexes_leave_no_file_open(tmp_path):
+    for name in "abc":
+        (tmp_path / f"{name}.jsonl").write_bytes(b"x\ny\n")
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        index = LineIndex(tmp_path)
+        assert [index.read(i) for i in range(len(index))] == [b"x", b"y"] * 3
+        del index
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == open_before

@@ -1,9 +1,10 @@
-"""Which checkpoint folders count as complete, and which steps are decay ends (no Trainer)."""
+"""Which checkpoint folders count as complete, which steps are decay ends, and the loader metric windows (no Trainer)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,11 @@ from molgen3D.training.pretraining.helpers.checkpointing import (
     disarm,
     latest_complete_step,
 )
-from molgen3D.training.pretraining.helpers.metrics import counter_deltas, padding_fraction
+from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+from molgen3D.training.pretraining.helpers.metrics import MolGenMetricsProcessor, counter_deltas, padding_fraction
+from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+
+cpu_compat.apply()  # as importing the train spec does in every Trainer process
 
 
 @pytest.fixture
@@ -98,3 +103,34 @@ def test_loader_counter_window():
     assert delta == {"units_packed": 4.0, "tokens": 800.0, "padding_tokens": 200.0}
     assert padding_fraction(delta["tokens"], delta["padding_tokens"]) == pytest.approx(0.2)
     assert padding_fraction(0, 0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "between",
+    [lambda p: p.log_validation(loss=1.0, step=5), lambda p: p.log_sampling(5, {"validation_metrics/conformer_validity": 0.5})],
+    ids=["validation-loss", "conformer-sampling"],
+)
+def test_a_validation_between_two_logs_starts_a_new_window(make_tiny_toml, monkeypatch, between):
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    dims = SimpleNamespace(dp_enabled=False, non_data_parallel_size=1, world_size=1)
+    processor = MolGenMetricsProcessor(load_job_config(make_tiny_toml("metrics")), dims)
+    logged = []
+    processor.logger = SimpleNamespace(log=lambda metrics, step: logged.append((step, metrics)), close=lambda: None)
+    processor.num_flops_per_token = 1
+    counters = {"units_packed": 0, "tokens": 0, "padding_tokens": 0}
+    processor.attach_loader(SimpleNamespace(metrics=lambda: dict(counters)))
+
+    counters["units_packed"] = 50  # training steps before the validation ...
+    processor.data_loading_times.append(5.0)
+    now[0] = 20.0
+    between(processor)
+    counters["units_packed"] = 70  # ... and after it, up to the next log at t = 30
+    processor.data_loading_times.append(1.0)
+    now[0] = 30.0
+    processor.log(6, 1.0, 1.0, 1.0)
+
+    step, metrics = logged[-1]
+    assert step == 6
+    assert metrics["throughput(units/s)"] == pytest.approx(20 / 10)
+    assert metrics["time_metrics/data_loading(%)"] == pytest.approx(100 * 1 / 10)

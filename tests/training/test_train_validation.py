@@ -116,7 +116,7 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
     validator.metrics_processor = SimpleNamespace(
         ntokens_since_last_log=0,
         log_validation=lambda loss, step, extra_metrics: logged.append((step, loss, extra_metrics)),
-        logger=SimpleNamespace(log=lambda metrics, step: logged.append((step, None, metrics))),
+        log_sampling=lambda step, metrics: logged.append((step, None, metrics)),
     )
     assert [s for s in range(1, 11) if validator.should_validate(s)] == [1, 4, 8, 10]
     validator.validate([model], 8)

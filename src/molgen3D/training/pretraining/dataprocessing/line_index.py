@@ -4,7 +4,8 @@ The packed dataset shuffles lines globally and reads them one by one, so it need
 the data set without holding any text: the index keeps one int64 offset per line (8 bytes a
 line) and reads the line's byte range with `os.pread`, which never moves a shared file offset,
 so forked DataLoader workers can use descriptors they inherited. Descriptors are opened
-lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), and are not pickled.
+lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), are not pickled, and
+are closed when the index is dropped (nothing else closes them).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class LineIndex:
     """Line i of the data set (over all files in order) -> raw bytes and `file:line`."""
 
     def __init__(self, paths: str | os.PathLike | Iterable[str | os.PathLike]):
+        self._fds: OrderedDict[int, int] = OrderedDict()
         self.files = expand_paths(paths)
         total = sum(f.stat().st_size for f in self.files)
         offsets, counts, sizes, any_content = [], [], [], False
@@ -109,7 +111,6 @@ class LineIndex:
         self.offsets = np.concatenate(offsets)
         self.file_starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts, dtype=np.int64)])
         self.file_sizes = np.array(sizes, dtype=np.int64)
-        self._fds: OrderedDict[int, int] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -143,6 +144,9 @@ class LineIndex:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

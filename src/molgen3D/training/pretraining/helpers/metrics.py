@@ -183,14 +183,31 @@ class MolGenMetricsProcessor(MetricsProcessor):
         self.device_memory_monitor.reset_peak_stats()
 
     def log_validation(self, loss: float, step: int, extra_metrics: dict[str, Any] | None = None) -> None:
-        """TorchTitan's validation log, plus the extra metrics on the console line."""
+        """TorchTitan's validation log, plus the extra metrics on the console line.
+
+        The next training window starts after validation. TorchTitan restarts only the clock and
+        the token count; the loader counters and data-loading times restart too, so every figure
+        of the next training log covers the same steps (else a validation step that is not a log
+        step inflates units/s and data_loading(%)).
+        """
         super().log_validation(loss=loss, step=step, extra_metrics=extra_metrics)
         if extra_metrics:
-            shown = "  ".join(
-                f"{name.rpartition('/')[2]}: {value:.4g}" if isinstance(value, float) else f"{name.rpartition('/')[2]}: {value}"
-                for name, value in extra_metrics.items()
-            )
-            logger.info(f"validate step: {step:2}  {shown}")
+            logger.info(f"validate step: {step:2}  {_console_fields(extra_metrics)}")
+        self.start_window()
+
+    def log_sampling(self, step: int, metrics: dict[str, Any]) -> None:
+        """Conformer-sampling metrics of a step without a validation loss; sampling time stays out of the training window."""
+        self.logger.log(metrics, step)
+        logger.info(f"validate step: {step:2}  {_console_fields(metrics)}")
+        self.start_window()
+
+
+def _console_fields(metrics: Mapping[str, Any]) -> str:
+    """`name: value` pairs for a console line (the last path part of each name; floats to 4 digits)."""
+    return "  ".join(
+        f"{name.rpartition('/')[2]}: {value:.4g}" if isinstance(value, float) else f"{name.rpartition('/')[2]}: {value}"
+        for name, value in metrics.items()
+    )
 
 
 def build_molgen_metrics_processor(

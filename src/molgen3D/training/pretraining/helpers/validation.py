@@ -210,8 +210,7 @@ class MolGenValidator(BaseValidator):
                 extra["validation_metrics/tokens"] = tokens
                 self.metrics_processor.log_validation(loss=loss, step=step, extra_metrics=extra)
             else:
-                self.metrics_processor.logger.log(extra, step)
-                logger.info(f"validate step: {step:2}  " + "  ".join(f"{k.rpartition('/')[2]}: {val}" for k, val in extra.items()))
+                self.metrics_processor.log_sampling(step, extra)
         finally:
             model.train()
 
