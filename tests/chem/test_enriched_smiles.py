@@ -249,6 +249,8 @@ def test_decode_keeps_explicit_hydrogen_atoms():
         ("[C]<0,0,0>[F]<0,0,0>[C]<0,0,0>", 10, "valence"),
         ("[C]<0,0,0>[C@@X]<0,0,0>", 10, "malformed atom"),
         ("[c]<0,0,0>[c]<0,0,0>", 0, "aromatic"),
+        # DetectChemistryProblems finds nothing here; only the sanitizing parse fails.
+        ("[c]<0,0,0>$1[c]<0,0,0>[c]<0,0,0>[c]<0,0,0>[c]<0,0,0>[C]<0,0,0>[c]<0,0,0>1", 0, "valence"),
         ("[C]<1e999,0,0>", 3, "not finite"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,19 @@ def test_shipped_file_has_required_aliases(monkeypatch):
         assert resolve(tag, aliases_file=paths.DEFAULT_PATHS_FILE)
     assert Path(resolve("data:fixture_train", aliases_file=paths.DEFAULT_PATHS_FILE)).parts[-3:] == (
         "fixtures", "conformers", "train")
+
+
+def test_errors_name_the_aliases_file_that_was_read(aliases_file, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("data:\n  train: x\n")
+    with pytest.raises(PathAliasError) as err:
+        resolve("data:valid", aliases_file=other)
+    assert str(other) in str(err.value) and str(aliases_file) not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["", "5", "[a, b]"])
+def test_a_key_without_a_path_fails_at_load_naming_it(tmp_path, value):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"data:\n  train: ok/dir\n  valid: {value}\n")
+    with pytest.raises(PathAliasError, match=rf"{re.escape(str(bad))}: data:valid is .*, not a path string"):
+        resolve("data:train", aliases_file=bad)

@@ -197,6 +197,18 @@ def test_sdf_conformers_are_grouped_by_molecule(tmp_path):
     assert manifest["counts"]["total"] == {"molecules": 2, "conformers": 6}
 
 
+def test_sdf_records_beyond_max_molecules_are_counted(tmp_path):
+    sdf = tmp_path / "confs.sdf"
+    _embedded_sdf(sdf, ["CCO", "CCN", "CCC"], conformers=2)  # records: CCO CCN CCC CCO CCN CCC
+    where = [r.where for r in read_sdf(sdf)]
+    manifest = prepare(config(tmp_path, sdf, max_molecules=2)).manifest
+    assert manifest["counts"]["total"] == {"molecules": 2, "conformers": 4}
+    assert manifest["skipped"]["beyond_max_molecules"] == {
+        "count": 2, "unit": "conformer", "examples": [f"{where[2]}: CCC", f"{where[5]}: CCC"]
+    }
+    assert manifest["input"]["records_read"] == 6
+
+
 def test_sdf_records_report_their_first_line(tmp_path):
     sdf = tmp_path / "two.sdf"
     block = Chem.MolToMolBlock(Chem.MolFromSmiles("CO"))

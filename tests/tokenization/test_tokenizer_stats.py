@@ -8,7 +8,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from molgen3D.chem.units import format_unit
-from molgen3D.tokenization.stats import UnitReadReport, heavy_atoms, read_units, tokens_per_unit
+from molgen3D.data_processing.skips import SkipLog
+from molgen3D.tokenization.stats import heavy_atoms, read_units, tokens_per_unit
 
 
 def _char_tokenizer(text: str) -> Tokenizer:
@@ -62,16 +63,18 @@ def test_reader_skips_bad_lines_by_reason(tmp_path):
         json.dumps(good).encode(),
     ]
     (tmp_path / "part-00000.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    report = UnitReadReport()
-    units = list(read_units(tmp_path, report))
+    skips = SkipLog()
+    units = list(read_units(tmp_path, skips))
     assert units == [format_unit(good["canonical_smiles"], good["embedded_smiles"])] * 2
-    assert report.skipped == {
+    skipped = skips.as_dict()
+    assert {reason: entry["count"] for reason, entry in skipped.items()} == {
         "blank line": 1,
         "not a JSON object with canonical_smiles and embedded_smiles": 2,
         "empty or non-string field": 1,
         "not UTF-8": 1,
     }
-    assert report.examples["blank line"] == [f"{tmp_path / 'part-00000.jsonl'}:2"]
+    assert skipped["blank line"]["examples"] == [f"{tmp_path / 'part-00000.jsonl'}:2"]
+    assert {entry["unit"] for entry in skipped.values()} == {"line"}
 
 
 def test_reader_reads_a_data_root_and_respects_limit(fixture_data):

@@ -168,14 +168,14 @@ def coordinate_template(smiles: str) -> list[str]:
     """The literal segments around the coordinate blocks of any conformer of `smiles`.
 
     `text == seg[0] + "<x,y,z>" + seg[1] + ... + "<x,y,z>" + seg[n]` with n heavy atoms, for
-    `text = encode(conformer)`. A SMILES that is already canonical (the `canonical_smiles` of a
-    data set line, the prompt) is used as written; any other is canonicalised first.
+    `text = encode(conformer)`. `smiles` is canonicalised first, so any spelling of a molecule
+    gives its template; a canonical SMILES (a data line's `canonical_smiles`, the prompt) is its
+    own canonical form.
     """
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise EnrichedSmilesError(f"RDKit cannot parse SMILES {smiles!r}", 0, smiles)
-    canonical = Chem.MolToSmiles(mol)
-    return _segments(smiles if canonical == smiles else canonical)
+    return _segments(Chem.MolToSmiles(mol))
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,11 @@ def strip_coordinates(text: str) -> str:
 
 
 def _mol_from_smiles(parsed: _Parsed, text: str) -> Chem.Mol:
-    """Parse with explicit H atoms kept (they carry coordinates); chemistry errors point at their atom."""
+    """Parse with explicit H atoms kept (they carry coordinates); chemistry errors point at their atom.
+
+    `DetectChemistryProblems` misses some failures of the sanitizing parse (a `$` bond in an
+    aromatic ring), so a failed parse is re-run as `SanitizeMol` to learn what and where.
+    """
     params = Chem.SmilesParserParams()
     params.removeHs = False
     params.sanitize = False
@@ -273,16 +277,29 @@ def _mol_from_smiles(parsed: _Parsed, text: str) -> Chem.Mol:
         if raw is None:
             raise EnrichedSmilesError(f"RDKit cannot parse the SMILES {parsed.smiles!r}", 0, text)
         problems = Chem.DetectChemistryProblems(raw)
-    if problems:
-        problem = problems[0]
-        if problem.GetType() == "AtomKekulizeException" or problem.GetType() == "KekulizeException":
-            indices = list(problem.GetAtomIndices()) if hasattr(problem, "GetAtomIndices") else [problem.GetAtomIdx()]
-        else:
-            indices = [problem.GetAtomIdx()]
-        where = parsed.atom_starts[indices[0]] if indices and indices[0] < len(parsed.atom_starts) else 0
-        raise EnrichedSmilesError(f"invalid chemistry: {problem.Message()}", where, text)
-    params.sanitize = True
-    return Chem.MolFromSmiles(parsed.smiles, params)
+        if problems:
+            raise _chemistry_error(problems[0], parsed, text)
+        params.sanitize = True
+        mol = Chem.MolFromSmiles(parsed.smiles, params)
+        if mol is None:
+            try:
+                Chem.SanitizeMol(raw)
+            except Chem.MolSanitizeException as err:
+                raise _chemistry_error(err.cause, parsed, text) from None
+            raise EnrichedSmilesError(f"RDKit cannot sanitize the SMILES {parsed.smiles!r}", 0, text)
+    return mol
+
+
+def _chemistry_error(problem, parsed: _Parsed, text: str) -> EnrichedSmilesError:
+    """The error for an RDKit sanitization problem, at the text offset of its (first) atom."""
+    if hasattr(problem, "GetAtomIndices"):  # kekulization: the atoms of the ring system
+        indices = list(problem.GetAtomIndices())
+    elif hasattr(problem, "GetAtomIdx"):
+        indices = [problem.GetAtomIdx()]
+    else:
+        indices = []
+    where = parsed.atom_starts[indices[0]] if indices and indices[0] < len(parsed.atom_starts) else 0
+    return EnrichedSmilesError(f"invalid chemistry: {problem.Message()}", where, text)
 
 
 def decode(text: str) -> Chem.Mol:

@@ -47,6 +47,12 @@ def _load(path: str) -> dict[str, dict[str, str]]:
     for section, entries in data.items():
         if not isinstance(entries, dict):
             raise PathAliasError(f"{path}: section {section!r} must be a mapping of key: path")
+        for key, value in entries.items():
+            if not isinstance(value, str) or not value:
+                raise PathAliasError(
+                    f"{path}: {section}:{key} is {value!r}, not a path string; write a path (quoted if it "
+                    f"looks like a number), a section:key alias or hf:<id>"
+                )
     return data
 
 
@@ -80,19 +86,20 @@ def resolve(value: str | Path, *, default_section: str | None = None, aliases_fi
     value = str(value)
     if value.startswith(HUB_PREFIX):
         return value[len(HUB_PREFIX):]
-    aliases = load_aliases(aliases_file)
+    where = str(aliases_file or paths_file())
+    aliases = load_aliases(where)
     if not is_alias(value):
         head = value.split("/", 1)[0]
         if default_section and head in aliases.get(default_section, {}):
             value = f"{default_section}:{value}"
         else:
             return value
-    return _resolve_tag(value, aliases, seen=())
+    return _resolve_tag(value, aliases, where, seen=())
 
 
-def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], seen: tuple[str, ...]) -> str:
+def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], where: str, seen: tuple[str, ...]) -> str:
+    """`tag` resolved through `aliases` (read from the file `where`, which errors name)."""
     section, key, sub = split_alias(tag)
-    where = str(paths_file())
     if section not in aliases:
         raise PathAliasError(f"unknown path section {section!r} in {tag!r}; {where} defines: {', '.join(sorted(aliases))}")
     entries = aliases[section]
@@ -103,9 +110,9 @@ def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], seen: tuple[str, 
         )
     if f"{section}:{key}" in seen:
         raise PathAliasError(f"alias cycle in {where}: {' -> '.join(seen + (f'{section}:{key}',))}")
-    target = str(entries[key])
+    target = entries[key]
     if is_alias(target):
-        base = _resolve_tag(target, aliases, seen + (f"{section}:{key}",))
+        base = _resolve_tag(target, aliases, where, seen + (f"{section}:{key}",))
     elif target.startswith(HUB_PREFIX):
         base = target[len(HUB_PREFIX):]
     else:

@@ -248,6 +248,7 @@ def _from_sdf(source: Path, config: PrepareConfig, skips: SkipLog) -> tuple[Iter
         if _skipped(outcome, record, skips):
             continue
         if canonical not in groups and config.max_molecules is not None and len(groups) >= config.max_molecules:
+            skips.add("beyond_max_molecules", f"{record.where}: {canonical}", unit="conformer")
             continue
         groups.setdefault(canonical, []).extend(outcome.texts)
     return iter(groups.items()), records_read

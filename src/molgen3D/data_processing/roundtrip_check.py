@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import tyro
@@ -45,7 +46,7 @@ def check_molecule(smiles: str, seed: int = 42, precision: int = 4) -> tuple[str
     """("ok", "") or (reason, detail) for one SMILES."""
     with BlockLogs():
         mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
+        if mol is None or mol.GetNumAtoms() == 0:  # "" parses to a molecule with no atoms
             return "invalid_smiles", smiles
         mol = Chem.AddHs(mol)
         params = rdDistGeom.ETKDGv3()
@@ -121,8 +122,11 @@ class RoundTripConfig:
 
 def run(config: RoundTripConfig) -> dict:
     """Counts by outcome with examples, molecules checked per second."""
+    if config.limit is not None and config.limit < 0:
+        raise ValueError(f"--limit must be >= 0 (or omitted for all), got {config.limit}")
     source = config.input or bundled_smiles_file()
-    smiles = [r.text for r in read_smiles(source)][: config.limit]
+    records = list(islice(read_smiles(source), config.limit))
+    smiles = [r.text for r in records]
     check = partial(check_molecule, seed=config.seed, precision=config.precision)
     start = time.perf_counter()
     bar = dict(total=len(smiles), desc="round trip", unit="mol", file=sys.stderr, mininterval=2.0)
@@ -134,9 +138,9 @@ def run(config: RoundTripConfig) -> dict:
     seconds = time.perf_counter() - start
     counts = Counter(reason for reason, _ in results)
     log = SkipLog()
-    for reason, detail in results:
+    for record, (reason, detail) in zip(records, results):
         if reason != "ok":
-            log.add(reason, detail)
+            log.add(reason, f"{record.where}: {detail}")
     embedded = len(results) - counts["invalid_smiles"] - counts["embed_failed"]
     return {
         "input": source.name,

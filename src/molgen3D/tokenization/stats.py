@@ -12,13 +12,13 @@ import json
 import re
 import statistics
 import sys
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from molgen3D.chem.units import format_unit
+from molgen3D.data_processing.skips import SkipLog
 
 # One `<x,y,z>` block per heavy atom (a dative bond `<-`/`->` is not one).
 _COORDINATE_BLOCK = re.compile(r"<[-+]?[\d.]+,[-+]?[\d.]+,[-+]?[\d.]+>")
@@ -72,22 +72,6 @@ def tokens_per_unit(tokenizer: Any, units: Iterable[str]) -> dict:
     }
 
 
-@dataclass
-class UnitReadReport:
-    """What `read_units` skipped, by reason, with the first few `file:line` examples."""
-
-    skipped: Counter = field(default_factory=Counter)
-    """Reason -> number of lines."""
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    """Reason -> up to 3 `file:line` locations."""
-
-    def skip(self, reason: str, where: str) -> None:
-        self.skipped[reason] += 1
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 3:
-            self.examples[reason].append(where)
-
-
 def _jsonl_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.jsonl")) or sorted(path.glob("**/*.jsonl"))
@@ -100,11 +84,11 @@ def _jsonl_files(path: Path) -> list[Path]:
     return files
 
 
-def read_units(path: str | Path, report: UnitReadReport | None = None, limit: int | None = None) -> Iterator[str]:
-    """Units of the JSONL lines under `path` (file, directory or glob); bad lines are counted in `report`."""
+def read_units(path: str | Path, skips: SkipLog | None = None, limit: int | None = None) -> Iterator[str]:
+    """Units of the JSONL lines under `path` (file, directory or glob); bad lines are counted in `skips`."""
     from molgen3D.config.paths import resolve
 
-    report = report if report is not None else UnitReadReport()
+    skips = skips if skips is not None else SkipLog()
     emitted = 0
     for file in _jsonl_files(Path(resolve(str(path)))):
         with open(file, "rb") as f:
@@ -115,19 +99,19 @@ def read_units(path: str | Path, report: UnitReadReport | None = None, limit: in
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    report.skip("not UTF-8", where)
+                    skips.add("not UTF-8", where, unit="line")
                     continue
                 if not line.strip():
-                    report.skip("blank line", where)
+                    skips.add("blank line", where, unit="line")
                     continue
                 try:
                     record = json.loads(line)
                     smiles, embedded = record["canonical_smiles"], record["embedded_smiles"]
                 except (ValueError, KeyError, TypeError):
-                    report.skip("not a JSON object with canonical_smiles and embedded_smiles", where)
+                    skips.add("not a JSON object with canonical_smiles and embedded_smiles", where, unit="line")
                     continue
                 if not (isinstance(smiles, str) and isinstance(embedded, str) and smiles and embedded):
-                    report.skip("empty or non-string field", where)
+                    skips.add("empty or non-string field", where, unit="line")
                     continue
                 emitted += 1
                 yield format_unit(smiles, embedded)
@@ -149,10 +133,9 @@ def cli(argv: list[str]) -> int:
     import tyro
 
     cfg = tyro.cli(TokenStatsConfig, args=argv, prog="python -m molgen3D.tokenization.stats")
-    report = UnitReadReport()
-    units = list(read_units(cfg.data, report, cfg.limit))
-    for reason, count in report.skipped.items():
-        print(f"skipped {count} lines: {reason} (e.g. {', '.join(report.examples[reason])})", file=sys.stderr)
+    skips = SkipLog(max_examples=3)
+    units = list(read_units(cfg.data, skips, cfg.limit))
+    print(skips.summary(), file=sys.stderr)
     print(f"{'tokenizer':<36} {'tok/unit':>9} {'median':>7} {'max':>6} {'tok/heavy atom':>15} {'chars/tok':>10}")
     for name in cfg.tokenizers:
         s = tokens_per_unit(name, units)
