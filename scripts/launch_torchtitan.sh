@@ -4,7 +4,7 @@
 #   Slurm:      sbatch --nodes=3 scripts/launch_torchtitan.sh [...]   (srun starts one torchrun per node)
 # Environment (defaults in brackets):
 #   TRAIN_TOML     [src/molgen3D/config/pretrain/qwen3_06b.toml]
-#   RUN_DESC       [the TOML's file name]        part of the run name
+#   RUN_DESC       [the TOML's [job] description] part of the run name
 #   NGPU_PER_NODE  [visible GPUs, else 1]        processes per node
 #   MASTER_PORT    [29500]                       rendezvous port (change it for a second job on a node)
 #   WANDB_PROJECT [molgen3d]  WANDB_ENTITY [unset]  WANDB_GROUP [pretrain]
@@ -64,7 +64,6 @@ REPO="$(repo_root)"
 cd "$REPO"
 
 TRAIN_TOML="${TRAIN_TOML:-src/molgen3D/config/pretrain/qwen3_06b.toml}"
-RUN_DESC="${RUN_DESC:-$(basename "$TRAIN_TOML" .toml)}"
 NGPU_PER_NODE="${NGPU_PER_NODE:-$(visible_gpus)}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 export WANDB_PROJECT="${WANDB_PROJECT:-molgen3d}"
@@ -83,7 +82,11 @@ if [[ -z "${TORCHRUN:-}" ]]; then
     fi
 fi
 
-RUNNER_ARGS=(-m molgen3D.training.pretraining.torchtitan_runner --run-desc "$RUN_DESC" --train-toml "$TRAIN_TOML" "$@")
+RUNNER_ARGS=(-m molgen3D.training.pretraining.torchtitan_runner)
+if [[ -n "${RUN_DESC:-}" ]]; then
+    RUNNER_ARGS+=(--run-desc "$RUN_DESC")
+fi
+RUNNER_ARGS+=(--train-toml "$TRAIN_TOML" "$@")
 
 if [[ -n "${SLURM_JOB_ID:-}" && "${SLURM_NNODES:-1}" -gt 1 ]]; then
     HEAD_NODE="$(first_node "$SLURM_JOB_NODELIST")"

@@ -189,6 +189,15 @@ def test_resume_keeps_the_run_name_and_loads_its_dcp(tmp_path, suffix, load_step
     assert paths.resume_checkpoint == (run_dir / "checkpoint/step-3" if load_step == 3 else run_dir / "checkpoint")
 
 
+def test_resume_keeps_an_explicit_load_step_unless_the_path_names_another(tmp_path):
+    run_dir = tmp_path / "ckpts" / "241001-1200-abcd-first"
+    resume = ["--molgen_run.init_mode", "resume", "--checkpoint.load_step", "3", "--molgen_run.resume_run_path_tag"]
+    assert load_job_config(FIXTURE_TOML, [*resume, str(run_dir)]).checkpoint.load_step == 3
+    assert load_job_config(FIXTURE_TOML, [*resume, str(run_dir / "checkpoint/step-3")]).checkpoint.load_step == 3
+    err = config_error(FIXTURE_TOML, [*resume, str(run_dir / "checkpoint/step-5")])
+    assert err.key == "checkpoint.load_step" and "step-5" in str(err)
+
+
 def test_resume_rejects_a_different_run_name(tmp_path):
     err = config_error(
         FIXTURE_TOML,
@@ -331,6 +340,12 @@ def test_unknown_alias_is_reported_under_its_key():
 def test_dump_folder_aliases(value, expected):
     cfg = load_job_config(FIXTURE_TOML, ["--job.dump_folder", value])
     assert cfg.job.dump_folder == str(repo_root() / expected)
+
+
+@pytest.mark.parametrize("key", ["job.dump_folder", "molgen_run.logs_root"])
+def test_empty_output_folder_is_an_error_not_a_folder_named_none(key):
+    err = config_error(FIXTURE_TOML, [f"--{key}", ""])
+    assert err.key == key and "is empty" in str(err)
 
 
 def test_dump_folder_plain_paths(tmp_path, monkeypatch):

@@ -188,6 +188,13 @@ def test_hf_pretrain_never_downloads(cfg_factory, tmp_path):
     assert info.value.key == "molgen_run.base_model_tag" and "Qwen/Qwen3-0.6B-Base" in str(info.value)
 
 
+def _save_dcp(step_dir: Path) -> None:
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save({"w": torch.zeros(2)}, checkpoint_id=str(step_dir), no_dist=True)
+
+
 def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
     tok = _with_tokenizer(tmp_path)
     run_dir = tmp_path / "run"
@@ -196,8 +203,26 @@ def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
     with pytest.raises(MolGenConfigError) as info:
         _check(cfg_factory(*args))
     assert info.value.key == "molgen_run.resume_run_path_tag"
-    (run_dir / "checkpoint" / "step-4").mkdir()
+    _save_dcp(run_dir / "checkpoint" / "step-4")
     _check(cfg_factory(*args))
+
+
+def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path):
+    """Only torn step folders: TorchTitan would skip them all and silently train from random weights."""
+    tok = _with_tokenizer(tmp_path)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint" / "step-4").mkdir(parents=True)  # a save that never finished: no .metadata
+    resume = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag")
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory(*resume, str(run_dir)))
+    assert info.value.key == "molgen_run.resume_run_path_tag" and "step-4: no .metadata" in str(info.value)
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory(*resume, str(run_dir / "checkpoint" / "step-4")))
+    assert info.value.key == "molgen_run.resume_run_path_tag" and "no .metadata" in str(info.value)
+    _save_dcp(run_dir / "checkpoint" / "step-2")
+    _check(cfg_factory(*resume, str(run_dir)))  # the newest complete step is loaded
+    with pytest.raises(MolGenConfigError):
+        _check(cfg_factory(*resume, str(run_dir / "checkpoint" / "step-4")))  # a named torn step stays an error
 
 
 def test_cli_reports_a_config_error_without_a_traceback(tmp_path, capsys):
@@ -256,10 +281,10 @@ def test_launcher_single_node_command_line(tmp_path):
     ]
 
 
-def test_launcher_defaults_to_one_process_without_gpus_and_names_the_run_after_the_toml(tmp_path):
+def test_launcher_defaults_to_one_process_without_gpus_and_leaves_the_run_name_to_the_toml_description(tmp_path):
     argv = _launch(tmp_path, {"TRAIN_TOML": "configs/cpu_tiny.toml"})["torchrun"]
     assert "--nproc-per-node=1" in argv and "--rdzv-endpoint=localhost:29500" in argv
-    assert argv[argv.index("--run-desc") + 1] == "cpu_tiny"
+    assert "--run-desc" not in argv  # without $RUN_DESC the runner names the run after [job] description
     assert argv[argv.index("--train-toml") + 1] == "configs/cpu_tiny.toml"
 
 

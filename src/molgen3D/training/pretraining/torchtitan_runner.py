@@ -41,7 +41,6 @@ from molgen3D.training.pretraining.helpers.run_layout import RunLayout
 from molgen3D.training.pretraining.helpers.wsds_scheduler import plot_wsds_config
 
 LOG_FORMAT = "[titan] %(asctime)s - %(name)s - %(levelname)s - %(message)s"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 _RUN_NAME_KEY = "molgen3d/run_name"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -151,10 +150,24 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
         if not any(base.glob("*.safetensors")):
             raise MolGenConfigError("molgen_run.base_model_tag", f"{base} holds no *.safetensors", "point it at a Hugging Face model folder (safetensors + config.json)")
     if mode == "resume":
-        step_named = _STEP_DIR.match(paths.resume_checkpoint.name)
-        folder = paths.resume_checkpoint.parent if step_named else paths.resume_checkpoint
-        if not paths.resume_checkpoint.is_dir() or not any(_STEP_DIR.match(p.name) for p in folder.iterdir()):
-            raise MolGenConfigError("molgen_run.resume_run_path_tag", f"{paths.resume_checkpoint} holds no saved step-N checkpoint", "point it at a run dir (or its checkpoint folder / a step-N) that has saved checkpoints")
+        _check_resume_checkpoint(paths.resume_checkpoint)
+
+
+def _check_resume_checkpoint(location: Path) -> None:
+    """A resume needs a complete step: with only torn `step-N` folders TorchTitan would start from random weights."""
+    from molgen3D.training.pretraining.helpers.checkpointing import STEP_DIR, checkpoint_problem, latest_complete_step
+
+    if STEP_DIR.fullmatch(location.name):
+        problem = checkpoint_problem(location) if location.is_dir() else "the folder does not exist"
+    else:
+        step, skipped = latest_complete_step(location)
+        problem = None if step >= 0 else "no complete step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
+    if problem is not None:
+        raise MolGenConfigError(
+            "molgen_run.resume_run_path_tag",
+            f"{location} cannot be resumed ({problem})",
+            "point it at a run dir (or its checkpoint folder / a step-N) that has a complete saved checkpoint",
+        )
 
 
 def _check_data(key: str, location: Path | None) -> None:
@@ -353,10 +366,9 @@ def _record_losses(trainer, losses: dict[int, float]) -> None:
 
 
 def summary(result: RunResult, job_config) -> str:
-    steps = sorted(
-        (p for p in result.checkpoint_dir.glob("step-*") if _STEP_DIR.match(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
+    from molgen3D.training.pretraining.helpers.checkpointing import step_dirs
+
+    steps = [path for _, path in step_dirs(result.checkpoint_dir)]
     hf = [p.name for p in steps if (p / "config.json").is_file()]
     hf += [f"{p.name}/hf" for p in steps if (p / "hf" / "config.json").is_file()]
     lines = [

@@ -419,6 +419,14 @@ def _alias_error_as_config_error(key: str, value: str | None, cfg, default_secti
         raise MolGenConfigError(key, str(err), "use an alias defined in paths.yaml or a plain path", where=_where(cfg, key)) from None
 
 
+def _required_location(key: str, value: str, cfg, example: str) -> Path:
+    """A folder setting that may not be empty (a bare name is a `base_paths` key)."""
+    location = _alias_error_as_config_error(key, value, cfg, default_section="base_paths")
+    if location is None:
+        raise MolGenConfigError(key, "is empty", f"name a folder, {example}", where=_where(cfg, key))
+    return location
+
+
 def _resume_locations(run_path: Path, checkpoint_folder: str) -> tuple[Path, Path]:
     """resume_run_path_tag -> (run dir, its checkpoint folder or the named step dir)."""
     if _STEP_DIR.match(run_path.name):
@@ -452,7 +460,7 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
     if run.resume_run_path_tag:
         resume_path = _alias_error_as_config_error("molgen_run.resume_run_path_tag", run.resume_run_path_tag, cfg)
         resume_dir, resume_ckpt = _resume_locations(resume_path, cfg.checkpoint.folder)
-    dump = _alias_error_as_config_error("job.dump_folder", cfg.job.dump_folder, cfg, default_section="base_paths")
+    dump = _required_location("job.dump_folder", cfg.job.dump_folder, cfg, 'e.g. dump_folder = "qwen3_06b_ckpts" (a base_paths key) or a path')
     return MolGenPaths(
         tokenizer_dir=tokenizer_dir,
         train_data=train,
@@ -518,7 +526,7 @@ def _apply_paths(cfg, paths: MolGenPaths, err) -> None:
     elif cfg.validation.enable:
         raise err("validation.dataset_path", "validation is enabled but no validation data is named", 'set dataset_path = "data:conformers_valid" or [validation] enable = false')
     cfg.job.dump_folder = str(paths.dump_folder)
-    cfg.molgen_run.logs_root = str(_alias_error_as_config_error("molgen_run.logs_root", cfg.molgen_run.logs_root, cfg, default_section="base_paths"))
+    cfg.molgen_run.logs_root = str(_required_location("molgen_run.logs_root", cfg.molgen_run.logs_root, cfg, 'e.g. logs_root = "base_paths:outputs_root"'))
     if paths.base_model is not None:
         cfg.molgen_run.base_model_tag = paths.base_model
     if cfg.model.hf_assets_path:
@@ -553,7 +561,11 @@ def _apply_init_mode(cfg, paths: MolGenPaths, err) -> None:
         ckpt.initial_load_path = None
         ckpt.initial_load_model_only = False
         ckpt.initial_load_in_hf = False
-        ckpt.load_step = int(step.group(1)) if step else -1
+        if step:
+            named = int(step.group(1))
+            if ckpt.load_step not in (-1, named):
+                raise err("checkpoint.load_step", f"{ckpt.load_step} disagrees with the step named by [molgen_run] resume_run_path_tag ({paths.resume_checkpoint.name})", "set only one of them")
+            ckpt.load_step = named
     else:
         ckpt.initial_load_path = None
         ckpt.initial_load_in_hf = False

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from molgen3D.chem.units import CONFORMER_CLOSE, EOT
+from molgen3D.training.pretraining.helpers.run_layout import RUN_META
+
 logger = logging.getLogger(__name__)
 
-EOT = "<|endoftext|>"
-CONFORMER_END = "[/CONFORMER]"
-RUN_META = "run_meta.json"
 # Files of a model folder that a tokenizer directory must never overwrite.
 _MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors.index.json"}
 _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
@@ -68,7 +68,7 @@ def _special_ids(tokenizer_dir: Path) -> tuple[int, int | None, int]:
     eot = tok.token_to_id(EOT)
     if eot is None:
         raise HFExportError(f"{path}: the tokenizer has no {EOT} token, which MolGen3D uses as eos and pad")
-    return eot, tok.token_to_id(CONFORMER_END), tok.get_vocab_size(with_added_tokens=True)
+    return eot, tok.token_to_id(CONFORMER_CLOSE), tok.get_vocab_size(with_added_tokens=True)
 
 
 def _safetensors_dtype(hf_dir: Path) -> str:
