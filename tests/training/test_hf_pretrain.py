@@ -70,7 +70,9 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone()
 
 
-def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, fixture_data, make_tiny_toml, train_tiny, monkeypatch):
+@pytest.mark.parametrize("torn_first_save", [False, True], ids=["new-run", "after-a-crash-in-the-first-save"])
+def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, fixture_data, make_tiny_toml, train_tiny,
+                                            monkeypatch, tmp_path, torn_first_save):
     from tokenizers import Tokenizer
     from torchtitan.components.checkpoint import MODEL
 
@@ -101,6 +103,12 @@ def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, 
         wsds_scheduler={"warmup_steps": 1, "checkpoints": [2], "decay_frac": 0.5},
         checkpoint={"enable": True, "interval": 1, "keep_latest_k": 0},
     )
+    if torn_first_save:
+        # A run that died while writing its first checkpoint, restarted under the same name:
+        # the folder exists but holds nothing to resume, so the HF initial load must still happen.
+        torn = tmp_path / "ckpts" / "hf-pretrain" / "checkpoint" / "step-1"
+        torn.mkdir(parents=True)
+        (torn / "__0_0.distcp").write_bytes(b"partial")
     result = train_tiny(toml)
     assert captured["loaded"] is True
 

@@ -248,7 +248,15 @@ class MolGenCheckpointManager(CheckpointManager):
 
     @torch.no_grad()
     def load(self, step: int = -1) -> bool:
-        fresh = not self.enable or not os.path.exists(self.folder)
+        # TorchTitan treats an existing folder as "resume" even when every step in it is torn
+        # (a crash during the first save): it would then skip the HF initial load and train
+        # from random weights. Such a folder is a new run.
+        nothing_to_resume = (
+            self.enable and step == -1 and os.path.isdir(self.folder) and self._find_load_step() == -1
+        )
+        if nothing_to_resume:
+            logger.warning(f"{self.folder} holds no complete checkpoint: starting afresh, with the initial load if any")
+        fresh = not self.enable or not os.path.exists(self.folder) or nothing_to_resume
         if not fresh and step != -1:
             named = self._create_checkpoint_id(step)
             problem = checkpoint_problem(named) if os.path.isdir(named) else None
@@ -257,7 +265,14 @@ class MolGenCheckpointManager(CheckpointManager):
                     f"checkpoint.load_step = {step}: {named} is incomplete ({problem}); "
                     "name another step, or -1 for the newest complete one"
                 )
-        loaded = super().load(step)
+        if nothing_to_resume:
+            folder, self.folder = self.folder, os.path.join(self.folder, ".no-complete-step")
+            try:
+                loaded = super().load(step)
+            finally:
+                self.folder = folder
+        else:
+            loaded = super().load(step)
         if fresh:
             self._reinit_tag_rows()
         metrics_processor = getattr(self.trainer, "metrics_processor", None)
