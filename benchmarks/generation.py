@@ -84,7 +84,7 @@ def main() -> int:
         model_dir = args.model or random_tiny_model(Path(tmp))
         model, tokenizer, resolved = load_model(model_dir)
         n_params = sum(p.numel() for p in model.parameters())
-        base = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision or 4, seed=0)
+        base = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, seed=0)
         sample_with_model(model, tokenizer, smiles[:1], [1], SamplingConfig(**base))  # warm-up: token table, first grammar
         constrained = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=True, **base))
         free = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=False, **base))

@@ -7,11 +7,13 @@ import json
 import pytest
 from rdkit import Chem
 
+from molgen3D.chem.enriched_smiles import decode, encode
 from molgen3D.evaluation import evaluate as evaluate_module
 from molgen3D.evaluation import generate as generate_module
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
 from molgen3D.evaluation.references import read_references
-from molgen3D.evaluation.sample_io import read_samples, summary_path
+from molgen3D.evaluation.sample_io import MoleculeInput, read_samples, summary_path, write_samples
+from molgen3D.evaluation.sampling import SampleOutcome
 
 from .helpers import fixture_lines
 
@@ -112,3 +114,65 @@ def test_generate_reports_a_missing_model(tmp_path, capsys):
     smi.write_text("CCO\n")
     code = generate_module.cli(["--model", str(tmp_path / "nope"), "--smiles", str(smi), "--out", str(tmp_path / "o.sdf")])
     assert code == 1 and "not a directory" in capsys.readouterr().err
+
+
+def scaled(mol: Chem.Mol, factor: float) -> Chem.Mol:
+    """The conformer blown up by `factor`: the same graph, far from the original when factor is large."""
+    out = Chem.Mol(mol)
+    conf = out.GetConformer()
+    for i in range(out.GetNumAtoms()):
+        conf.SetAtomPosition(i, conf.GetAtomPosition(i) * factor)
+    return out
+
+
+def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
+    """K = 2L: samples beyond K are left out and counted, a shortfall is counted as failed samples."""
+    (ref,), _ = read_references(fixture_data / "test", max_molecules=1, max_conformers=1)
+    other = sorted({r["canonical_smiles"] for r in fixture_lines(fixture_data, "test")} - {ref.smiles})[0]
+    far, exact = scaled(ref.conformers[0], 5.0), ref.conformers[0]
+    outcomes = [[SampleOutcome(k, m, None, encode(m), 0) for k, m in enumerate([far, far, exact])],
+                [SampleOutcome(0, None, "max_new_tokens", "", 0)]]
+    path = tmp_path / "samples.jsonl"
+    write_samples(path, [MoleculeInput("ref", ref.smiles, "x:1"), MoleculeInput("other", other, "x:2")], outcomes)
+    metrics = evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=tmp_path / "eval", samples=path,
+                                      max_molecules=1, max_conformers=1, progress=False, rmsd_workers=1))
+    model = metrics["methods"]["model"]
+    # L = 1, K = 2: the exact conformer is sample 2, beyond K, so nothing covers the reference
+    assert model["samples_requested"] == 2 and model["per_molecule"][0]["samples"] == 2
+    assert model["per_molecule"][0]["cov_r"] == 0.0 and model["per_molecule"][0]["mat_r"] > 1.0
+    assert model["samples_unused"]["beyond_k"]["count"] == 1
+    assert model["samples_unused"]["not_a_reference"]["count"] == 1
+    assert "left out (beyond_k): 1" in format_table(metrics)
+
+    write_samples(path, [MoleculeInput("ref", ref.smiles, "x:1")], [outcomes[0][2:]])
+    short = evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=tmp_path / "eval2", samples=path,
+                                    max_molecules=1, max_conformers=1, progress=False, rmsd_workers=1))
+    model = short["methods"]["model"]
+    assert model["samples_requested"] == 2 and model["samples_valid"] == 1
+    assert model["failures"]["not_in_samples_file"]["count"] == 1 and model["per_molecule"][0]["cov_r"] == 1.0
+
+
+def test_sdf_failures_take_the_missing_sample_indices(tmp_path):
+    ok = "[C]<0.0000,0.0000,0.0000>[O]<1.4000,0.0000,0.0000>"
+    molecules = [MoleculeInput("methanol", "CO", "x:1")]
+    outcomes = [[SampleOutcome(0, None, "max_new_tokens", "", 9), SampleOutcome(1, decode(ok), None, ok, 30),
+                 SampleOutcome(2, None, "grammar_dead_end", "", 3)]]
+    path = tmp_path / "s.sdf"
+    write_samples(path, molecules, outcomes)
+    summary_path(path).write_text(json.dumps({"molecules": generate_module.molecule_summaries(molecules, outcomes)}))
+    back = sorted(read_samples(path)["CO"], key=lambda o: o.sample_index)
+    assert [o.sample_index for o in back] == [0, 1, 2]
+    assert back[1].mol is not None and {back[0].failure, back[2].failure} == {"max_new_tokens", "grammar_dead_end"}
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("{not json", "JSONDecodeError"),
+    ('{"canonical_smiles": "CO"}', "KeyError"),
+    ('["CO", 0]', "TypeError"),
+])
+def test_bad_jsonl_sample_line_names_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "s.jsonl"
+    good = json.dumps({"canonical_smiles": "CO", "sample_index": 0, "embedded_smiles": None, "failure": "x"})
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(ValueError, match=rf"s\.jsonl:2: not a sample line .*{problem}"):
+        read_samples(path)

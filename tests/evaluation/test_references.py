@@ -9,11 +9,20 @@ from rdkit import Chem
 
 from molgen3D.chem.enriched_smiles import decode
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
-from molgen3D.evaluation.references import SkipLog, coordinate_precision, read_references
+from molgen3D.data_processing.skips import SkipLog
+from molgen3D.evaluation.references import coordinate_precision, read_references
 from molgen3D.evaluation.sample_io import MoleculeInput, read_samples, read_smiles_inputs, write_samples
 from molgen3D.evaluation.sampling import SampleOutcome
 
 from .helpers import fixture_lines
+
+
+def counts(skips: SkipLog) -> dict[str, int]:
+    return {reason: entry["count"] for reason, entry in skips.as_dict().items()}
+
+
+def first_example(skips: SkipLog, reason: str) -> str:
+    return skips.as_dict()[reason]["examples"][0]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,7 @@ def test_sdf_references_group_by_molecule(reference_sdf):
     for m in molecules:
         assert len(m.conformers) == len(per_mol[m.smiles])
         assert all(c.GetNumAtoms() == Chem.MolFromSmiles(m.smiles).GetNumAtoms() for c in m.conformers)  # H removed
-    assert skips.counts == {"not_3d": 1} and "record 7" in skips.examples["not_3d"][0]
+    assert counts(skips) == {"not_3d": 1} and "record 7" in first_example(skips, "not_3d")
     capped, _ = read_references(path, max_molecules=1, max_conformers=2)
     assert len(capped) == 1 and len(capped[0].conformers) == 2
 
@@ -59,8 +68,8 @@ def test_jsonl_references_count_bad_lines(fixture_data, tmp_path):
     molecules, precision = read_references(broken, skips=skips)
     assert precision == 4 == coordinate_precision(first["embedded_smiles"])
     assert len(molecules) == 4 and sum(len(m.conformers) for m in molecules) == len(lines)
-    assert skips.counts == {"bad_json": 1, "missing_key": 1, "decode_error": 1}
-    assert skips.examples["bad_json"][0].startswith(f"{broken}:{len(lines) + 1}")
+    assert counts(skips) == {"bad_json": 1, "missing_key": 1, "decode_error": 1}
+    assert first_example(skips, "bad_json").startswith(f"{broken}:{len(lines) + 1}")
 
 
 def test_missing_references_name_the_path(tmp_path):
@@ -75,7 +84,7 @@ def test_smiles_inputs_csv_with_names(tmp_path):
     got = read_smiles_inputs(csv_file, skips)
     assert [m.name for m in got] == ["aspirin", "[2H]C([2H])([2H])O"]
     assert got[0].smiles == "CC(=O)Oc1ccccc1C(=O)O"  # canonical
-    assert skips.counts == {"invalid_smiles": 1} and skips.examples["invalid_smiles"][0].startswith(f"{csv_file}:3")
+    assert counts(skips) == {"invalid_smiles": 1} and first_example(skips, "invalid_smiles").startswith(f"{csv_file}:3")
     with pytest.raises(ValueError, match="no SMILES column"):
         (tmp_path / "x.csv").write_text("a,b\n1,2\n")
         read_smiles_inputs(tmp_path / "x.csv", skips)

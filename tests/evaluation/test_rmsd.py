@@ -101,3 +101,30 @@ def test_time_limit_counts_timeouts_and_recovers():
     # the replacement worker finished the rest of the work
     assert np.isfinite(after).all() and after[0, 0] == pytest.approx(0.0, abs=1e-6)
     assert stats.computed == 2
+
+
+def test_worker_dying_as_its_time_runs_out_is_counted_and_replaced(monkeypatch):
+    """The worker dies between the wait timing out and the deadline check: its pair is a worker_died error."""
+    from molgen3D.evaluation import rmsd
+
+    real_wait, killed = rmsd.wait, []
+
+    def wait_then_kill_busy_worker(conns, timeout=None):
+        ready = real_wait(conns, timeout=timeout)
+        busy = [w for w in pool._workers if w.unit is not None]
+        if not ready and busy and not killed:
+            busy[0].process.kill()
+            busy[0].process.join()
+            killed.append(busy[0])
+        return ready
+
+    monkeypatch.setattr(rmsd, "wait", wait_then_kill_busy_worker)
+    big_refs = [random_coordinates(DENDRIMER, 0)]
+    big_samples = [random_coordinates(DENDRIMER, 1), random_coordinates(DENDRIMER, 2)]
+    small = embedded("CCOC(=O)c1ccccc1", 1, seed=9)
+    with RmsdPool(workers=1, pair_timeout_s=0.5, max_matches=1_000_000) as pool:
+        (big, after), stats = pool.matrices([(big_refs, big_samples), (small, small)])
+    assert len(killed) == 1
+    assert np.isnan(big).all()
+    assert stats.errors == {rmsd.WORKER_DIED: 1} and stats.timeouts == 1  # first pair: died; second: timed out
+    assert after[0, 0] == pytest.approx(0.0, abs=1e-6) and stats.computed == 1

@@ -21,9 +21,10 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from molgen3D.data_processing.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
 from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
-from molgen3D.evaluation.references import ReferenceMolecule, SkipLog, read_references
+from molgen3D.evaluation.references import ReferenceMolecule, read_references
 from molgen3D.evaluation.rmsd import RmsdPool
 from molgen3D.evaluation.sample_io import MoleculeInput, failure_report, read_samples, summary_path
 from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SampleOutcome, SamplingConfig
@@ -165,15 +166,26 @@ def posebusters_report(methods: dict[str, Sequence[Sequence[SampleOutcome]]]) ->
 
 
 def _samples_from_file(path: Path, references: Sequence[ReferenceMolecule], counts: Sequence[int]):
-    """Samples of a file matched to the references by SMILES, and the sampling speed its sidecar recorded."""
+    """K samples per reference molecule from a file (matched by SMILES), what was left out, and the sidecar summary.
+
+    A molecule is scored on exactly its K samples, as the protocol says: the first K by sample
+    index; samples beyond K, and those of molecules that are not references, are counted as
+    unused; a molecule with fewer than K gets `not_in_samples_file` failures for the rest.
+    """
     by_smiles = read_samples(path)
+    unused = SkipLog()
     outcomes = []
     for ref, k in zip(references, counts):
-        samples = by_smiles.get(ref.smiles)
-        outcomes.append(samples if samples else [SampleOutcome(s, None, NOT_SAMPLED, "", 0) for s in range(k)])
+        samples = sorted(by_smiles.pop(ref.smiles, []), key=lambda o: o.sample_index)
+        if len(samples) > k:
+            unused.add("beyond_k", f"{ref.name}: {len(samples)} samples, K = {k}", unit="sample",
+                       count=len(samples) - k)
+        samples = samples[:k]
+        outcomes.append(samples + [SampleOutcome(s, None, NOT_SAMPLED, "", 0) for s in range(len(samples), k)])
+    for smiles, samples in by_smiles.items():
+        unused.add("not_a_reference", f"{smiles}: {len(samples)} samples", unit="sample", count=len(samples))
     sidecar = summary_path(path)
-    speed = json.loads(sidecar.read_text(encoding="utf-8")).get("samples_per_second") if sidecar.is_file() else None
-    return outcomes, speed
+    return outcomes, unused, json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -191,7 +203,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         sampling = replace(sampling, precision=precision if precision is not None else DEFAULT_PRECISION)
 
     methods: dict[str, tuple[list[list[SampleOutcome]], float | None]] = {}  # name -> (outcomes, samples/s)
-    model_name = None
+    model_info: dict = {}  # what metrics.json says about the model's samples
     if cfg.model is not None:
         from molgen3D.evaluation.generate import load_model, sample_with_model
 
@@ -200,12 +212,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
             torch.set_num_threads(cfg.threads)
         model, tokenizer, model_dir = load_model(cfg.model, cfg.tokenizer)
-        model_name = str(model_dir)
         outcomes, seconds = sample_with_model(model, tokenizer, smiles, counts, sampling, progress=cfg.progress)
         methods["model"] = (outcomes, sum(counts) / seconds)
+        model_info = {"source": str(model_dir), "settings": asdict(sampling)}
     elif cfg.samples is not None:
-        model_name = str(cfg.samples)
-        methods["model"] = _samples_from_file(cfg.samples, references, counts)
+        outcomes, unused, sidecar = _samples_from_file(cfg.samples, references, counts)
+        methods["model"] = (outcomes, sidecar.get("samples_per_second"))
+        model_info = {"source": str(cfg.samples), "settings": sidecar.get("settings"),
+                      "samples_unused": unused.as_dict()}
     if cfg.baseline == "etkdg":
         outcomes, seconds = etkdg_baseline(
             smiles, counts, seed=cfg.etkdg_seed, num_threads=cfg.etkdg_threads, progress=cfg.progress
@@ -217,8 +231,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for name, (outcomes, speed) in methods.items():
             results[name] = score_method(name, references, outcomes, pool, cfg.threshold, speed)
     if "model" in results:
-        results["model"]["source"] = model_name
-        results["model"]["settings"] = asdict(sampling)
+        results["model"].update(model_info)
     if "etkdg" in results:
         results["etkdg"]["settings"] = {"seed": cfg.etkdg_seed, "num_threads": cfg.etkdg_threads, "method": "ETKDGv3"}
 
@@ -280,6 +293,8 @@ def format_table(metrics: dict) -> str:
     for name, r in metrics["methods"].items():
         for reason, entry in r["failures"].items():
             lines.append(f"  {name} failed {reason}: {entry['count']} (e.g. {entry['examples'][0][:80]})")
+        for reason, entry in r.get("samples_unused", {}).items():
+            lines.append(f"  {name} samples left out ({reason}): {entry['count']} (e.g. {entry['examples'][0]})")
         if r["rmsd"]["timeouts"] or r["rmsd"]["errors"]:
             lines.append(f"  {name} RMSD: {r['rmsd']['timeouts']} time-outs, errors {r['rmsd']['errors']}")
     pb = metrics["posebusters"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tyro
 
-from molgen3D.evaluation.references import SkipLog
+from molgen3D.data_processing.skips import SkipLog
 from molgen3D.evaluation.sample_io import (
     MoleculeInput,
     failure_report,

@@ -13,7 +13,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rdkit import Chem
@@ -21,6 +21,7 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
+from molgen3D.data_processing.skips import SkipLog
 
 
 @dataclass
@@ -30,24 +31,6 @@ class ReferenceMolecule:
     smiles: str
     conformers: list[Chem.Mol]
     name: str = ""
-
-
-@dataclass
-class SkipLog:
-    """Records left out, by reason, with the first few examples (`file:line: detail`)."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    max_examples: int = 3
-
-    def add(self, reason: str, where: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        bucket = self.examples.setdefault(reason, [])
-        if len(bucket) < self.max_examples:
-            bucket.append(where)
-
-    def as_dict(self) -> dict:
-        return {reason: {"count": n, "examples": self.examples[reason]} for reason, n in self.counts.items()}
 
 
 def canonical_smiles(mol: Chem.Mol) -> str:
@@ -88,12 +71,13 @@ def iter_jsonl(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, str
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    skips.add("bad_json", f"{where}: {exc.msg}")
+                    skips.add("bad_json", f"{where}: {exc.msg}", unit="line")
                     continue
                 if not isinstance(record, dict) or not all(
                     isinstance(record.get(k), str) for k in ("canonical_smiles", "embedded_smiles")
                 ):
-                    skips.add("missing_key", f"{where}: needs string keys canonical_smiles and embedded_smiles")
+                    skips.add("missing_key", f"{where}: needs string keys canonical_smiles and embedded_smiles",
+                              unit="line")
                     continue
                 yield where, record["canonical_smiles"], record["embedded_smiles"]
 
@@ -133,7 +117,7 @@ def load_jsonl_references(
         try:
             mol = decode(embedded)
         except (EnrichedSmilesError, ValueError) as exc:
-            skips.add("decode_error", f"{where}: {exc}")
+            skips.add("decode_error", f"{where}: {exc}", unit="line")
             continue
         if precision is None:
             precision = coordinate_precision(embedded)
@@ -153,10 +137,10 @@ def load_sdf_references(path: str | Path, *, max_conformers: int | None = None,
         for index, mol in enumerate(supplier):
             where = f"{file}: record {index + 1}"
             if mol is None:
-                skips.add("unreadable_record", where)
+                skips.add("unreadable_record", where, unit="record")
                 continue
             if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-                skips.add("not_3d", where)
+                skips.add("not_3d", where, unit="record")
                 continue
             heavy = Chem.RemoveHs(mol)
             smiles = canonical_smiles(heavy)

@@ -174,7 +174,7 @@ class RmsdPool:
                     while w.unit is not None and w.conn.poll():  # a result that arrived just in time still counts
                         self._receive(w, out, stats, pending)
                     if w.unit is not None and time.monotonic() > w.deadline:
-                        self._retire(k, w, out, stats, pending, timed_out=True)
+                        self._retire(k, w, stats, pending, timed_out=True)
         stats.seconds = time.perf_counter() - start
         return out, stats
 
@@ -189,7 +189,7 @@ class RmsdPool:
         try:
             message = w.conn.recv()
         except (EOFError, OSError):
-            self._retire(self._workers.index(w), w, out, stats, pending, timed_out=False)
+            self._retire(self._workers.index(w), w, stats, pending, timed_out=False)
             return
         kind = message[0]
         if kind == "ready":
@@ -206,9 +206,10 @@ class RmsdPool:
         elif kind == "done":
             w.unit, w.deadline = None, math.inf
 
-    def _retire(self, k: int, w: _Worker, out, stats: RmsdStats, pending: deque, *, timed_out: bool) -> None:
+    def _retire(self, k: int, w: _Worker, stats: RmsdStats, pending: deque, *, timed_out: bool) -> None:
         """Kill a stuck (or dead) worker: its current pair is NaN, the rest of its unit goes back first in line."""
         self._kill(w)
+        unit, w.unit, w.deadline = w.unit, None, math.inf  # callers still holding `w` see it idle, its conn closed
         if not w.ready:
             self._failed_starts += 1
             if self._failed_starts >= 3:
@@ -217,7 +218,6 @@ class RmsdPool:
                     "that scores conformers needs the `if __name__ == '__main__':` guard; otherwise run "
                     "`python -c 'import molgen3D.evaluation.rmsd'` to see the import error"
                 )
-        unit = w.unit
         if unit is not None and unit.pairs:
             unit.pairs.popleft()
             if timed_out:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
-from molgen3D.evaluation.references import SkipLog, canonicalize
-from molgen3D.evaluation.sampling import SampleOutcome
+from molgen3D.data_processing.skips import SkipLog
+from molgen3D.evaluation.references import canonicalize
+from molgen3D.evaluation.sampling import PARSE_ERROR, SampleOutcome
 
 SMILES_COLUMNS = ("smiles", "canonical_smiles", "smi")
 NAME_COLUMNS = ("name", "id", "title", "mol_id")
 SAMPLE_SUFFIXES = (".sdf", ".jsonl")
+MISSING = "missing"
+"""A JSONL sample line with neither a conformer nor a failure reason."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def read_smiles_inputs(path: Path, skips: SkipLog) -> list[MoleculeInput]:
     for where, smiles, name in rows:
         canonical = canonicalize(smiles)
         if canonical is None:
-            skips.add("invalid_smiles", f"{where}: {smiles!r}")
+            skips.add("invalid_smiles", f"{where}: {smiles!r}", unit="line")
             continue
         molecules.append(MoleculeInput(name or canonical, canonical, where))
     return molecules
@@ -97,7 +101,7 @@ def failure_report(molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequen
     for mol, samples in zip(molecules, outcomes):
         for o in samples:
             if o.failure is not None:
-                log.add(o.failure, f"{mol.name} #{o.sample_index}: {o.text[:120]}")
+                log.add(o.failure, f"{mol.name} #{o.sample_index}: {o.text[:120]}", unit="sample")
     return log.as_dict()
 
 
@@ -135,7 +139,8 @@ def write_samples(path: Path, molecules: Sequence[MoleculeInput], outcomes: Sequ
 def read_samples(path: Path) -> dict[str, list[SampleOutcome]]:
     """Samples written by `molgen3d generate`, by canonical SMILES, failures included.
 
-    For an SDF, the failures come from the sidecar summary's per-molecule counts by reason;
+    For an SDF, the failures come from the sidecar summary's per-molecule counts by reason and
+    take the sample indices the SDF lacks (which failure had which index is not recorded);
     without a sidecar, only the SDF's records (the valid samples) are known.
     """
     path = Path(path)
@@ -145,19 +150,9 @@ def read_samples(path: Path) -> dict[str, list[SampleOutcome]]:
     if path.suffix.lower() == ".jsonl":
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                text, failure = rec.get("embedded_smiles"), rec.get("failure")
-                mol = None
-                if text is not None and failure is None:
-                    try:
-                        mol = decode(text)
-                    except (EnrichedSmilesError, ValueError):
-                        failure = "parse_error"
-                by_smiles.setdefault(rec["canonical_smiles"], []).append(
-                    SampleOutcome(int(rec["sample_index"]), mol, failure or (None if mol else "missing"), text or "",
-                                  int(rec.get("num_tokens", 0))))
+                if line.strip():
+                    outcome, smiles = _jsonl_sample(line, f"{path}:{lineno}")
+                    by_smiles.setdefault(smiles, []).append(outcome)
         return by_smiles
     if path.suffix.lower() != ".sdf":
         raise ValueError(f"{path}: unknown sample file type; use one of {', '.join(SAMPLE_SUFFIXES)}")
@@ -173,6 +168,28 @@ def read_samples(path: Path) -> dict[str, list[SampleOutcome]]:
         summary = json.loads(sidecar.read_text(encoding="utf-8"))
         for entry in summary.get("molecules", []):
             samples = by_smiles.setdefault(entry["smiles"], [])
+            taken = {o.sample_index for o in samples}
+            free = (i for i in itertools.count() if i not in taken)
             for reason, count in entry.get("failures", {}).items():
-                samples += [SampleOutcome(-1, None, reason, "", 0) for _ in range(int(count))]
+                samples += [SampleOutcome(next(free), None, reason, "", 0) for _ in range(int(count))]
     return by_smiles
+
+
+def _jsonl_sample(line: str, where: str) -> tuple[SampleOutcome, str]:
+    """One line of a JSONL sample file -> (outcome, canonical SMILES); a bad line raises naming `where`."""
+    try:
+        rec = json.loads(line)
+        smiles, sample_index = rec["canonical_smiles"], int(rec["sample_index"])
+        text, failure, num_tokens = rec.get("embedded_smiles"), rec.get("failure"), int(rec.get("num_tokens", 0))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: not a sample line of `molgen3d generate` ({type(exc).__name__}: {exc}); "
+                         "each line needs canonical_smiles, sample_index, embedded_smiles and failure") from exc
+    mol = None
+    if text is not None and failure is None:
+        try:
+            mol = decode(text)
+        except (EnrichedSmilesError, ValueError):
+            failure = PARSE_ERROR
+    if mol is None and failure is None:
+        failure = MISSING
+    return SampleOutcome(sample_index, mol, failure, text or "", num_tokens), smiles

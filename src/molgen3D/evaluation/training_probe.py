@@ -95,10 +95,11 @@ def sample_and_score(
     )
     best = []
     for (_, conformers), samples in zip(references, outcomes):
+        heavy = [Chem.RemoveHs(ref) for ref in conformers]
         for o in samples:
             if o.mol is None:
                 continue
-            values = [best_rms(Chem.Mol(o.mol), Chem.RemoveHs(ref), max_matches)[0] for ref in conformers]
+            values = [best_rms(Chem.Mol(o.mol), ref, max_matches)[0] for ref in heavy]
             finite = [v for v in values if math.isfinite(v)]
             if finite:
                 best.append(min(finite))
