@@ -8,7 +8,6 @@ the model gets. Unusable records are counted by reason with their first examples
 
 from __future__ import annotations
 
-import glob
 import json
 import random
 import re
@@ -21,6 +20,7 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
+from molgen3D.data_processing.jsonl_paths import expand_paths
 from molgen3D.data_processing.skips import SkipLog
 
 
@@ -46,23 +46,9 @@ def canonicalize(smiles: str) -> str | None:
     return None if mol is None else canonical_smiles(mol)
 
 
-def jsonl_files(path: str | Path) -> list[Path]:
-    """The JSONL files of a split given as a file, a directory (its `*.jsonl`, sorted) or a glob; aliases resolve."""
-    resolved = resolve_path(str(path))
-    if resolved.is_file():
-        return [resolved]
-    if resolved.is_dir():
-        files = sorted(resolved.glob("*.jsonl"))
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(resolved)))
-    if not files:
-        raise FileNotFoundError(f"no JSONL files at {path!r} (resolved to {resolved}); pass a file, a split directory or a glob")
-    return files
-
-
 def iter_jsonl(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, str]]:
     """(where, canonical_smiles, embedded_smiles) per usable line; bad lines go to `skips`."""
-    for file in jsonl_files(path):
+    for file in expand_paths(path):
         with open(file, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 where = f"{file}:{lineno}"

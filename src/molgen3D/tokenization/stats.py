@@ -7,7 +7,6 @@ benchmark reports them per tokenizer. Run `python -m molgen3D.tokenization.stats
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 import statistics
@@ -72,25 +71,13 @@ def tokens_per_unit(tokenizer: Any, units: Iterable[str]) -> dict:
     }
 
 
-def _jsonl_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl")) or sorted(path.glob("**/*.jsonl"))
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(path)) if p.endswith(".jsonl"))
-    if not files:
-        raise FileNotFoundError(f"no JSONL files at {path} (want a .jsonl file, a directory holding them, or a glob)")
-    return files
-
-
 def read_units(path: str | Path, skips: SkipLog | None = None, limit: int | None = None) -> Iterator[str]:
     """Units of the JSONL lines under `path` (file, directory or glob); bad lines are counted in `skips`."""
-    from molgen3D.config.paths import resolve
+    from molgen3D.data_processing.jsonl_paths import expand_paths
 
     skips = skips if skips is not None else SkipLog()
     emitted = 0
-    for file in _jsonl_files(Path(resolve(str(path)))):
+    for file in expand_paths(path, recursive=True):
         with open(file, "rb") as f:
             for number, raw in enumerate(f, 1):
                 if limit is not None and emitted >= limit:

@@ -10,7 +10,6 @@ are closed when the index is dropped (nothing else closes them).
 
 from __future__ import annotations
 
-import glob
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -19,55 +18,11 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from molgen3D.config.paths import is_alias, resolve
+from molgen3D.data_processing.jsonl_paths import DataPathError, expand_paths
 
 _CHUNK = 1 << 24
 _PROGRESS_MIN_BYTES = 256 << 20
-_GLOB_CHARS = frozenset("*?[")
 _MAX_OPEN = 64
-
-
-class DataPathError(FileNotFoundError):
-    """A data path does not exist, matches no files, or holds no data."""
-
-
-def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named by `paths`: a file, a directory of `*.jsonl`, a glob, an alias, or a list of those.
-
-    Each directory and glob expands in sorted order so the index (and thus every shuffle) is
-    the same on every machine; a file reached twice is kept once.
-    """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not items:
-        raise DataPathError("no data path given")
-    files: list[Path] = []
-    for item in items:
-        files.extend(_expand_one(str(item)))
-    unique: dict[Path, Path] = {}
-    for f in files:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def _expand_one(item: str) -> list[Path]:
-    where = item
-    if is_alias(item):
-        item = resolve(item)
-        where = f"{where} (= {item})"
-    path = Path(item).expanduser()
-    if _GLOB_CHARS & set(item):
-        matches = sorted(Path(m) for m in glob.glob(str(path)) if Path(m).is_file())
-        if not matches:
-            raise DataPathError(f"data glob {where} matches no files")
-        return matches
-    if path.is_dir():
-        matches = sorted(p for p in path.glob("*.jsonl") if p.is_file())
-        if not matches:
-            raise DataPathError(f"data directory {where} holds no *.jsonl files")
-        return matches
-    if path.is_file():
-        return [path]
-    raise DataPathError(f"data path {where} does not exist")
 
 
 def _line_starts(path: Path, progress: tqdm) -> tuple[np.ndarray, int, bool]:
