@@ -188,11 +188,15 @@ def test_hf_pretrain_never_downloads(cfg_factory, tmp_path):
     assert info.value.key == "molgen_run.base_model_tag" and "Qwen/Qwen3-0.6B-Base" in str(info.value)
 
 
-def _save_dcp(step_dir: Path) -> None:
+def _save_dcp(step_dir: Path, *, model_only: bool = False) -> None:
+    """A DCP laid out like TorchTitan's: model keys, plus optimizer and train state unless model-only."""
     import torch
     import torch.distributed.checkpoint as dcp
 
-    dcp.save({"w": torch.zeros(2)}, checkpoint_id=str(step_dir), no_dist=True)
+    state = {"w": torch.zeros(2)}
+    if not model_only:
+        state |= {"optimizer": {"exp_avg": torch.zeros(2)}, "train_state": {"step": torch.tensor(4)}}
+    dcp.save(state, checkpoint_id=str(step_dir), no_dist=True)
 
 
 def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
@@ -223,6 +227,19 @@ def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path):
     _check(cfg_factory(*resume, str(run_dir)))  # the newest complete step is loaded
     with pytest.raises(MolGenConfigError):
         _check(cfg_factory(*resume, str(run_dir / "checkpoint" / "step-4")))  # a named torn step stays an error
+
+
+def test_resume_rejects_a_run_whose_only_step_is_model_only(cfg_factory, tmp_path):
+    """A finished run's last save holds weights only: extending it must resume from a full DCP."""
+    tok = _with_tokenizer(tmp_path)
+    run_dir = tmp_path / "run"
+    _save_dcp(run_dir / "checkpoint" / "step-6", model_only=True)
+    resume = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag")
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory(*resume, str(run_dir)))
+    assert info.value.key == "molgen_run.resume_run_path_tag" and "step-6: model weights only" in str(info.value)
+    _save_dcp(run_dir / "checkpoint" / "step-4")
+    _check(cfg_factory(*resume, str(run_dir)))  # step-4 holds the full training state
 
 
 def test_cli_reports_a_config_error_without_a_traceback(tmp_path, capsys):

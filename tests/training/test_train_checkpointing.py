@@ -134,3 +134,27 @@ def test_a_validation_between_two_logs_starts_a_new_window(make_tiny_toml, monke
     assert step == 6
     assert metrics["throughput(units/s)"] == pytest.approx(20 / 10)
     assert metrics["time_metrics/data_loading(%)"] == pytest.approx(100 * 1 / 10)
+
+
+def test_resume_skips_model_only_and_hf_steps(tmp_path):
+    """A finished run's last save (model-only DCP or HF weights) is complete but not resumable."""
+    from safetensors.torch import save_file
+
+    from molgen3D.training.pretraining.helpers.checkpointing import resume_problem
+
+    folder = tmp_path / "checkpoint"
+    weights = {"tok_embeddings.weight": torch.ones(4, 2)}
+    dcp.save({**weights, "optimizer": {"exp_avg": torch.zeros(4, 2)}, "train_state": {"step": torch.tensor(4)}},
+             checkpoint_id=str(folder / "step-4"))
+    dcp.save(dict(weights), checkpoint_id=str(folder / "step-6"))
+    hf = folder / "step-8"
+    hf.mkdir()
+    save_file({"model.embed_tokens.weight": torch.ones(4, 2)}, str(hf / "model.safetensors"))
+    (hf / HF_INDEX).write_text(json.dumps({"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model.safetensors"}}))
+
+    assert latest_complete_step(folder)[0] == 8
+    step, skipped = latest_complete_step(folder, resumable=True)
+    assert step == 4 and resume_problem(folder / "step-4") is None
+    assert [p.name for p, _ in skipped] == ["step-8", "step-6"]
+    assert "Hugging Face model weights only" in skipped[0][1]
+    assert "model weights only (last_save_model_only): no optimizer or train_state" in skipped[1][1]

@@ -154,14 +154,15 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
 
 
 def _check_resume_checkpoint(location: Path) -> None:
-    """A resume needs a complete step: with only torn `step-N` folders TorchTitan would start from random weights."""
-    from molgen3D.training.pretraining.helpers.checkpointing import STEP_DIR, checkpoint_problem, latest_complete_step
+    """A resume needs a step training can restart from: with only torn or model-only `step-N`
+    folders TorchTitan would start from random weights or fail mid-load."""
+    from molgen3D.training.pretraining.helpers.checkpointing import STEP_DIR, latest_complete_step, resume_problem
 
     if STEP_DIR.fullmatch(location.name):
-        problem = checkpoint_problem(location) if location.is_dir() else "the folder does not exist"
+        problem = resume_problem(location) if location.is_dir() else "the folder does not exist"
     else:
-        step, skipped = latest_complete_step(location)
-        problem = None if step >= 0 else "no complete step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
+        step, skipped = latest_complete_step(location, resumable=True)
+        problem = None if step >= 0 else "no resumable step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
     if problem is not None:
         raise MolGenConfigError(
             "molgen_run.resume_run_path_tag",

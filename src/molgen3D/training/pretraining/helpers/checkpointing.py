@@ -48,6 +48,8 @@ HF_INDEX = "model.safetensors.index.json"
 PROBES = (DCP_METADATA, HF_INDEX)
 HF_SUBDIR = "hf"
 TRAIN_STATE = "train_state"
+# What a DCP must hold for training to restart from it (top-level keys of TorchTitan's state).
+TRAINING_STATE = ("optimizer", TRAIN_STATE)
 
 
 # ---------------------------------------------------------------- completeness checks
@@ -109,11 +111,35 @@ def step_dirs(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_complete_step(folder: str | os.PathLike) -> tuple[int, list[tuple[Path, str]]]:
-    """The newest complete step in `folder` (-1 if none) and the newer folders skipped, with why."""
+def resume_problem(step_dir: str | os.PathLike) -> str | None:
+    """Why training cannot restart from `step_dir` (torn, or model weights only), or None.
+
+    The last save of a run is often model-only or HF safetensors (`last_save_model_only`,
+    `last_save_in_hf`): complete as a model, but with no optimizer, scheduler or data state,
+    so a run extended past its end must resume from the newest full DCP instead.
+    """
+    problem = checkpoint_problem(step_dir)
+    if problem is not None:
+        return problem
+    step_dir = Path(step_dir)
+    if not (step_dir / DCP_METADATA).is_file():
+        return "Hugging Face model weights only (last_save_in_hf): no optimizer, scheduler or data state"
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = {key.split(".", 1)[0] for key in FileSystemReader(str(step_dir)).read_metadata().state_dict_metadata}
+    missing = [name for name in TRAINING_STATE if name not in saved]
+    if missing:
+        return f"model weights only (last_save_model_only): no {' or '.join(missing)} state"
+    return None
+
+
+def latest_complete_step(folder: str | os.PathLike, *, resumable: bool = False) -> tuple[int, list[tuple[Path, str]]]:
+    """The newest complete (with `resumable`: training can restart from it) step in `folder`, -1 if
+    none, and the newer folders skipped, with why."""
     skipped: list[tuple[Path, str]] = []
+    check = resume_problem if resumable else checkpoint_problem
     for step, path in reversed(step_dirs(folder)):
-        problem = checkpoint_problem(path)
+        problem = check(path)
         if problem is None:
             return step, skipped
         skipped.append((path, problem))
@@ -229,7 +255,7 @@ class MolGenCheckpointManager(CheckpointManager):
     # --- which step to load --------------------------------------------------------------
 
     def _find_load_step(self, folder: str = "") -> int:
-        step, skipped = latest_complete_step(folder or self.folder)
+        step, skipped = latest_complete_step(folder or self.folder, resumable=True)
         for path, problem in skipped:
             logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
         return step
@@ -248,16 +274,8 @@ class MolGenCheckpointManager(CheckpointManager):
 
     @torch.no_grad()
     def load(self, step: int = -1) -> bool:
-        # TorchTitan treats an existing folder as "resume" even when every step in it is torn
-        # (a crash during the first save): it would then skip the HF initial load and train
-        # from random weights. Such a folder is a new run.
-        nothing_to_resume = (
-            self.enable and step == -1 and os.path.isdir(self.folder) and self._find_load_step() == -1
-        )
-        if nothing_to_resume:
-            logger.warning(f"{self.folder} holds no complete checkpoint: starting afresh, with the initial load if any")
-        fresh = not self.enable or not os.path.exists(self.folder) or nothing_to_resume
-        if not fresh and step != -1:
+        resuming = self.enable and os.path.isdir(self.folder)
+        if resuming and step != -1:
             named = self._create_checkpoint_id(step)
             problem = checkpoint_problem(named) if os.path.isdir(named) else None
             if problem is not None:
@@ -265,6 +283,15 @@ class MolGenCheckpointManager(CheckpointManager):
                     f"checkpoint.load_step = {step}: {named} is incomplete ({problem}); "
                     "name another step, or -1 for the newest complete one"
                 )
+        elif resuming:
+            step = self._find_load_step()  # chosen once here, so TorchTitan does not search again
+        # TorchTitan treats an existing folder as "resume" even when no step in it can be resumed
+        # (all torn: a crash during the first save): it would then skip the HF initial load and
+        # train from random weights. Such a folder is a new run.
+        nothing_to_resume = resuming and step == -1
+        if nothing_to_resume:
+            logger.warning(f"{self.folder} holds no checkpoint to resume from: starting afresh, with the initial load if any")
+        fresh = not self.enable or not os.path.exists(self.folder) or nothing_to_resume
         if nothing_to_resume:
             folder, self.folder = self.folder, os.path.join(self.folder, ".no-complete-step")
             try:
