@@ -18,8 +18,8 @@ from pathlib import Path
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
-from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
-from molgen3D.data_processing.prepare import PrepareConfig, prepare
+from molgen3D.datasets.inputs import bundled_smiles_file, read_smiles
+from molgen3D.datasets.prepare import PrepareConfig, prepare
 
 
 def bare_etkdg(smiles: list[str], conformers: int, seed: int) -> float:

@@ -86,7 +86,7 @@ def time_plain(args, overrides: list[str]) -> tuple[list[float], int]:
     from torchtitan.models.qwen3.model.model import Qwen3Model
 
     from molgen3D.training.pretraining.config.custom_job_config import load_job_config
-    from molgen3D.training.pretraining.helpers.wsds_scheduler import wsds_lr
+    from molgen3D.training.pretraining.wsds import wsds_lr
     from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args
 
@@ -148,7 +148,7 @@ def mfu(tokens_per_s: float, job_overrides: list[str], toml: Path) -> float | No
     from torchtitan.models.qwen3.model.model import Qwen3Model
 
     from molgen3D.training.pretraining.config.custom_job_config import load_job_config
-    from molgen3D.training.pretraining.helpers.metrics import dense_peak_flops
+    from molgen3D.training.pretraining.components.metrics import dense_peak_flops
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args
 
     job = load_job_config(toml, job_overrides)

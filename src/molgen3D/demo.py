@@ -49,7 +49,7 @@ def _step(title: str) -> float:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
-    from molgen3D.data_processing.prepare import prepare_embedded_default
+    from molgen3D.datasets.prepare import prepare_embedded_default
     from molgen3D.tokenization.build import build_all
     from molgen3D.tokenization.load import load_tokenizer
     from molgen3D.training.pretraining.dataprocessing.pack_stats import format_stats, pack_stats
@@ -77,7 +77,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     print(format_stats(stats))
     timings["pack_stats"] = time.perf_counter() - t
 
-    from molgen3D.training.pretraining.helpers.hf_export import export_step
+    from molgen3D.hf.export import export_step
     from molgen3D.training.pretraining.torchtitan_runner import run_pretraining
 
     t = _step(f"4/6 pretrain on CPU ({cfg.train_toml.name})")

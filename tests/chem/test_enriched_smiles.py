@@ -20,8 +20,8 @@ from molgen3D.chem.enriched_smiles import (
     format_coordinate,
     strip_coordinates,
 )
-from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
-from molgen3D.data_processing.roundtrip_check import FORMAT_FAILURES, check_molecule, coordinates_match
+from molgen3D.datasets.inputs import bundled_smiles_file, read_smiles
+from molgen3D.datasets.roundtrip_check import FORMAT_FAILURES, check_molecule, coordinates_match
 
 BLOCK = re.compile(r"<([^<>]*)>")
 C60 = (
@@ -290,7 +290,7 @@ def test_coordinate_template_rejects_bad_smiles():
 
 
 def test_round_trip_on_a_sample_of_the_bundled_drug_like_molecules():
-    """300 of the 10,000 (every 33rd); the full set runs with `python -m molgen3D.data_processing.roundtrip_check`."""
+    """300 of the 10,000 (every 33rd); the full set runs with `python -m molgen3D.datasets.roundtrip_check`."""
     smiles = [r.text for r in read_smiles(bundled_smiles_file())][::33][:300]
     assert len(smiles) == 300
     results = [check_molecule(s) for s in smiles]

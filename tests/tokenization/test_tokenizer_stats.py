@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from molgen3D.chem.units import format_unit
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.skips import SkipLog
 from molgen3D.tokenization.stats import heavy_atoms, read_units, tokens_per_unit
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from molgen3D.chem.units import TAGS
-from molgen3D.training.pretraining.helpers.hf_export import complete_hf_folder, export_step
-from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
+from molgen3D.hf.export import complete_hf_folder, export_step
+from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def tiny_export(tmp_path, compact_tokenizer_dir):
     from safetensors.torch import save_file
     from torchtitan.models.qwen3.model.model import Qwen3Model
 
+    from molgen3D.tokenization.load import load_titan_tokenizer as load_molgen_tokenizer
     from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import (
         MOLGEN_FLAVORS,
-        load_molgen_tokenizer,
         resolve_vocab_size,
         tokenizer_size,
     )
@@ -76,7 +76,7 @@ def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, 
     from tokenizers import Tokenizer
     from torchtitan.components.checkpoint import MODEL
 
-    from molgen3D.training.pretraining.helpers.checkpointing import MolGenCheckpointManager
+    from molgen3D.training.pretraining.components.checkpoint import MolGenCheckpointManager
 
     batch = _coordinate_batch(compact_tokenizer_dir, fixture_data)
     tag_ids = [Tokenizer.from_file(str(compact_tokenizer_dir / "tokenizer.json")).token_to_id(t) for t in TAGS]

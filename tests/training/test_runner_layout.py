@@ -13,8 +13,10 @@ import pytest
 
 from molgen3D.config.paths import repo_root
 from molgen3D.training.pretraining import torchtitan_runner as runner
-from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError, load_job_config, resolve_molgen_paths
-from molgen3D.training.pretraining.helpers import run_layout
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+from molgen3D.training.pretraining.config.loading import load_job_config
+from molgen3D.training.pretraining.config.resolve_paths import resolve_molgen_paths
+from molgen3D.training.pretraining import run_layout
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_TOML = REPO / "tests" / "training" / "fixture_tiny.toml"

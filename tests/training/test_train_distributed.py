@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
-from molgen3D.training.pretraining.helpers.checkpointing import checkpoint_problem
+from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem
 
 DRIVER = '''
 import hashlib, os, sys

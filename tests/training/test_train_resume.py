@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import shutil
 
-from molgen3D.training.pretraining.helpers.checkpointing import DCP_METADATA
+from molgen3D.training.pretraining.components.checkpoint import DCP_METADATA
 
 
 def test_resume_after_kill_gives_identical_losses(tiny_run, tmp_path, train_tiny, write_config):

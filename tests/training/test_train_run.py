@@ -6,8 +6,8 @@ import math
 import re
 from pathlib import Path
 
-from molgen3D.training.pretraining.helpers.checkpointing import checkpoint_problem, step_dirs
-from molgen3D.training.pretraining.helpers.wsds_scheduler import wsds_lr
+from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem, step_dirs
+from molgen3D.training.pretraining.wsds import wsds_lr
 
 STEP_LINE = re.compile(r"step:\s+(\d+)\s+loss:\s+([\d.]+).*?lr: ([\d.e+-]+).*?tps: ([\d,]+)\s+units/s: ([\d.]+)\s+padding: ([\d.]+)%\s+skipped: (\d+).*?mfu: (\S+)")
 

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
 from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
 from molgen3D.evaluation.references import ReferenceMolecule, read_references

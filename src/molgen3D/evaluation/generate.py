@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tyro
 
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.sample_io import (
     MoleculeInput,
     failure_report,
@@ -59,7 +59,7 @@ def load_model(model: str | Path, tokenizer: str | Path | None = None):
                 f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
                 "pass the folder written by `molgen3d export-hf`"
             )
-        from molgen3D.training.pretraining.helpers.hf_export import export_step
+        from molgen3D.hf.export import export_step
 
         target = Path(tempfile.mkdtemp(prefix="molgen3d-export-"))
         print(f"{directory} is a training checkpoint step: exporting it to {target}", file=sys.stderr)

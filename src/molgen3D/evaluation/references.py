@@ -20,8 +20,8 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
-from molgen3D.data_processing.jsonl_paths import expand_paths
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.jsonl_paths import expand_paths
+from molgen3D.datasets.skips import SkipLog
 
 
 @dataclass

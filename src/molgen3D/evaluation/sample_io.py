@@ -21,7 +21,7 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.references import canonicalize
 from molgen3D.evaluation.sampling import PARSE_ERROR, SampleOutcome
 

@@ -1,11 +1,15 @@
 """Load a MolGen3D tokenizer by directory or `tokenizers:` alias, and find its separator id.
 
-The dataloader, the trainer and the evaluation all load tokenizers here, so a missing build
-or a directory whose eos is not `<|endoftext|>` fails once, early, with the fix in the message.
+The dataloader, the trainer, HF export and the evaluation all load tokenizers here, so a missing
+build or a directory whose eos is not `<|endoftext|>` fails once, early, with the fix in the message.
+Two views of one directory: `load_tokenizer` (transformers, for the loader and sampling) and
+`load_titan_tokenizer` (TorchTitan's, for the Trainer).
 """
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,3 +61,24 @@ def eot_id(tokenizer: Any) -> int:
             f"tokenizer {type(tokenizer).__name__} has no {EOT} token; MolGen3D needs it as separator and pad"
         )
     return int(token_id)
+
+
+@lru_cache(maxsize=4)
+def _titan_tokenizer(directory: str, mtime_ns: int) -> Any:
+    del mtime_ns  # part of the cache key: a rebuilt directory is read again
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    tokenizer = HuggingFaceTokenizer(directory)
+    # Flex/varlen document masks and generation read eos_id; <|endoftext|> is ours, whatever
+    # tokenizer_config.json names as eos.
+    try:
+        tokenizer.eos_id = eot_id(tokenizer)
+    except ValueError as err:
+        raise ValueError(f"{directory}: {err}") from None
+    return tokenizer
+
+
+def load_titan_tokenizer(path_or_alias: str | Path) -> Any:
+    """TorchTitan's `HuggingFaceTokenizer` on a tokenizer directory, with eos_id = <|endoftext|> (cached per build)."""
+    directory = os.path.abspath(resolve_tokenizer_dir(path_or_alias))
+    return _titan_tokenizer(directory, os.stat(os.path.join(directory, "tokenizer.json")).st_mtime_ns)

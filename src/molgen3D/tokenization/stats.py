@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from molgen3D.chem.units import format_unit
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.skips import SkipLog
 
 # One `<x,y,z>` block per heavy atom (a dative bond `<-`/`->` is not one).
 _COORDINATE_BLOCK = re.compile(r"<[-+]?[\d.]+,[-+]?[\d.]+,[-+]?[\d.]+>")
@@ -73,7 +73,7 @@ def tokens_per_unit(tokenizer: Any, units: Iterable[str]) -> dict:
 
 def read_units(path: str | Path, skips: SkipLog | None = None, limit: int | None = None) -> Iterator[str]:
     """Units of the JSONL lines under `path` (file, directory or glob); bad lines are counted in `skips`."""
-    from molgen3D.data_processing.jsonl_paths import expand_paths
+    from molgen3D.datasets.jsonl_paths import expand_paths
 
     skips = skips if skips is not None else SkipLog()
     emitted = 0

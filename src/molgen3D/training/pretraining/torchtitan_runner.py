@@ -13,7 +13,6 @@ import contextlib
 import copy
 import dataclasses
 import gc
-import glob
 import importlib
 import json
 import logging
@@ -30,15 +29,14 @@ from typing import Any
 import tyro
 
 from molgen3D.config.paths import PathAliasError
-from molgen3D.training.pretraining.config.custom_job_config import (
-    MolGenConfigError,
-    MolGenPaths,
-    load_job_config,
-    resolve_molgen_paths,
-)
-from molgen3D.training.pretraining.helpers import run_layout
-from molgen3D.training.pretraining.helpers.run_layout import RunLayout
-from molgen3D.training.pretraining.helpers.wsds_scheduler import plot_wsds_config
+from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
+from molgen3D.training.pretraining import run_layout
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+from molgen3D.training.pretraining.config.finalize import resolved
+from molgen3D.training.pretraining.config.loading import load_job_config
+from molgen3D.training.pretraining.config.resolve_paths import MolGenPaths
+from molgen3D.training.pretraining.run_layout import RunLayout
+from molgen3D.training.pretraining.wsds import plot_schedule
 
 LOG_FORMAT = "[titan] %(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _RUN_NAME_KEY = "molgen3d/run_name"
@@ -89,7 +87,8 @@ def cli(argv: list[str]) -> int:
 def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrides: Sequence[str] = ()) -> RunResult:
     """Train as the TOML (plus `--section.key value` overrides) says; raises MolGenConfigError on bad config."""
     job_config = load_job_config(train_toml, overrides)
-    paths = resolve_molgen_paths(job_config)
+    settled = resolved(job_config)
+    paths = settled.paths
     check_inputs(job_config, paths)
     model_args = final_model_args(job_config)
 
@@ -105,8 +104,8 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
             if rank == 0:
                 logging.getLogger().info(startup_banner(job_config, layout, paths, world_size))
                 write_run_meta(layout, job_config, model_args, paths)
-                if job_config.lr_scheduler.wsds is not None:
-                    plot_wsds_config(job_config.lr_scheduler.wsds, job_config.training.steps, layout.run_dir / "lr_schedule.png")
+                if settled.wsds is not None:
+                    plot_schedule(settled.wsds, job_config.training.steps, layout.run_dir / "lr_schedule.png")
             # The banner printed the resolved config; TorchTitan would print it again.
             job_config.job.print_config = False
             final_step, losses = _train(job_config)
@@ -156,7 +155,7 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
 def _check_resume_checkpoint(location: Path) -> None:
     """A resume needs a step training can restart from: with only torn or model-only `step-N`
     folders TorchTitan would start from random weights or fail mid-load."""
-    from molgen3D.training.pretraining.helpers.checkpointing import STEP_DIR, latest_complete_step, resume_problem
+    from molgen3D.training.pretraining.components.checkpoint import STEP_DIR, latest_complete_step, resume_problem
 
     if STEP_DIR.fullmatch(location.name):
         problem = resume_problem(location) if location.is_dir() else "the folder does not exist"
@@ -172,10 +171,14 @@ def _check_resume_checkpoint(location: Path) -> None:
 
 
 def _check_data(key: str, location: Path | None) -> None:
-    text = str(location)
-    found = glob.glob(text) if glob.has_magic(text) else ([text] if location is not None and location.exists() else [])
-    if not found:
-        raise MolGenConfigError(key, f"no data at {location}", "prepare it with `molgen3d prepare-data` or point the key at a JSONL file, folder or glob")
+    """The loader's own rule (`expand_paths`) decides, so what passes here also loads."""
+    try:
+        expand_paths(str(location))
+    except DataPathError as err:
+        raise MolGenConfigError(
+            key, f"no data at {location} ({err})",
+            "prepare it with `molgen3d prepare-data` or point the key at a JSONL file, a folder of *.jsonl or a glob",
+        ) from None
 
 
 def final_model_args(job_config) -> Any:
@@ -342,8 +345,8 @@ def _train(job_config) -> tuple[int, dict[int, float]]:
     trainer = None
     try:
         trainer = Trainer(job_config)
-        _record_losses(trainer, losses)
         trainer.train()
+        losses.update(getattr(trainer.metrics_processor, "losses", {}))
         return trainer.step, losses
     finally:
         if trainer is not None:
@@ -354,20 +357,8 @@ def _train(job_config) -> tuple[int, dict[int, float]]:
             gc.enable()
 
 
-def _record_losses(trainer, losses: dict[int, float]) -> None:
-    """Keep the loss of every logged step (the Trainer only prints it)."""
-    processor = trainer.metrics_processor
-    log = processor.log
-
-    def recording_log(step: int, global_avg_loss: float, *args: Any, **kwargs: Any) -> Any:
-        losses[int(step)] = float(global_avg_loss)
-        return log(step, global_avg_loss, *args, **kwargs)
-
-    processor.log = recording_log
-
-
 def summary(result: RunResult, job_config) -> str:
-    from molgen3D.training.pretraining.helpers.checkpointing import step_dirs
+    from molgen3D.training.pretraining.components.checkpoint import step_dirs
 
     steps = [path for _, path in step_dirs(result.checkpoint_dir)]
     hf = [p.name for p in steps if (p / "config.json").is_file()]

@@ -20,7 +20,7 @@ import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -458,6 +458,16 @@ class TitanStatefulDataLoader(ParallelAwareDataloader):
                 persistent_workers=persistent_workers,
                 snapshot_every_n_steps=1,
             )
+        self._iter_listeners: list[Callable[[], None]] = []
+
+    def add_iter_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever iteration starts (after any state was restored), before the first batch."""
+        self._iter_listeners.append(listener)
+
+    def __iter__(self):
+        for listener in self._iter_listeners:
+            listener()
+        return super().__iter__()
 
     def metrics(self) -> dict[str, float]:
         """Cumulative counters of everything yielded so far (see `summarize`)."""

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from molgen3D.data_processing.jsonl_paths import DataPathError, expand_paths
+from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
 
 _CHUNK = 1 << 24
 _PROGRESS_MIN_BYTES = 256 << 20

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
+from molgen3D.training.pretraining.components.metrics import offer_train_loader
+from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, TitanStatefulDataLoader
 
 
@@ -31,10 +32,11 @@ def build_molgen_dataloader(
     """TrainSpec.build_dataloader_fn; the keyword overrides serve the validator.
 
     `tokenizer` (the Trainer's) is not used: the dataset loads the tokenizer directory itself,
-    as a transformers fast tokenizer, from the same resolved path.
+    as a transformers fast tokenizer, from the same resolved path. The training loader (no
+    `data_path` given) is offered to the metrics processor the Trainer builds next.
     """
     del tokenizer
-    paths = resolve_molgen_paths(job_config)
+    paths = resolved(job_config).paths
     data = job_config.molgen_data
     workers = data.num_workers if num_workers is None else num_workers
     dataset = JsonlTaggedPackedDataset(
@@ -50,7 +52,7 @@ def build_molgen_dataloader(
         dp_world_size=dp_world_size,
         truncate_overflow_units=data.truncate_overflow_units,
     )
-    return TitanStatefulDataLoader(
+    loader = TitanStatefulDataLoader(
         dataset,
         dp_rank=dp_rank,
         dp_world_size=dp_world_size,
@@ -60,3 +62,6 @@ def build_molgen_dataloader(
         prefetch_factor=data.prefetch_factor if data.prefetch_factor is not None else 2,
         persistent_workers=bool(data.persistent_workers) and workers > 0,
     )
+    if data_path is None:
+        offer_train_loader(loader)
+    return loader

@@ -27,7 +27,7 @@ from torchtitan.models.llama4.infra.parallelize import apply_compile
 from torchtitan.models.qwen3.infra.parallelize import _op_sac_save_list
 from torchtitan.tools.logging import logger
 
-from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+from molgen3D.training.pretraining import patches
 
 _UNSUPPORTED = (
     ("tp_enabled", "parallelism.tensor_parallel_degree"),
@@ -110,8 +110,8 @@ def parallelize_molgen_qwen3(model: nn.Module, parallel_dims: ParallelDims, job_
     if parallel_dims.fsdp_enabled:
         names = ["dp_replicate", "fsdp"] if parallel_dims.dp_replicate_enabled else ["fsdp"]
         param_dtype = TORCH_DTYPE_MAP[job_config.training.mixed_precision_param]
-        if cpu_compat.is_cpu_run():
-            param_dtype = torch.float32  # cpu_compat warns once when bf16 was asked for
+        if patches.is_cpu_run():
+            param_dtype = torch.float32  # the CPU layer warns once when bf16 was asked for
         force_sum = uses_gloo()
         apply_fsdp_tied(
             model,

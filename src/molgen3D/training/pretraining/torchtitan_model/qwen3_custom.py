@@ -1,12 +1,11 @@
 """The `molgen_qwen3` TrainSpec: TorchTitan's Qwen3 on conformer text (`[experimental] custom_import`).
 
-Importing this module (the Trainer does it first thing) applies the CPU compatibility layer
-when there is no accelerator, makes the Trainer build `MolGenCheckpointManager` (see
-helpers/checkpointing.py for why it is installed by rebinding a name), and registers the
-spec once per process. What the spec changes against TorchTitan's `qwen3`:
+Importing this module (the Trainer does it first thing) installs the TorchTitan patches of
+`patches.py` (the CPU layer when there is no accelerator, our checkpoint manager and WandB
+folder) and registers the spec once per process. What the spec changes against TorchTitan's `qwen3`:
 - flavors "tiny"/"small" that train in minutes on 2 CPU cores, and "0.6B" (Qwen3-0.6B);
   all tie the LM head to the embedding;
-- the vocabulary follows the tokenizer (`molgen_run.tokenizer_tag`, resolved once):
+- the vocabulary follows the tokenizer (`molgen_run.tokenizer_tag`, resolved once by finalize):
   len(tokenizer) rounded up to a multiple of 64, except that a flavor with Qwen3's padded
   151,936 rows keeps them when they cover the tokenizer (so Qwen3 HF weights load as is);
   eos_id is `<|endoftext|>` (separator and pad);
@@ -16,10 +15,8 @@ spec once per process. What the spec changes against TorchTitan's `qwen3`:
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 from torchtitan.components.loss import build_cross_entropy_loss
 from torchtitan.components.optimizer import build_optimizers
@@ -28,15 +25,16 @@ from torchtitan.models.qwen3 import Qwen3Model, Qwen3ModelArgs
 from torchtitan.protocols.train_spec import TrainSpec, get_train_spec, register_train_spec
 from torchtitan.tools.logging import logger
 
-from molgen3D.chem.units import EOT
-from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME, resolve_molgen_paths
-from molgen3D.training.pretraining.helpers import checkpointing, metrics
-from molgen3D.training.pretraining.helpers.validation import build_molgen_validator
-from molgen3D.training.pretraining.helpers.wsds_scheduler import build_wsds_lr_schedulers
-from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
+from molgen3D.tokenization.load import load_titan_tokenizer
+from molgen3D.training.pretraining import patches
+from molgen3D.training.pretraining.components.lr_scheduler import build_wsds_lr_schedulers
+from molgen3D.training.pretraining.components.metrics import build_molgen_metrics_processor
+from molgen3D.training.pretraining.components.validate import build_molgen_validator
+from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME
+from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
 from molgen3D.training.pretraining.torchtitan_model.parallelize import parallelize_molgen_qwen3
-from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
 
 QWEN3_PADDED_VOCAB = 151_936
 VOCAB_MULTIPLE = 64
@@ -61,28 +59,6 @@ def resolve_vocab_size(n_tokens: int, flavor_vocab: int) -> int:
     return -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-@lru_cache(maxsize=4)
-def _load_tokenizer(tokenizer_dir: str, mtime_ns: int) -> HuggingFaceTokenizer:
-    del mtime_ns  # part of the cache key: a rebuilt directory is read again
-    tokenizer = HuggingFaceTokenizer(tokenizer_dir)
-    eos = tokenizer.token_to_id(EOT)
-    if eos is None:
-        raise ValueError(f"tokenizer {tokenizer_dir} has no {EOT} token; MolGen3D uses it as separator and pad")
-    # Flex/varlen document masks and generation read eos_id; <|endoftext|> is ours, whatever
-    # tokenizer_config.json names as eos.
-    tokenizer.eos_id = eos
-    return tokenizer
-
-
-def load_molgen_tokenizer(tokenizer_dir: str | os.PathLike) -> HuggingFaceTokenizer:
-    """TorchTitan's HuggingFaceTokenizer on a MolGen tokenizer dir, eos_id = <|endoftext|>."""
-    path = os.path.abspath(tokenizer_dir)
-    tokenizer_json = os.path.join(path, "tokenizer.json")
-    if not os.path.isfile(tokenizer_json):
-        raise FileNotFoundError(f"tokenizer dir {path} has no tokenizer.json; build it with `molgen3d build-tokenizer`")
-    return _load_tokenizer(path, os.stat(tokenizer_json).st_mtime_ns)
-
-
 def tokenizer_size(tokenizer: HuggingFaceTokenizer) -> int:
     """Largest token id + 1 (added tokens included)."""
     return max(tokenizer.get_vocab().values()) + 1
@@ -90,7 +66,7 @@ def tokenizer_size(tokenizer: HuggingFaceTokenizer) -> int:
 
 def build_molgen_tokenizer(job_config) -> HuggingFaceTokenizer:
     """TrainSpec.build_tokenizer_fn: the tokenizer named by `[molgen_run] tokenizer_tag`."""
-    return load_molgen_tokenizer(resolve_molgen_paths(job_config).tokenizer_dir)
+    return load_titan_tokenizer(resolved(job_config).tokenizer_dir)
 
 
 @dataclass
@@ -155,16 +131,14 @@ def build_molgen_train_spec() -> TrainSpec:
         build_tokenizer_fn=build_molgen_tokenizer,
         build_loss_fn=build_cross_entropy_loss,
         build_validator_fn=build_molgen_validator,
-        build_metrics_processor_fn=metrics.build_molgen_metrics_processor,
+        build_metrics_processor_fn=build_molgen_metrics_processor,
         state_dict_adapter=MolGenQwen3StateDictAdapter,
     )
 
 
 def register() -> None:
-    """Apply the CPU layer, the checkpoint and WandB-folder patches, and register `molgen_qwen3` (all idempotent)."""
-    cpu_compat.apply()
-    checkpointing.install()
-    metrics.install_wandb_dir()
+    """Install the TorchTitan patches and register `molgen_qwen3` (both idempotent)."""
+    patches.install()
     try:
         get_train_spec(TRAIN_SPEC_NAME)
     except ValueError:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from molgen3D.training.pretraining.helpers import hf_export
-from molgen3D.training.pretraining.helpers.hf_export import HFExportError, complete_hf_folder, export_step
-from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
+from molgen3D.hf import export as hf_export
+from molgen3D.hf.export import HFExportError, complete_hf_folder, export_step
+from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 
 EOT = "<|endoftext|>"
 

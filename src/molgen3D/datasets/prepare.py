@@ -27,11 +27,11 @@ from tqdm import tqdm
 import molgen3D
 from molgen3D.chem.enriched_smiles import strip_coordinates
 from molgen3D.config.paths import resolve_path
-from molgen3D.data_processing.conformers import EmbedSettings, Outcome, canonicalize, embed_smiles, sdf_conformer
-from molgen3D.data_processing.inputs import Record, bundled_smiles_file, input_kind, read_sdf, read_smiles, sha256_file
-from molgen3D.data_processing.shards import ShardWriter, conformer_line
-from molgen3D.data_processing.skips import SkipLog
-from molgen3D.data_processing.splits import SPLITS, assign_split, validate_fractions
+from molgen3D.datasets.conformers import EmbedSettings, Outcome, canonicalize, embed_smiles, sdf_conformer
+from molgen3D.datasets.inputs import Record, bundled_smiles_file, input_kind, read_sdf, read_smiles, sha256_file
+from molgen3D.datasets.shards import ShardWriter, conformer_line
+from molgen3D.datasets.skips import SkipLog
+from molgen3D.datasets.splits import SPLITS, assign_split, validate_fractions
 
 MANIFEST = "manifest.json"
 FORMAT = "molgen3d-conformers-jsonl/1"

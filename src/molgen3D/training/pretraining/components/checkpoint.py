@@ -6,7 +6,7 @@ What it adds to TorchTitan 0.2.2:
   the other saves and never purges them;
 - complete Hugging Face folders: after TorchTitan's last-step HF save (`last_save_in_hf`) and,
   with `checkpoint.save_hf_per_checkpoint`, an HF copy in `step-N/hf` after every save, each
-  finished with D2's `complete_hf_folder` (config.json, generation_config.json, tokenizer);
+  finished with `molgen3D.hf.export.complete_hf_folder` (config.json, generation_config.json, tokenizer);
 - a torn or partial `step-N` folder is never picked as the latest. DCP writes `.metadata` last
   and atomically (tmp file + rename, torch 2.13), and TorchTitan's `_find_load_step` already
   requires it; that is not enough when a folder is half purged (the purge thread's rmtree
@@ -15,15 +15,12 @@ What it adds to TorchTitan 0.2.2:
   purged or re-saved, and the load step is the newest folder whose metadata reads and whose
   every referenced file is present and long enough;
 - after the initial load of a `scratch` or `hf_pretrain` run, the rows of the tag tokens are
-  re-initialised N(0, dim**-0.5) (FACTS.md section 2);
-- the Trainer hands this class both the train loader and itself, so it also connects the
-  loader's counters to `MolGenMetricsProcessor` and restarts its window after the load.
+  re-initialised N(0, dim**-0.5), so the new tags do not start as copies of unrelated rows.
 
 Installation: TorchTitan's Trainer builds `CheckpointManager(...)` by the name bound in
-`torchtitan.train`, and TrainSpec has no hook for it. `install()` rebinds that name (importing
-the train spec module does it, which `[experimental] custom_import` does at the top of
-`Trainer.__init__`). Subclassing Trainer instead would not reach runs started through
-TorchTitan's own entry point. Without MolGen config sections the class behaves as TorchTitan's.
+`torchtitan.train`, and TrainSpec has no hook for it; `patches.py` rebinds that name, guarded.
+Without MolGen config sections the class behaves as TorchTitan's. The WSDS decay ends and the
+tokenizer come from the config's `molgen_resolved`.
 """
 
 from __future__ import annotations
@@ -37,10 +34,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from torchtitan.components.checkpoint import DATALOADER, MODEL, AsyncMode, CheckpointManager
+from torchtitan.components.checkpoint import MODEL, AsyncMode, CheckpointManager
 from torchtitan.tools.logging import logger
 
 from molgen3D.chem.units import TAGS
+from molgen3D.hf.export import complete_hf_folder
+from molgen3D.hf.state_dict_adapter import reinit_token_rows
+from molgen3D.training.pretraining.config.finalize import resolved
 
 STEP_DIR = re.compile(r"step-(\d+)")
 DCP_METADATA = ".metadata"
@@ -155,19 +155,6 @@ def disarm(step_dir: str | os.PathLike) -> None:
             pass
 
 
-# ---------------------------------------------------------------- config lookups
-
-
-def decay_end_steps(job_config: Any) -> list[int]:
-    """WSDS decay ends to save at: `[wsds_scheduler] checkpoints` within the run, if enabled."""
-    wsds = getattr(job_config, "wsds_scheduler", None)
-    if wsds is None or not wsds.enable or not wsds.save_at_decay_ends:
-        return []
-    from molgen3D.training.pretraining.helpers.wsds_scheduler import decay_ends
-
-    return decay_ends(wsds.checkpoints, job_config.training.steps)
-
-
 def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
@@ -184,14 +171,12 @@ class MolGenCheckpointManager(CheckpointManager):
         super().__init__(*args, **kwargs)
         self.trainer = self.states.get(TRAIN_STATE)
         self.job_config = getattr(self.trainer, "job_config", None)
-        self.decay_end_steps = frozenset(decay_end_steps(self.job_config))
+        self.resolved = resolved(self.job_config) if self.is_molgen_run else None
+        self.decay_end_steps = frozenset(self.resolved.decay_end_steps if self.resolved else ())
         checkpoint_config = getattr(self.job_config, "checkpoint", None)
         self.save_hf_per_checkpoint = bool(getattr(checkpoint_config, "save_hf_per_checkpoint", False))
         if self.enable and self.save_hf_per_checkpoint and self.sd_adapter is None:
             raise ValueError("[checkpoint] save_hf_per_checkpoint = true needs the train spec's state_dict_adapter")
-        metrics_processor = getattr(self.trainer, "metrics_processor", None)
-        if hasattr(metrics_processor, "attach_loader"):
-            metrics_processor.attach_loader(self.states.get(DATALOADER))
         if self.enable and self.decay_end_steps:
             logger.info(f"Checkpoints also at the WSDS decay ends {sorted(self.decay_end_steps)} (never purged)")
 
@@ -246,10 +231,7 @@ class MolGenCheckpointManager(CheckpointManager):
     def _complete_hf(self, hf_dir: str) -> None:
         if not self.is_molgen_run or _rank() != 0:
             return
-        from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
-        from molgen3D.training.pretraining.helpers.hf_export import complete_hf_folder
-
-        complete_hf_folder(hf_dir, self.trainer.model_args, resolve_molgen_paths(self.job_config).tokenizer_dir)
+        complete_hf_folder(hf_dir, self.trainer.model_args, self.resolved.tokenizer_dir)
         logger.info(f"Hugging Face model folder complete: {hf_dir}")
 
     # --- which step to load --------------------------------------------------------------
@@ -302,17 +284,12 @@ class MolGenCheckpointManager(CheckpointManager):
             loaded = super().load(step)
         if fresh:
             self._reinit_tag_rows()
-        metrics_processor = getattr(self.trainer, "metrics_processor", None)
-        if hasattr(metrics_processor, "start_window"):
-            metrics_processor.start_window()
         return loaded
 
     def _reinit_tag_rows(self) -> None:
         """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load."""
         if not self.is_molgen_run or self.job_config.molgen_run.init_mode not in ("scratch", "hf_pretrain"):
             return
-        from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import reinit_token_rows
-
         tokenizer = self.trainer.tokenizer
         ids = [tokenizer.token_to_id(tag) for tag in TAGS]
         ids = [i for i in ids if i is not None]
@@ -324,9 +301,3 @@ class MolGenCheckpointManager(CheckpointManager):
             reinit_token_rows(model, ids, dim**-0.5, seed=self.job_config.debug.seed)
         logger.info(f"Re-initialised the embedding rows of tokens {ids} with N(0, {dim ** -0.5:.4g})")
 
-
-def install() -> None:
-    """Make TorchTitan's Trainer build `MolGenCheckpointManager` (idempotent)."""
-    import torchtitan.train
-
-    torchtitan.train.CheckpointManager = MolGenCheckpointManager

@@ -3,7 +3,7 @@
 Per molecule: embed one ETKDGv3 conformer, encode, decode, and require the same canonical
 SMILES, heavy-atom coordinates equal to the truncated originals (under some graph match, so
 the check does not trust the encoder's atom order), and agreement with `coordinate_template`.
-Run it as `python -m molgen3D.data_processing.roundtrip_check [--limit N] [--json out.json]`.
+Run it as `python -m molgen3D.datasets.roundtrip_check [--limit N] [--json out.json]`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from molgen3D.chem.enriched_smiles import (
     format_coordinate,
     strip_coordinates,
 )
-from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
-from molgen3D.data_processing.skips import SkipLog
+from molgen3D.datasets.inputs import bundled_smiles_file, read_smiles
+from molgen3D.datasets.skips import SkipLog
 
 _BLOCK = re.compile(r"<[^<>]*>")
 # Reasons that say the format failed (the others say RDKit could not give us a conformer).
@@ -155,7 +155,7 @@ def run(config: RoundTripConfig) -> dict:
 
 
 def cli(argv: list[str]) -> int:
-    config = tyro.cli(RoundTripConfig, args=argv, prog="python -m molgen3D.data_processing.roundtrip_check")
+    config = tyro.cli(RoundTripConfig, args=argv, prog="python -m molgen3D.datasets.roundtrip_check")
     summary = run(config)
     text = json.dumps(summary, indent=2)
     print(text)

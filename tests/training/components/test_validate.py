@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torchtitan.components.loss import cross_entropy_loss
 
-from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+from molgen3D.training.pretraining.config.loading import load_job_config
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
-from molgen3D.training.pretraining.helpers.validation import MolGenValidator
-from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+from molgen3D.training.pretraining.components.validate import MolGenValidator
+from molgen3D.training.pretraining import patches
 
-cpu_compat.apply()  # as importing the train spec does in every Trainer process
+patches.apply_cpu_layer()  # as importing the train spec does in every Trainer process
 
 
 class BigramModel(torch.nn.Module):
@@ -87,12 +86,9 @@ def test_sampling_schedule_is_separate_from_the_loss_schedule(make_tiny_toml):
 
 
 def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model, monkeypatch, compact_tokenizer_dir):
-    import types
-
-    from molgen3D.training.pretraining.helpers.validation import PROBE_MODULE
+    from molgen3D.evaluation import training_probe
 
     calls = {}
-    probe = types.ModuleType(PROBE_MODULE)
 
     def load_references(path, num_molecules, seed):
         calls["references"] = (str(path), num_molecules, seed)
@@ -104,8 +100,8 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
         calls["settings"] = (references, samples_per_molecule, max_new_tokens, temperature, seed)
         return {"conformer_validity": 0.5, "conformer_mean_best_rmsd": 1.25, "conformer_samples": 4}
 
-    probe.load_references, probe.sample_and_score = load_references, sample_and_score
-    monkeypatch.setitem(sys.modules, PROBE_MODULE, probe)
+    monkeypatch.setattr(training_probe, "load_references", load_references)
+    monkeypatch.setattr(training_probe, "sample_and_score", sample_and_score)
     toml = make_tiny_toml(
         "val",
         validation={"enable": True, "steps": 1, "freq": 10, "sample_conformers_freq": 4, "sample_conformers_molecules": 3,

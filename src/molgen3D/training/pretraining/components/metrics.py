@@ -8,8 +8,14 @@ dense (H100 SXM 989e12, not the 1979e12 sparse figure an earlier MolGen used); o
 is no meaningful peak, so no MFU is reported ("n/a").
 
 The loader counters are cumulative and restored on resume, so the processor measures windows
-between snapshots; `MolGenCheckpointManager` attaches the train loader and starts the first
-window after the checkpoint load (it is the one component the Trainer hands both).
+between snapshots. The Trainer builds the train loader just before this processor and hands the
+two to no common component, so the loader builder leaves the loader here (`offer_train_loader`)
+and the processor takes it; the loader tells the processor when it starts iterating (right
+after the checkpoint load), which starts the first window.
+
+`log` replaces TorchTitan's rather than extending it through `extra_metrics`: TorchTitan's
+console line is fixed and its MFU divides by the peak, which is NaN on a CPU (no MFU there).
+Every logged training loss is kept in `losses` for the runner's summary.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ TOTAL_COUNTERS = ("skipped_total", "truncated")
 
 
 def usable_peak_flops(peak: float) -> float | None:
-    """A usable peak FLOP/s, or None (cpu_compat reports NaN on CPUs: no MFU there)."""
+    """A usable peak FLOP/s, or None (the CPU layer in patches.py reports NaN: no MFU there)."""
     return peak if math.isfinite(peak) and peak > 0 else None
 
 
@@ -52,15 +58,18 @@ def padding_fraction(tokens: float, padding_tokens: float) -> float:
 
 class RunFolderWandBLogger(titan_metrics.WandBLogger):
     """TorchTitan gives WandB its TensorBoard folder as `dir`, which beats $WANDB_DIR; the run
-    layout keeps WandB files in $WANDB_DIR (`wandb/<run-name>`), as the runbook says."""
+    layout keeps WandB files in $WANDB_DIR (`wandb/<run-name>`). patches.py installs it."""
 
     def __init__(self, log_dir: str, job_config: JobConfig, tag: str | None = None):
         super().__init__(os.environ.get("WANDB_DIR") or log_dir, job_config, tag)
 
 
-def install_wandb_dir() -> None:
-    """Make TorchTitan's metric-logger factory build `RunFolderWandBLogger` (idempotent)."""
-    titan_metrics.WandBLogger = RunFolderWandBLogger
+_offered_loaders: list[Any] = []
+
+
+def offer_train_loader(loader: Any) -> None:
+    """Leave the Trainer's train loader for the metrics processor built next in this process."""
+    _offered_loaders[:] = [loader]
 
 
 class MolGenMetricsProcessor(MetricsProcessor):
@@ -71,11 +80,19 @@ class MolGenMetricsProcessor(MetricsProcessor):
         self.peak_flops = usable_peak_flops(self.gpu_peak_flops)
         self.loader_metrics: Callable[[], Mapping[str, float]] | None = None
         self._counters_at_window_start: dict[str, float] = {}
+        self.losses: dict[int, float] = {}
+        """Training loss of every logged step."""
+        if _offered_loaders:
+            self.attach_loader(_offered_loaders.pop())
 
     def attach_loader(self, loader: Any) -> None:
-        """Read unit/padding/skip counters from `loader.metrics()` (the packed train loader)."""
+        """Read unit/padding/skip counters from `loader.metrics()` (the packed train loader); a new
+        window starts now and again whenever the loader starts iterating."""
         metrics = getattr(loader, "metrics", None)
         self.loader_metrics = metrics if callable(metrics) else None
+        add_listener = getattr(loader, "add_iter_listener", None)
+        if callable(add_listener):
+            add_listener(self.start_window)
         self.start_window()
 
     def start_window(self) -> None:
@@ -114,6 +131,7 @@ class MolGenMetricsProcessor(MetricsProcessor):
         extra_metrics: dict[str, Any] | None = None,
     ) -> None:
         assert self.num_flops_per_token > 0, "num_flops_per_token must be set"
+        self.losses[int(step)] = float(global_avg_loss)
         extra = dict(extra_metrics or {})
         time_delta = max(time.perf_counter() - self.time_last_log, 1e-9)
         tps = self.ntokens_since_last_log / (time_delta * self.parallel_dims.non_data_parallel_size)

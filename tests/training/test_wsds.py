@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from molgen3D.training.pretraining.config.custom_job_config import WSDSConfig
-from molgen3D.training.pretraining.helpers.wsds_scheduler import (
+from molgen3D.training.pretraining.components.lr_scheduler import build_wsds_lr_schedulers
+from molgen3D.training.pretraining.wsds import (
     WSDSArgumentError,
-    build_wsds_lr_schedulers,
     decay_ends,
     plot_wsds,
     plot_wsds_config,

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from molgen3D.chem.units import CONFORMER_CLOSE, EOT
-from molgen3D.training.pretraining.helpers.run_layout import RUN_META
+from molgen3D.chem.units import CONFORMER_CLOSE
+from molgen3D.tokenization.load import load_titan_tokenizer
 
 logger = logging.getLogger(__name__)
+
+RUN_META = "run_meta.json"
+"""Written into the run dir by the pretraining runner at start: the model args and tokenizer export needs."""
 
 # Files of a model folder that a tokenizer directory must never overwrite.
 _MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors.index.json"}
@@ -59,16 +62,11 @@ def qwen3_model_args(model_args: Any):
 
 def _special_ids(tokenizer_dir: Path) -> tuple[int, int | None, int]:
     """(<|endoftext|> id, [/CONFORMER] id or None, tokenizer size incl. added tokens)."""
-    from tokenizers import Tokenizer
-
-    path = tokenizer_dir / "tokenizer.json"
-    if not path.is_file():
-        raise HFExportError(f"{tokenizer_dir}: no tokenizer.json; pass a tokenizer directory built by `molgen3d build-tokenizer`")
-    tok = Tokenizer.from_file(str(path))
-    eot = tok.token_to_id(EOT)
-    if eot is None:
-        raise HFExportError(f"{path}: the tokenizer has no {EOT} token, which MolGen3D uses as eos and pad")
-    return eot, tok.token_to_id(CONFORMER_CLOSE), tok.get_vocab_size(with_added_tokens=True)
+    try:
+        tok = load_titan_tokenizer(tokenizer_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise HFExportError(f"{tokenizer_dir}: {err}") from None
+    return tok.eos_id, tok.token_to_id(CONFORMER_CLOSE), tok.tokenizer.get_vocab_size(with_added_tokens=True)
 
 
 def _safetensors_dtype(hf_dir: Path) -> str:
@@ -241,7 +239,7 @@ def export_step(
     from safetensors.torch import save_file
 
     from molgen3D.config.paths import resolve_path
-    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
+    from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 
     step_dir = resolve_path(step_dir).resolve()
     out_dir = Path(out_dir)

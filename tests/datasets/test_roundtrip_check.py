@@ -1,8 +1,8 @@
-"""`python -m molgen3D.data_processing.roundtrip_check`: bad lines are counted where they are, never crash the run."""
+"""`python -m molgen3D.datasets.roundtrip_check`: bad lines are counted where they are, never crash the run."""
 
 from __future__ import annotations
 
-from molgen3D.data_processing.roundtrip_check import FORMAT_FAILURES, RoundTripConfig, check_molecule, run
+from molgen3D.datasets.roundtrip_check import FORMAT_FAILURES, RoundTripConfig, check_molecule, run
 
 
 def test_blank_smiles_is_invalid_not_a_crash():

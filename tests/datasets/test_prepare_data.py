@@ -12,9 +12,9 @@ from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
 from molgen3D.chem.enriched_smiles import decode, encode, strip_coordinates
-from molgen3D.data_processing.inputs import InputError, bundled_smiles_file, read_sdf, read_smiles
-from molgen3D.data_processing.prepare import PrepareConfig, PrepareError, cli, prepare, prepare_embedded_default
-from molgen3D.data_processing.splits import SPLITS, assign_split, validate_fractions
+from molgen3D.datasets.inputs import InputError, bundled_smiles_file, read_sdf, read_smiles
+from molgen3D.datasets.prepare import PrepareConfig, PrepareError, cli, prepare, prepare_embedded_default
+from molgen3D.datasets.splits import SPLITS, assign_split, validate_fractions
 
 SMILES = [
     "CC(=O)Nc1ccc(O)cc1",

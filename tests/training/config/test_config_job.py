@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from molgen3D.config.paths import repo_root
-from molgen3D.training.pretraining.config.custom_job_config import (
-    MolGenConfigError,
-    finalize_job_config,
-    load_job_config,
-    resolve_molgen_paths,
-)
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+from molgen3D.training.pretraining.config.finalize import finalize_job_config
+from molgen3D.training.pretraining.config.loading import load_job_config
+from molgen3D.training.pretraining.config.resolve_paths import resolve_molgen_paths
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURE_TOML = REPO / "tests" / "training" / "fixture_tiny.toml"
 PRETRAIN = REPO / "src" / "molgen3D" / "config" / "pretrain"
 

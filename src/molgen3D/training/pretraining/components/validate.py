@@ -8,7 +8,7 @@ others feed a batch that is all padding (labels -100), keeping FSDP's collective
 adding nothing to the loss. The loss is the token-weighted mean over everything evaluated.
 
 With `validation.sample_conformers_freq > 0`, every that-many steps the model also samples
-conformers for a few validation molecules and scores them with E's
+conformers for a few validation molecules and scores them with
 `molgen3D.evaluation.training_probe.sample_and_score` (validity, mean best RMSD). Every rank
 runs the same sampling (same seed, same inputs), because an FSDP forward is a collective.
 """
@@ -16,7 +16,6 @@ runs the same sampling (same seed, same inputs), because an FSDP forward is a co
 from __future__ import annotations
 
 import contextlib
-import importlib
 from typing import Any, Callable
 
 import torch
@@ -28,22 +27,10 @@ from torchtitan.tools import utils
 from torchtitan.tools.logging import logger
 
 from molgen3D.chem.units import format_prompt
-from molgen3D.training.pretraining.config.custom_job_config import resolve_molgen_paths
+from molgen3D.evaluation import training_probe
+from molgen3D.tokenization.load import load_tokenizer
+from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
-
-PROBE_MODULE = "molgen3D.evaluation.training_probe"
-
-
-def _load_probe() -> Any:
-    try:
-        return importlib.import_module(PROBE_MODULE)
-    except ModuleNotFoundError as err:
-        if err.name != PROBE_MODULE:
-            raise
-        raise RuntimeError(
-            f"[validation] sample_conformers_freq > 0 needs {PROBE_MODULE}, which is not installed; "
-            "set sample_conformers_freq = 0 to validate on the loss only"
-        ) from err
 
 
 class MolGenValidator(BaseValidator):
@@ -76,12 +63,13 @@ class MolGenValidator(BaseValidator):
         self.max_batches = None if v.steps == -1 else v.steps
         self.seq_len = v.seq_len or job_config.training.seq_len
         self.batch_size = v.local_batch_size
+        self.paths = resolved(job_config).paths
         self.loader = build_molgen_dataloader(
             dp_world_size,
             dp_rank,
             tokenizer,
             job_config,
-            data_path=resolve_molgen_paths(job_config).valid_data,
+            data_path=self.paths.valid_data,
             seq_len=self.seq_len,
             batch_size=self.batch_size,
             infinite=False,
@@ -91,7 +79,6 @@ class MolGenValidator(BaseValidator):
         self._start_state = self.loader.dataset.state_dict()
         self.pad_id = self.loader.dataset.eot_id
         self.sample_freq = int(getattr(v, "sample_conformers_freq", 0) or 0)
-        self._probe = _load_probe() if self.sample_freq > 0 else None
         self._references: list | None = None
         self._sampling_tokenizer: Any = None
 
@@ -149,7 +136,7 @@ class MolGenValidator(BaseValidator):
             torch.distributed.all_reduce(both, group=self.parallel_dims.get_mesh("batch").get_group())
             loss_sum, tokens = both[0], both[1]
         if tokens.item() == 0:
-            logger.warning(f"validation data {resolve_molgen_paths(self.job_config).valid_data} produced no tokens")
+            logger.warning(f"validation data {self.paths.valid_data} produced no tokens")
             return float("nan"), mine, 0
         return (loss_sum / tokens).item(), mine, int(tokens.item())
 
@@ -157,19 +144,16 @@ class MolGenValidator(BaseValidator):
 
     @torch.no_grad()
     def sample_conformers(self, model: nn.Module) -> dict[str, float]:
-        """E's training probe on a few validation molecules: validity and mean best RMSD.
+        """The training probe on a few validation molecules: validity and mean best RMSD.
 
         Prompt plus sample must fit the model's rotary table (training.seq_len), so the token
         budget is cut to what the longest prompt leaves.
         """
         v = self.job_config.validation
         seed = int(self.job_config.molgen_data.seed)
-        paths = resolve_molgen_paths(self.job_config)
         if self._references is None:
-            from molgen3D.tokenization.load import load_tokenizer
-
-            self._references = self._probe.load_references(paths.valid_data, v.sample_conformers_molecules, seed)
-            self._sampling_tokenizer = load_tokenizer(paths.tokenizer_dir)
+            self._references = training_probe.load_references(self.paths.valid_data, v.sample_conformers_molecules, seed)
+            self._sampling_tokenizer = load_tokenizer(self.paths.tokenizer_dir)
         tokenizer = self._sampling_tokenizer
         longest_prompt = max(
             (len(tokenizer.encode(format_prompt(smiles), add_special_tokens=False)) for smiles, _ in self._references), default=0
@@ -184,7 +168,7 @@ class MolGenValidator(BaseValidator):
             with self.validation_context(), self.maybe_enable_amp:
                 return model(input_ids.to(device)).float()
 
-        result = self._probe.sample_and_score(
+        result = training_probe.sample_and_score(
             logits_fn,
             tokenizer,
             self._references,

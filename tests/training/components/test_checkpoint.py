@@ -11,19 +11,19 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from molgen3D.training.pretraining.helpers.checkpointing import (
+from molgen3D.training.pretraining.components.checkpoint import (
     DCP_METADATA,
     HF_INDEX,
     checkpoint_problem,
-    decay_end_steps,
     disarm,
     latest_complete_step,
 )
-from molgen3D.training.pretraining.config.custom_job_config import load_job_config
-from molgen3D.training.pretraining.helpers.metrics import MolGenMetricsProcessor, counter_deltas, padding_fraction
-from molgen3D.training.pretraining.torchtitan_model import cpu_compat
+from molgen3D.training.pretraining.config.loading import load_job_config
+from molgen3D.training.pretraining.components.metrics import MolGenMetricsProcessor, counter_deltas, padding_fraction
+from molgen3D.training.pretraining import patches
+from molgen3D.training.pretraining.config.finalize import decay_end_steps
 
-cpu_compat.apply()  # as importing the train spec does in every Trainer process
+patches.apply_cpu_layer()  # as importing the train spec does in every Trainer process
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_resume_skips_model_only_and_hf_steps(tmp_path):
     """A finished run's last save (model-only DCP or HF weights) is complete but not resumable."""
     from safetensors.torch import save_file
 
-    from molgen3D.training.pretraining.helpers.checkpointing import resume_problem
+    from molgen3D.training.pretraining.components.checkpoint import resume_problem
 
     folder = tmp_path / "checkpoint"
     weights = {"tok_embeddings.weight": torch.ones(4, 2)}

@@ -1,6 +1,6 @@
 """Where one pretraining run puts its files, and what it is called.
 
-Layout (runbook section 5):
+Layout:
     <dump_folder>/<run-name>/checkpoint/step-N     TorchTitan DCPs (and HF folders)
     <dump_folder>/<run-name>/run_meta.json         model args + tokenizer for export-hf
     <logs_root>/pretrain_logs/<run-name>/runtime.log and tb/
@@ -21,10 +21,11 @@ from datetime import datetime
 from pathlib import Path
 
 from molgen3D.config import paths as path_aliases
-from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError, resolve_molgen_paths
+from molgen3D.hf.export import RUN_META
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+from molgen3D.training.pretraining.config.finalize import resolved
 
 RUN_NAME_ENV = "WANDB_RUN_NAME"
-RUN_META = "run_meta.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_DESCRIPTION = 48
 
@@ -90,7 +91,7 @@ def plan_run_layout(job_config, run_name: str, env: Mapping[str, str]) -> RunLay
 
     `molgen_run.logs_root` is already absolute after finalize_job_config.
     """
-    paths = resolve_molgen_paths(job_config)
+    paths = resolved(job_config).paths
     run_dir = paths.resume_run_dir if paths.resume_run_dir is not None else paths.dump_folder / run_name
     log_dir = Path(job_config.molgen_run.logs_root) / "pretrain_logs" / run_name
     wandb_dir = Path(env["WANDB_DIR"]) if env.get("WANDB_DIR") else path_aliases.repo_root() / "wandb" / run_name

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from molgen3D.training.pretraining.torchtitan_model import cpu_compat, qwen3_custom
+from molgen3D.training.pretraining import patches
+from molgen3D.training.pretraining.torchtitan_model import qwen3_custom
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import (
     MOLGEN_FLAVORS,
     QWEN3_PADDED_VOCAB,
@@ -65,7 +66,7 @@ def _tokenizer_ids(tokenizer_dir):
 def test_model_args_follow_the_tokenizer(flavor, tokenizer, request, make_tiny_toml):
     from torchtitan.protocols.train_spec import get_train_spec
 
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
 
     tokenizer_dir = request.getfixturevalue(f"{tokenizer}_tokenizer_dir")
     toml = make_tiny_toml("args", molgen_run={"tokenizer_tag": str(tokenizer_dir)}, model={"flavor": flavor})
@@ -82,17 +83,17 @@ def test_model_args_follow_the_tokenizer(flavor, tokenizer, request, make_tiny_t
 
 
 def test_cpu_layer_rebinds_every_device_name():
-    assert not cpu_compat.accelerator_available(), "these tests run on the CPU-only machine"
-    assert cpu_compat.apply() is True and cpu_compat.is_cpu_run()
-    for module_name, names in cpu_compat.DEVICE_BINDINGS.items():
+    assert not patches.accelerator_available(), "these tests run on the CPU-only machine"
+    assert patches.apply_cpu_layer() is True and patches.is_cpu_run()
+    for module_name, names in patches.DEVICE_BINDINGS.items():
         module = importlib.import_module(module_name)
         for name in names:
             value = getattr(module, name)
             if name == "device_type":
                 assert value == "cpu", module_name
             else:
-                assert isinstance(value, cpu_compat.CpuDeviceModule), module_name
-    device = cpu_compat.CpuDeviceModule()
+                assert isinstance(value, patches.CpuDeviceModule), module_name
+    device = patches.CpuDeviceModule()
     assert device.get_device_properties().total_memory > 0
     assert device.memory_stats()["reserved_bytes.all.peak"] > 0
 
@@ -100,7 +101,7 @@ def test_cpu_layer_rebinds_every_device_name():
 def test_cpu_amp_computes_fp32_and_warns_about_bf16(monkeypatch, caplog):
     from torchtitan.distributed import utils as dist_utils
 
-    monkeypatch.setattr(cpu_compat, "_warned_amp", False)
+    monkeypatch.setattr(patches, "_warned_amp", False)
     with caplog.at_level(logging.WARNING):
         context = dist_utils.maybe_enable_amp(None, "bfloat16", "cpu")
     assert isinstance(context, contextlib.nullcontext)
@@ -117,9 +118,9 @@ def test_cpu_amp_computes_fp32_and_warns_about_bf16(monkeypatch, caplog):
 def test_mfu_peak_is_dense_on_h100_and_absent_on_cpu():
     from torchtitan.tools import utils
 
-    from molgen3D.training.pretraining.helpers.metrics import usable_peak_flops
+    from molgen3D.training.pretraining.components.metrics import usable_peak_flops
 
-    titan_peak = cpu_compat.ORIGINALS["torchtitan.tools.utils.get_peak_flops"]
+    titan_peak = patches.ORIGINALS["torchtitan.tools.utils.get_peak_flops"]
     assert titan_peak("NVIDIA H100 80GB HBM3") == 989e12, "dense bf16, not the sparse 1979e12"
     assert usable_peak_flops(titan_peak("NVIDIA H100 80GB HBM3")) == 989e12
     assert usable_peak_flops(utils.get_peak_flops("CPU")) is None, "no MFU on a CPU"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import reinit_token_rows
+from molgen3D.hf.state_dict_adapter import reinit_token_rows
 
 
 class _Tied(nn.Module):
