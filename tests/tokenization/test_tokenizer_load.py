@@ -50,3 +50,14 @@ def test_eot_id_on_every_tokenizer_kind(qwen_custom_tokenizer_dir):
 def test_eot_id_without_endoftext_is_an_error():
     with pytest.raises(ValueError, match="no <\\|endoftext\\|> token"):
         eot_id(Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")))
+
+
+def test_titan_view_of_the_same_directory_agrees_and_is_cached(compact_tokenizer_dir, compact_tokenizer):
+    from molgen3D.tokenization.load import load_titan_tokenizer
+
+    titan = load_titan_tokenizer(compact_tokenizer_dir)
+    assert titan.eos_id == eot_id(compact_tokenizer) == eot_id(titan)
+    assert titan.encode("[SMILES]CCO[/SMILES]") == compact_tokenizer.encode("[SMILES]CCO[/SMILES]", add_special_tokens=False)
+    assert load_titan_tokenizer(str(compact_tokenizer_dir)) is titan, "one load per tokenizer build"
+    with pytest.raises(TokenizerNotFoundError, match="build-tokenizer"):
+        load_titan_tokenizer(compact_tokenizer_dir.parent / "missing")

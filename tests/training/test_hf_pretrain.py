@@ -70,6 +70,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("torn_first_save", [False, True], ids=["new-run", "after-a-crash-in-the-first-save"])
 def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, fixture_data, make_tiny_toml, train_tiny,
                                             monkeypatch, tmp_path, torn_first_save):

@@ -333,3 +333,14 @@ def test_launcher_exports_wandb_defaults(tmp_path):
     exported = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
     assert exported["WANDB_PROJECT"] == "molgen3d" and exported["WANDB_GROUP"] == exported["WANDB_RUN_GROUP"] == "g1"
     assert exported["HF_HUB_OFFLINE"] == "1" and "WANDB_ENTITY" not in exported
+
+
+def test_an_empty_data_folder_fails_before_the_trainer_with_the_loaders_rule(cfg_factory, tmp_path):
+    """The pre-flight check uses the loader's own rule, so a folder without *.jsonl is a config error, not a Trainer crash."""
+    tok = _with_tokenizer(tmp_path)
+    empty = tmp_path / "empty_split"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not JSONL")
+    with pytest.raises(MolGenConfigError) as info:
+        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--training.dataset_path", str(empty)))
+    assert info.value.key == "training.dataset_path" and "holds no *.jsonl files" in str(info.value)

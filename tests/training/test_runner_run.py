@@ -10,7 +10,11 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from molgen3D.tokenization.load import load_tokenizer
+
+pytestmark = pytest.mark.slow  # trains a model end to end
 
 ANSI = re.compile(r"\x1b\[")
 

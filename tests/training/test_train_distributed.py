@@ -15,8 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
 from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem
+
+pytestmark = pytest.mark.slow  # trains a model end to end
 
 DRIVER = '''
 import hashlib, os, sys

@@ -11,7 +11,11 @@ from __future__ import annotations
 import copy
 import shutil
 
+import pytest
+
 from molgen3D.training.pretraining.components.checkpoint import DCP_METADATA
+
+pytestmark = pytest.mark.slow  # trains a model end to end
 
 
 def test_resume_after_kill_gives_identical_losses(tiny_run, tmp_path, train_tiny, write_config):

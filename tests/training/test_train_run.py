@@ -6,8 +6,12 @@ import math
 import re
 from pathlib import Path
 
+import pytest
+
 from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem, step_dirs
 from molgen3D.training.pretraining.wsds import wsds_lr
+
+pytestmark = pytest.mark.slow  # trains a model end to end
 
 STEP_LINE = re.compile(r"step:\s+(\d+)\s+loss:\s+([\d.]+).*?lr: ([\d.e+-]+).*?tps: ([\d,]+)\s+units/s: ([\d.]+)\s+padding: ([\d.]+)%\s+skipped: (\d+).*?mfu: (\S+)")
 

@@ -17,6 +17,7 @@ from molgen3D.training.pretraining.config.toml_checks import where_set
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+@dataclass(frozen=True)
 class MolGenPaths:
     """Absolute locations the train spec and runner need, resolved from a job config."""
 

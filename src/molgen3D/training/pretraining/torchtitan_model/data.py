@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from molgen3D.training.pretraining.components.metrics import offer_train_loader
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, TitanStatefulDataLoader
 
@@ -29,11 +28,10 @@ def build_molgen_dataloader(
     shuffle_lines: bool | None = None,
     num_workers: int | None = None,
 ) -> TitanStatefulDataLoader:
-    """TrainSpec.build_dataloader_fn; the keyword overrides serve the validator.
+    """The packed loader of a split; the keyword overrides serve the validator.
 
     `tokenizer` (the Trainer's) is not used: the dataset loads the tokenizer directory itself,
-    as a transformers fast tokenizer, from the same resolved path. The training loader (no
-    `data_path` given) is offered to the metrics processor the Trainer builds next.
+    as a transformers fast tokenizer, from the same resolved path.
     """
     del tokenizer
     paths = resolved(job_config).paths
@@ -52,7 +50,7 @@ def build_molgen_dataloader(
         dp_world_size=dp_world_size,
         truncate_overflow_units=data.truncate_overflow_units,
     )
-    loader = TitanStatefulDataLoader(
+    return TitanStatefulDataLoader(
         dataset,
         dp_rank=dp_rank,
         dp_world_size=dp_world_size,
@@ -62,6 +60,3 @@ def build_molgen_dataloader(
         prefetch_factor=data.prefetch_factor if data.prefetch_factor is not None else 2,
         persistent_workers=bool(data.persistent_workers) and workers > 0,
     )
-    if data_path is None:
-        offer_train_loader(loader)
-    return loader

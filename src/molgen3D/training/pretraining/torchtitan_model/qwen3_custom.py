@@ -29,7 +29,7 @@ from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 from molgen3D.tokenization.load import load_titan_tokenizer
 from molgen3D.training.pretraining import patches
 from molgen3D.training.pretraining.components.lr_scheduler import build_wsds_lr_schedulers
-from molgen3D.training.pretraining.components.metrics import build_molgen_metrics_processor
+from molgen3D.training.pretraining.components.metrics import build_molgen_metrics_processor, offer_train_loader
 from molgen3D.training.pretraining.components.validate import build_molgen_validator
 from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME
 from molgen3D.training.pretraining.config.finalize import resolved
@@ -43,6 +43,7 @@ __all__ = [
     "MOLGEN_FLAVORS",
     "MolGenQwen3ModelArgs",
     "build_molgen_dataloader",
+    "build_molgen_train_loader",
     "build_molgen_tokenizer",
     "build_molgen_train_spec",
     "register",
@@ -62,6 +63,14 @@ def resolve_vocab_size(n_tokens: int, flavor_vocab: int) -> int:
 def tokenizer_size(tokenizer: HuggingFaceTokenizer) -> int:
     """Largest token id + 1 (added tokens included)."""
     return max(tokenizer.get_vocab().values()) + 1
+
+
+def build_molgen_train_loader(dp_world_size: int, dp_rank: int, tokenizer, job_config):
+    """TrainSpec.build_dataloader_fn: the training split's loader, offered to the metrics processor the
+    Trainer builds next (its counters become units/s, padding and skips in the training log)."""
+    loader = build_molgen_dataloader(dp_world_size, dp_rank, tokenizer, job_config)
+    offer_train_loader(loader)
+    return loader
 
 
 def build_molgen_tokenizer(job_config) -> HuggingFaceTokenizer:
@@ -127,7 +136,7 @@ def build_molgen_train_spec() -> TrainSpec:
         pipelining_fn=None,
         build_optimizers_fn=build_optimizers,
         build_lr_schedulers_fn=build_wsds_lr_schedulers,
-        build_dataloader_fn=build_molgen_dataloader,
+        build_dataloader_fn=build_molgen_train_loader,
         build_tokenizer_fn=build_molgen_tokenizer,
         build_loss_fn=build_cross_entropy_loss,
         build_validator_fn=build_molgen_validator,
