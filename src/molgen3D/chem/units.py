@@ -12,7 +12,7 @@ CONFORMER_OPEN = "[CONFORMER]"
 CONFORMER_CLOSE = "[/CONFORMER]"
 EOT = "<|endoftext|>"
 
-# In the order of their ids in qwen3_0.6b_custom (151669..151672), FACTS.md section 2.
+# In the order of their ids in qwen3_0.6b_custom (151669..151672).
 TAGS = (SMILES_OPEN, CONFORMER_OPEN, SMILES_CLOSE, CONFORMER_CLOSE)
 
 
@@ -25,12 +25,3 @@ def format_prompt(canonical_smiles: str) -> str:
     """The generation prompt; the model goes on with `[CONFORMER]`."""
     return f"{SMILES_OPEN}{canonical_smiles}{SMILES_CLOSE}"
 
-
-def parse_unit(text: str) -> tuple[str, str]:
-    """Inverse of `format_unit`; raises ValueError naming the missing tag."""
-    for tag in (SMILES_OPEN, SMILES_CLOSE, CONFORMER_OPEN, CONFORMER_CLOSE):
-        if tag not in text:
-            raise ValueError(f"unit has no {tag}: {text[:80]!r}")
-    smiles = text.split(SMILES_OPEN, 1)[1].split(SMILES_CLOSE, 1)[0]
-    conformer = text.split(CONFORMER_OPEN, 1)[1].split(CONFORMER_CLOSE, 1)[0]
-    return smiles, conformer
