@@ -85,7 +85,9 @@ def main() -> int:
         model, tokenizer, resolved = load_model(model_dir)
         n_params = sum(p.numel() for p in model.parameters())
         base = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, seed=0)
-        sample_with_model(model, tokenizer, smiles[:1], [1], SamplingConfig(**base))  # warm-up: token table, first grammar
+        sample_with_model(
+            model, tokenizer, smiles[:1], [1], SamplingConfig(**base)
+        )  # warm-up: token table, first grammar
         constrained = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=True, **base))
         free = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=False, **base))
     outcomes, seconds = etkdg_baseline(smiles, counts, seed=2718, num_threads=1)
@@ -109,14 +111,18 @@ def main() -> int:
         "free": free,
         "etkdg": etkdg,
         "ratios": {
-            "constrained_vs_etkdg_valid_conformers_per_s": constrained["valid_conformers_per_s"] / etkdg["valid_conformers_per_s"],
+            "constrained_vs_etkdg_valid_conformers_per_s": constrained["valid_conformers_per_s"]
+            / etkdg["valid_conformers_per_s"],
             "constrained_vs_free_tokens_per_s": constrained["tokens_per_s"] / free["tokens_per_s"],
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers each, "
-          f"{n_params / 1e6:.2f}M-parameter model, {args.threads} torch thread(s), load avg {result['load_average_1min']:.1f}")
+    print(
+        f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers each, "
+        f"{n_params / 1e6:.2f}M-parameter model, {args.threads} torch thread(s), "
+        f"load avg {result['load_average_1min']:.1f}"
+    )
     print(f"{'method':<22}{'samples/s':>11}{'valid/s':>10}{'tokens/s':>10}{'validity':>10}")
     for name, r in (("model, constrained", constrained), ("model, free", free), ("ETKDGv3 (1 thread)", etkdg)):
         tps = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"

@@ -126,7 +126,9 @@ def time_plain(args, overrides: list[str]) -> tuple[list[float], int]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(tokens)
         valid = (labels != -100).sum()
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum") / valid
+        loss = (
+            F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum") / valid
+        )
         del logits
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, job.training.max_norm, foreach=True)
@@ -204,7 +206,10 @@ def main() -> int:
             if len(ours_times) != args.steps:
                 raise RuntimeError(f"the Trainer ran {len(ours_times)} steps, expected {args.steps}")
             ours_tps.append(tokens_per_step / statistics.mean(ours_times[args.warmup:]))
-            print(f"repeat {rep + 1}/{args.repeats}: ours {ours_tps[-1]:,.0f} tok/s, plain {plain_tps[-1]:,.0f} tok/s", file=sys.stderr)
+            print(
+                f"repeat {rep + 1}/{args.repeats}: ours {ours_tps[-1]:,.0f} tok/s, plain {plain_tps[-1]:,.0f} tok/s",
+                file=sys.stderr,
+            )
         ours, plain = statistics.median(ours_tps), statistics.median(plain_tps)
         mfu_ours = mfu(ours, overrides, args.toml)
         mfu_plain = mfu(plain, overrides, args.toml)
@@ -232,7 +237,10 @@ def main() -> int:
     print(f"{'':24}{'tokens/s':>12}{'MFU (dense bf16)':>20}")
     for name, tps, m in (("ours (TorchTitan)", ours, mfu_ours), ("plain PyTorch loop", plain, mfu_plain)):
         print(f"{name:24}{tps:>12,.0f}{(f'{100 * m:.1f}%' if m is not None else 'n/a (CPU)'):>20}")
-    print(f"ours / plain = {ours / plain:.3f}   ({device}, {tokens_per_step} tokens/step, load avg {result['load_average_1min']:.1f})")
+    print(
+        f"ours / plain = {ours / plain:.3f}   ({device}, {tokens_per_step} tokens/step, "
+        f"load avg {result['load_average_1min']:.1f})"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

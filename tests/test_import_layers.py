@@ -60,7 +60,10 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found.update(name for name in names if name.split(".")[0] == "molgen3D" and name in MODULES)
@@ -108,6 +111,7 @@ def test_no_string_imports():
     offenders = [
         str(path.relative_to(SRC))
         for path in MODULES.values()
-        if "import_module(" in path.read_text(encoding="utf-8") and path.name not in ("cli.py", "patches.py", "torchtitan_runner.py")
+        if "import_module(" in path.read_text(encoding="utf-8")
+        and path.name not in ("cli.py", "patches.py", "torchtitan_runner.py")
     ]
     assert not offenders, f"importlib.import_module hides an import edge in {offenders}"

@@ -73,7 +73,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     timings["tokenizers"] = time.perf_counter() - t
 
     t = _step("3/6 pack a few training batches (compact tokenizer, seq_len 512)")
-    stats = pack_stats(str(data_root / "train"), load_tokenizer("tokenizers:molgen_compact"), seq_len=512, batch_size=8, batches=4)
+    stats = pack_stats(
+        str(data_root / "train"), load_tokenizer("tokenizers:molgen_compact"), seq_len=512, batch_size=8, batches=4
+    )
     print(format_stats(stats))
     timings["pack_stats"] = time.perf_counter() - t
 

@@ -1,4 +1,4 @@
-"""The conformer text format (FACTS.md section 1): encode, decode, strip_coordinates, coordinate_template."""
+"""The conformer text format : encode, decode, strip_coordinates, coordinate_template."""
 
 from __future__ import annotations
 
@@ -180,7 +180,13 @@ def test_ring_closures_above_nine(smiles):
 
 @pytest.mark.parametrize(
     ("smiles", "fragment"),
-    [("[NH3]->[Cu]", ">->[Cu]<"), ("*C", "[*]<"), ("C[CH3:1]", "[CH3:1]<"), ("[H][H]", "[H]<"), ("[se]1cccc1", "[se]<")],
+    [
+        ("[NH3]->[Cu]", ">->[Cu]<"),
+        ("*C", "[*]<"),
+        ("C[CH3:1]", "[CH3:1]<"),
+        ("[H][H]", "[H]<"),
+        ("[se]1cccc1", "[se]<"),
+    ],
 )
 def test_round_trip_of_unusual_tokens(smiles, fragment):
     mol = with_coordinates(smiles, seed=2)

@@ -136,7 +136,9 @@ def test_gzipped_csv_with_header_gives_the_same_data_as_smi(tmp_path, smiles_fil
     prepare(config(tmp_path, csv_gz, out="gz"))
     prepare(config(tmp_path, write_smi(tmp_path / "five.smi", SMILES[:5]), out="plain"))
     gz, plain = tree_bytes(tmp_path / "gz"), tree_bytes(tmp_path / "plain")
-    assert {k: v for k, v in gz.items() if k != "manifest.json"} == {k: v for k, v in plain.items() if k != "manifest.json"}
+    assert {k: v for k, v in gz.items() if k != "manifest.json"} == {
+        k: v for k, v in plain.items() if k != "manifest.json"
+    }
     assert json.loads(gz["manifest.json"])["input"]["file"] == "mols.csv.gz"
 
 

@@ -23,7 +23,9 @@ def smiles_file(tmp_path_factory, fixture_data):
     """Two test-split molecules written non-canonically (explicit H, other atom order) plus a bad line."""
     smiles = sorted({r["canonical_smiles"] for r in fixture_lines(fixture_data, "test")})[:2]
     path = tmp_path_factory.mktemp("inputs") / "mols.smi"
-    lines = [f"{Chem.MolToSmiles(Chem.AddHs(Chem.MolFromSmiles(s)), doRandom=True)} mol{i}" for i, s in enumerate(smiles)]
+    lines = [
+        f"{Chem.MolToSmiles(Chem.AddHs(Chem.MolFromSmiles(s)), doRandom=True)} mol{i}" for i, s in enumerate(smiles)
+    ]
     path.write_text("\n".join([*lines, "C1CC not_a_ring"]) + "\n")
     return path, smiles
 
@@ -68,7 +70,9 @@ def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["methods"].keys() == {"model", "etkdg"}
     references, _ = read_references(fixture_data / "test", max_molecules=2)
-    assert on_disk["num_molecules"] == 2 and on_disk["reference_conformers"] == sum(len(r.conformers) for r in references)
+    assert on_disk["num_molecules"] == 2 and on_disk["reference_conformers"] == sum(
+        len(r.conformers) for r in references
+    )
     etkdg = on_disk["methods"]["etkdg"]
     assert etkdg["samples_requested"] == 2 * on_disk["reference_conformers"] and etkdg["validity"] == 1.0
     for name in ("model", "etkdg"):
@@ -112,7 +116,9 @@ def test_evaluate_needs_something_to_score(tmp_path, fixture_data, capsys):
 def test_generate_reports_a_missing_model(tmp_path, capsys):
     smi = tmp_path / "m.smi"
     smi.write_text("CCO\n")
-    code = generate_module.cli(["--model", str(tmp_path / "nope"), "--smiles", str(smi), "--out", str(tmp_path / "o.sdf")])
+    code = generate_module.cli(
+        ["--model", str(tmp_path / "nope"), "--smiles", str(smi), "--out", str(tmp_path / "o.sdf")]
+    )
     assert code == 1 and "not a directory" in capsys.readouterr().err
 
 

@@ -30,8 +30,10 @@ def reference_sdf(tmp_path_factory, fixture_data):
     """The test split as an SDF with hydrogens, conformers of the two molecules interleaved, plus a 2D record."""
     lines = fixture_lines(fixture_data, "test")
     smiles = sorted({r["canonical_smiles"] for r in lines})[:2]
-    per_mol = {s: [Chem.AddHs(decode(r["embedded_smiles"]), addCoords=True) for r in lines if r["canonical_smiles"] == s]
-               for s in smiles}
+    per_mol = {
+        s: [Chem.AddHs(decode(r["embedded_smiles"]), addCoords=True) for r in lines if r["canonical_smiles"] == s]
+        for s in smiles
+    }
     path = tmp_path_factory.mktemp("sdf") / "refs.sdf"
     writer = Chem.SDWriter(str(path))
     for a, b in zip(per_mol[smiles[0]], per_mol[smiles[1]]):

@@ -87,7 +87,10 @@ def test_pool_matrices_match_in_process_values_and_mark_failures():
 
 
 # A second-generation tert-butyl dendrimer: ~10^13 symmetric mappings, far beyond any time limit.
-DENDRIMER = "C(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)C(C(C)(C)C)(C(C)(C)C)C(C)(C)C"
+DENDRIMER = (
+    "C(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)"
+    "(C(C(C)(C)C)(C(C)(C)C)C(C)(C)C)C(C(C)(C)C)(C(C)(C)C)C(C)(C)C"
+)
 
 
 def test_time_limit_counts_timeouts_and_recovers():

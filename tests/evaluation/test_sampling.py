@@ -39,7 +39,9 @@ def with_model(model):
 
 
 @pytest.mark.parametrize("which", ["compact", "qwen"])
-def test_constrained_samples_from_a_random_model_are_graph_identical(which, molecules, compact_tokenizer, qwen_custom_tokenizer):
+def test_constrained_samples_from_a_random_model_are_graph_identical(
+    which, molecules, compact_tokenizer, qwen_custom_tokenizer
+):
     tokenizer = compact_tokenizer if which == "compact" else qwen_custom_tokenizer
     model = tiny_qwen3(len(tokenizer))
     cfg = SamplingConfig(max_new_tokens=1500, batch_size=3, seed=1)

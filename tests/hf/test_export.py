@@ -141,7 +141,9 @@ def _save_titan_step(model, run_dir: Path, step: int, tokenizer_dir: Path) -> Pa
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     states = {
         **get_model_state_dict(model),
-        "optimizer": get_optimizer_state_dict(model, optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True)),
+        "optimizer": get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True)
+        ),
         "lr_scheduler": {"last_epoch": step, "base_lrs": [1e-3]},
         "train_state": {"step": step, "ntokens_seen": 123},
     }

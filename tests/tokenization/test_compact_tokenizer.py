@@ -46,7 +46,9 @@ def test_separator_and_tags_are_single_ordinary_tokens(compact_tokenizer):
     assert compact_tokenizer.eos_token == compact_tokenizer.pad_token == EOT
     assert compact_tokenizer.bos_token is None
     assert eot_id(compact_tokenizer) == compact_tokenizer.eos_token_id == compact_tokenizer.pad_token_id
-    glued = compact_tokenizer("[SMILES]CC[/SMILES][CONFORMER]x[/CONFORMER]" + EOT, add_special_tokens=False)["input_ids"]
+    glued = compact_tokenizer("[SMILES]CC[/SMILES][CONFORMER]x[/CONFORMER]" + EOT, add_special_tokens=False)[
+        "input_ids"
+    ]
     tag_ids = [compact_tokenizer.convert_tokens_to_ids(tag) for tag in TAGS]
     assert len(set(tag_ids)) == 4 and all(glued.count(i) == 1 for i in tag_ids)
     assert glued[0] == tag_ids[0] and glued[-1] == eot_id(compact_tokenizer)
@@ -71,8 +73,9 @@ def test_test_units_cover_the_hard_cases(rdkit_units, hand_made_units):
         assert re.search(pattern, hand), pattern
 
 
-def test_same_ids_through_transformers_tokenizers_and_torchtitan(compact_tokenizer, titan_compact, compact_tokenizer_dir,
-                                                                 fixture_units, hand_made_units):
+def test_same_ids_through_transformers_tokenizers_and_torchtitan(
+    compact_tokenizer, titan_compact, compact_tokenizer_dir, fixture_units, hand_made_units
+):
     raw = Tokenizer.from_file(str(compact_tokenizer_dir / "tokenizer.json"))
     assert titan_compact.eos_id == eot_id(compact_tokenizer)
     assert titan_compact.bos_id is None

@@ -1,4 +1,4 @@
-"""Qwen3 origin and custom: ids fixed by FACTS.md section 2, and the same through every loader."""
+"""Qwen3 origin and custom: ids fixed for Qwen3-0.6B, and the same through every loader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from molgen3D.tokenization.build import build_qwen_tokenizers
 from molgen3D.tokenization.load import eot_id, load_tokenizer
 from molgen3D.tokenization.qwen import packaged_qwen_dir
 
-# FACTS.md section 2.
+# The ids of Qwen3-0.6B's tokenizer and of the four tags added to it.
 QWEN_EOT = 151643
 ORIGIN_SIZE = 151_669
 TAG_IDS = {"[SMILES]": 151669, "[CONFORMER]": 151670, "[/SMILES]": 151671, "[/CONFORMER]": 151672}
@@ -25,14 +25,24 @@ def test_origin_is_qwen3_unchanged(qwen_origin_tokenizer, qwen_origin_tokenizer_
     raw = (qwen_origin_tokenizer_dir / "tokenizer.json").read_bytes()
     assert hashlib.sha256(raw).hexdigest().startswith(QWEN3_TOKENIZER_JSON_SHA256_PREFIX)
     assert len(qwen_origin_tokenizer) == ORIGIN_SIZE
-    assert eot_id(qwen_origin_tokenizer) == qwen_origin_tokenizer.eos_token_id == qwen_origin_tokenizer.pad_token_id == QWEN_EOT
-    assert qwen_origin_tokenizer.eos_token == qwen_origin_tokenizer.pad_token == EOT and qwen_origin_tokenizer.bos_token is None
+    assert (
+        eot_id(qwen_origin_tokenizer)
+        == qwen_origin_tokenizer.eos_token_id
+        == qwen_origin_tokenizer.pad_token_id
+        == QWEN_EOT
+    )
+    assert (
+        qwen_origin_tokenizer.eos_token == qwen_origin_tokenizer.pad_token == EOT
+        and qwen_origin_tokenizer.bos_token is None
+    )
     assert all(qwen_origin_tokenizer.convert_tokens_to_ids(tag) != TAG_IDS[tag] for tag in TAGS)
 
 
 def test_config_names_endoftext_not_im_end(qwen_origin_tokenizer_dir, qwen_custom_tokenizer_dir):
     packaged = json.loads((packaged_qwen_dir() / "tokenizer_config.json").read_text())
-    assert packaged["eos_token"] == "<|im_end|>", "the package's config is not the 0.6B-Base one (FACTS.md 2)"
+    assert packaged["eos_token"] == "<|im_end|>", (
+        "the package's config is not the 0.6B-Base one (Qwen3-0.6B-Base names <|endoftext|>)"
+    )
     for directory in (qwen_origin_tokenizer_dir, qwen_custom_tokenizer_dir):
         config = json.loads((directory / "tokenizer_config.json").read_text())
         assert config["eos_token"] == config["pad_token"] == EOT and config["bos_token"] is None
@@ -44,12 +54,19 @@ def test_config_names_endoftext_not_im_end(qwen_origin_tokenizer_dir, qwen_custo
 def test_custom_has_the_tags_at_fixed_ids(qwen_custom_tokenizer):
     assert len(qwen_custom_tokenizer) == ORIGIN_SIZE + 4
     assert {tag: qwen_custom_tokenizer.convert_tokens_to_ids(tag) for tag in TAGS} == TAG_IDS
-    assert eot_id(qwen_custom_tokenizer) == qwen_custom_tokenizer.eos_token_id == qwen_custom_tokenizer.pad_token_id == QWEN_EOT
+    assert (
+        eot_id(qwen_custom_tokenizer)
+        == qwen_custom_tokenizer.eos_token_id
+        == qwen_custom_tokenizer.pad_token_id
+        == QWEN_EOT
+    )
     assert set(TAGS).isdisjoint(qwen_custom_tokenizer.all_special_tokens), "tags are ordinary added tokens"
 
 
 def test_tags_are_single_tokens_even_glued(qwen_custom_tokenizer, qwen_origin_tokenizer):
-    ids = qwen_custom_tokenizer("[SMILES]CC[/SMILES][CONFORMER][C]<1.0,2.0,3.0>[/CONFORMER]", add_special_tokens=False)["input_ids"]
+    ids = qwen_custom_tokenizer("[SMILES]CC[/SMILES][CONFORMER][C]<1.0,2.0,3.0>[/CONFORMER]", add_special_tokens=False)[
+        "input_ids"
+    ]
     cc = qwen_origin_tokenizer("CC", add_special_tokens=False)["input_ids"]
     assert ids[0] == TAG_IDS["[SMILES]"] and ids[1:1 + len(cc)] == cc and ids[1 + len(cc)] == TAG_IDS["[/SMILES]"]
     assert ids[2 + len(cc)] == TAG_IDS["[CONFORMER]"] and ids[-1] == TAG_IDS["[/CONFORMER]"]

@@ -57,7 +57,9 @@ def test_titan_view_of_the_same_directory_agrees_and_is_cached(compact_tokenizer
 
     titan = load_titan_tokenizer(compact_tokenizer_dir)
     assert titan.eos_id == eot_id(compact_tokenizer) == eot_id(titan)
-    assert titan.encode("[SMILES]CCO[/SMILES]") == compact_tokenizer.encode("[SMILES]CCO[/SMILES]", add_special_tokens=False)
+    assert titan.encode("[SMILES]CCO[/SMILES]") == compact_tokenizer.encode(
+        "[SMILES]CCO[/SMILES]", add_special_tokens=False
+    )
     assert load_titan_tokenizer(str(compact_tokenizer_dir)) is titan, "one load per tokenizer build"
     with pytest.raises(TokenizerNotFoundError, match="build-tokenizer"):
         load_titan_tokenizer(compact_tokenizer_dir.parent / "missing")

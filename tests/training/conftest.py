@@ -2,7 +2,7 @@
 
 `tiny_config(...)` gives the sections of a complete run config (tiny flavor, seq_len 256,
 batch 4, fp32, compact tokenizer, fixture train/valid splits); tests change sections with
-nested dicts, `write_toml` writes it, `run_tiny` trains through D3's `run_pretraining` in this
+nested dicts, `write_toml` writes it, `run_tiny` trains through `run_pretraining` in this
 process (it sets RANK/WORLD_SIZE/MASTER_* with a free port and destroys the process group it
 created). `tiny_run` is one shared 30-step run with checkpoints, validation and TensorBoard
 that several test modules inspect, so the expensive part happens once per session.
@@ -37,7 +37,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_config(tokenizer_dir: Path, out_root: Path, run_name: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def tiny_config(
+    tokenizer_dir: Path, out_root: Path, run_name: str, **sections: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """A complete tiny-flavor run config as TOML sections; `sections` update them key by key."""
     config: dict[str, dict[str, Any]] = {
         "job": {
@@ -99,7 +101,7 @@ def write_toml(config: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def run_tiny(toml: Path):
-    """Train in this process with D3's runner; returns its RunResult (losses per logged step)."""
+    """Train in this process with the runner; returns its RunResult (losses per logged step)."""
     from molgen3D.training.pretraining.torchtitan_runner import run_pretraining
 
     saved = {k: os.environ.get(k) for k in ("MASTER_PORT",)}
@@ -183,5 +185,5 @@ def write_config():
 
 @pytest.fixture
 def train_tiny():
-    """`train_tiny(toml) -> RunResult`: an in-process run through D3's runner."""
+    """`train_tiny(toml) -> RunResult`: an in-process run through the runner."""
     return run_tiny

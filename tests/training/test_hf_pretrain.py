@@ -72,8 +72,9 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("torn_first_save", [False, True], ids=["new-run", "after-a-crash-in-the-first-save"])
-def test_hf_pretrain_starts_from_the_export(tiny_export, compact_tokenizer_dir, fixture_data, make_tiny_toml, train_tiny,
-                                            monkeypatch, tmp_path, torn_first_save):
+def test_hf_pretrain_starts_from_the_export(
+    tiny_export, compact_tokenizer_dir, fixture_data, make_tiny_toml, train_tiny, monkeypatch, tmp_path, torn_first_save
+):
     from tokenizers import Tokenizer
     from torchtitan.components.checkpoint import MODEL
 

@@ -68,8 +68,14 @@ def test_run_name_must_be_one_folder(cfg_factory):
 # ---------------------------------------------------------------- layout and environment
 
 
-def test_layout_puts_checkpoints_logs_and_wandb_where_the_runbook_says(cfg_factory, tmp_path):
-    cfg = cfg_factory("--job.dump_folder", str(tmp_path / "ckpts"), "--molgen_run.logs_root", str(tmp_path / "out"), "--metrics.enable_wandb")
+def test_layout_puts_checkpoints_logs_and_wandb_where_the_layout_says(cfg_factory, tmp_path):
+    cfg = cfg_factory(
+        "--job.dump_folder",
+        str(tmp_path / "ckpts"),
+        "--molgen_run.logs_root",
+        str(tmp_path / "out"),
+        "--metrics.enable_wandb",
+    )
     layout = run_layout.plan_run_layout(cfg, "r1", {})
     assert layout.run_dir == tmp_path / "ckpts" / "r1"
     assert layout.checkpoint_dir == tmp_path / "ckpts" / "r1" / "checkpoint"
@@ -94,7 +100,9 @@ def test_default_logs_root_is_outputs(cfg_factory):
 
 def test_resumed_run_keeps_its_directory(cfg_factory, tmp_path):
     run_dir = tmp_path / "elsewhere" / "240101-0000-abcd-old"
-    cfg = cfg_factory("--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / "checkpoint" / "step-3"))
+    cfg = cfg_factory(
+        "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / "checkpoint" / "step-3")
+    )
     name = run_layout.choose_run_name(cfg, "new desc", {}, NOW, "beef")
     assert name == "240101-0000-abcd-old"
     layout = run_layout.plan_run_layout(cfg, name, {})
@@ -113,7 +121,9 @@ def test_banner_names_the_run_and_its_paths_and_shows_the_resolved_config_on_req
 
 
 def test_run_environment_defaults_wandb_offline_without_a_key(tmp_path):
-    layout = run_layout.RunLayout("r", tmp_path, tmp_path / "c", tmp_path / "m", tmp_path, tmp_path / "l", tmp_path / "tb", tmp_path / "w")
+    layout = run_layout.RunLayout(
+        "r", tmp_path, tmp_path / "c", tmp_path / "m", tmp_path, tmp_path / "l", tmp_path / "tb", tmp_path / "w"
+    )
     env = run_layout.run_environment(layout, {})
     assert env["RUN_NAME"] == env["WANDB_RUN_NAME"] == "r"
     assert env["WANDB_DIR"] == str(tmp_path / "w") and env["WANDB_MODE"] == "offline"
@@ -175,16 +185,27 @@ def test_missing_data_is_reported_with_how_to_prepare_it(cfg_factory, tmp_path):
     tok = _with_tokenizer(tmp_path)
     _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok)))  # the committed fixture passes
     with pytest.raises(MolGenConfigError) as info:
-        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--training.dataset_path", str(tmp_path / "nothing")))
+        _check(
+            cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--training.dataset_path", str(tmp_path / "nothing"))
+        )
     assert info.value.key == "training.dataset_path" and "prepare-data" in str(info.value)
     with pytest.raises(MolGenConfigError) as info:
-        _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--validation.dataset_path", str(tmp_path / "v*.jsonl")))
+        _check(
+            cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--validation.dataset_path", str(tmp_path / "v*.jsonl"))
+        )
     assert info.value.key == "validation.dataset_path"
 
 
 def test_hf_pretrain_never_downloads(cfg_factory, tmp_path):
     tok = _with_tokenizer(tmp_path)
-    cfg = cfg_factory("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "hf_pretrain", "--molgen_run.base_model_tag", "base_paths:qwen3_0.6b_base_model")
+    cfg = cfg_factory(
+        "--molgen_run.tokenizer_tag",
+        str(tok),
+        "--molgen_run.init_mode",
+        "hf_pretrain",
+        "--molgen_run.base_model_tag",
+        "base_paths:qwen3_0.6b_base_model",
+    )
     with pytest.raises(MolGenConfigError) as info:
         _check(cfg)
     assert info.value.key == "molgen_run.base_model_tag" and "Qwen/Qwen3-0.6B-Base" in str(info.value)
@@ -205,7 +226,14 @@ def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
     tok = _with_tokenizer(tmp_path)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint").mkdir(parents=True)
-    args = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir))
+    args = (
+        "--molgen_run.tokenizer_tag",
+        str(tok),
+        "--molgen_run.init_mode",
+        "resume",
+        "--molgen_run.resume_run_path_tag",
+        str(run_dir),
+    )
     with pytest.raises(MolGenConfigError) as info:
         _check(cfg_factory(*args))
     assert info.value.key == "molgen_run.resume_run_path_tag"
@@ -218,7 +246,13 @@ def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path):
     tok = _with_tokenizer(tmp_path)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint" / "step-4").mkdir(parents=True)  # a save that never finished: no .metadata
-    resume = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag")
+    resume = (
+        "--molgen_run.tokenizer_tag",
+        str(tok),
+        "--molgen_run.init_mode",
+        "resume",
+        "--molgen_run.resume_run_path_tag",
+    )
     with pytest.raises(MolGenConfigError) as info:
         _check(cfg_factory(*resume, str(run_dir)))
     assert info.value.key == "molgen_run.resume_run_path_tag" and "step-4: no .metadata" in str(info.value)
@@ -236,7 +270,13 @@ def test_resume_rejects_a_run_whose_only_step_is_model_only(cfg_factory, tmp_pat
     tok = _with_tokenizer(tmp_path)
     run_dir = tmp_path / "run"
     _save_dcp(run_dir / "checkpoint" / "step-6", model_only=True)
-    resume = ("--molgen_run.tokenizer_tag", str(tok), "--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag")
+    resume = (
+        "--molgen_run.tokenizer_tag",
+        str(tok),
+        "--molgen_run.init_mode",
+        "resume",
+        "--molgen_run.resume_run_path_tag",
+    )
     with pytest.raises(MolGenConfigError) as info:
         _check(cfg_factory(*resume, str(run_dir)))
     assert info.value.key == "molgen_run.resume_run_path_tag" and "step-6: model weights only" in str(info.value)
@@ -274,10 +314,20 @@ def _launch(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict[str, 
     bin_dir = _fake_tools(tmp_path, "torchrun", "srun")
     fake_repo = tmp_path / "repo"  # no .venv there: the launcher must take torchrun from PATH
     fake_repo.mkdir()
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WANDB_", "CUDA_VISIBLE", "NGPU", "MASTER_", "TRAIN_TOML", "RUN_DESC", "TORCHRUN"))}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("SLURM_", "WANDB_", "CUDA_VISIBLE", "NGPU", "MASTER_", "TRAIN_TOML", "RUN_DESC", "TORCHRUN")
+        )
+    }
     env = {**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), **extra_env}
     subprocess.run(["bash", str(LAUNCHER), *args], env=env, check=True, capture_output=True, text=True, timeout=60)
-    return {name: shlex.split((tmp_path / f"{name}.argv").read_text()) for name in ("torchrun", "srun") if (tmp_path / f"{name}.argv").exists()}
+    return {
+        name: shlex.split((tmp_path / f"{name}.argv").read_text())
+        for name in ("torchrun", "srun")
+        if (tmp_path / f"{name}.argv").exists()
+    }
 
 
 def test_launcher_is_valid_bash_with_sbatch_header():
@@ -287,7 +337,9 @@ def test_launcher_is_valid_bash_with_sbatch_header():
 
 
 def test_launcher_single_node_command_line(tmp_path):
-    calls = _launch(tmp_path, {"NGPU_PER_NODE": "4", "MASTER_PORT": "29777", "RUN_DESC": "my run"}, "--training.steps", "10")
+    calls = _launch(
+        tmp_path, {"NGPU_PER_NODE": "4", "MASTER_PORT": "29777", "RUN_DESC": "my run"}, "--training.steps", "10"
+    )
     assert "srun" not in calls
     argv = calls["torchrun"]
     assert "--nnodes=1" in argv and "--nproc-per-node=4" in argv and "--rdzv-endpoint=localhost:29777" in argv
@@ -319,24 +371,38 @@ def test_launcher_under_slurm_starts_one_torchrun_per_node(tmp_path):
     argv = calls["srun"]
     assert argv[:3] == ["--nodes=3", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert argv[3] == "torchrun"
-    assert {"--nnodes=3", "--nproc-per-node=8", "--rdzv-id=4242", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu07:29500"} <= set(argv)
+    assert {
+        "--nnodes=3",
+        "--nproc-per-node=8",
+        "--rdzv-id=4242",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=gpu07:29500",
+    } <= set(argv)
     assert argv[argv.index("-m") + 1] == "molgen3D.training.pretraining.torchtitan_runner"
 
 
 def test_launcher_exports_wandb_defaults(tmp_path):
     bin_dir = _fake_tools(tmp_path, "torchrun")
-    (bin_dir / "torchrun").write_text(f'#!/usr/bin/env bash\nenv | grep -E "^(WANDB_|HF_HUB_OFFLINE)" | sort > "{tmp_path}/env.txt"\n')
+    (bin_dir / "torchrun").write_text(
+        f'#!/usr/bin/env bash\nenv | grep -E "^(WANDB_|HF_HUB_OFFLINE)" | sort > "{tmp_path}/env.txt"\n'
+    )
     fake_repo = tmp_path / "repo"
     fake_repo.mkdir()
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_HUB"))}
-    subprocess.run(["bash", str(LAUNCHER)], env={**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), "WANDB_GROUP": "g1"}, check=True, timeout=60)
+    subprocess.run(
+        ["bash", str(LAUNCHER)],
+        env={**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), "WANDB_GROUP": "g1"},
+        check=True,
+        timeout=60,
+    )
     exported = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
     assert exported["WANDB_PROJECT"] == "molgen3d" and exported["WANDB_GROUP"] == exported["WANDB_RUN_GROUP"] == "g1"
     assert exported["HF_HUB_OFFLINE"] == "1" and "WANDB_ENTITY" not in exported
 
 
 def test_an_empty_data_folder_fails_before_the_trainer_with_the_loaders_rule(cfg_factory, tmp_path):
-    """The pre-flight check uses the loader's own rule, so a folder without *.jsonl is a config error, not a Trainer crash."""
+    """The pre-flight check uses the loader's own rule: a folder without *.jsonl is a config error, not a crash
+    inside the Trainer."""
     tok = _with_tokenizer(tmp_path)
     empty = tmp_path / "empty_split"
     empty.mkdir()

@@ -56,7 +56,9 @@ def test_run_meta_records_final_model_args_and_tokenizer(tiny_run, compact_token
     assert meta["job_config"]["lr_scheduler"]["wsds"]["checkpoints"] == tiny_run.config["wsds_scheduler"]["checkpoints"]
 
 
-def test_a_second_run_in_the_same_process_continues_a_run_named_by_wandb_run_name(make_tiny_toml, train_tiny, tmp_path, monkeypatch):
+def test_a_second_run_in_the_same_process_continues_a_run_named_by_wandb_run_name(
+    make_tiny_toml, train_tiny, tmp_path, monkeypatch
+):
     first_toml = make_tiny_toml(
         "first",
         molgen_run={"run_name": ""},
@@ -70,7 +72,9 @@ def test_a_second_run_in_the_same_process_continues_a_run_named_by_wandb_run_nam
 
     monkeypatch.setenv("WANDB_RUN_NAME", first.run_name)
     second_toml = first_toml.with_name("second.toml")
-    second_toml.write_text(first_toml.read_text().replace("steps = 1", "steps = 2").replace("checkpoints = [1]", "checkpoints = [1, 2]"))
+    second_toml.write_text(
+        first_toml.read_text().replace("steps = 1", "steps = 2").replace("checkpoints = [1]", "checkpoints = [1, 2]")
+    )
     second = train_tiny(second_toml)
     assert second.run_dir == first.run_dir and second.final_step == 2
     assert sorted(second.losses) == [2]  # continued after the saved step 1

@@ -67,18 +67,50 @@ MEMBERS = [
 
 # (module, class, method whose source sets them, instance attributes our code reads or writes)
 INSTANCE_ATTRIBUTES = [
-    ("torchtitan.components.checkpoint", "CheckpointManager", "__init__", (
-        "enable", "states", "sd_adapter", "folder", "load_only", "last_save_in_hf", "export_dtype",
-        "keep_latest_k", "purge_queue", "enable_ft_dataloader_checkpoints", "ft_manager",
-    )),
-    ("torchtitan.components.metrics", "MetricsProcessor", "__init__", (
-        "job_config", "parallel_dims", "logger", "device_memory_monitor", "gpu_peak_flops", "color",
-        "ntokens_since_last_log", "data_loading_times", "time_last_log", "num_flops_per_token",
-    )),
+    (
+        "torchtitan.components.checkpoint",
+        "CheckpointManager",
+        "__init__",
+        (
+            "enable",
+            "states",
+            "sd_adapter",
+            "folder",
+            "load_only",
+            "last_save_in_hf",
+            "export_dtype",
+            "keep_latest_k",
+            "purge_queue",
+            "enable_ft_dataloader_checkpoints",
+            "ft_manager",
+        ),
+    ),
+    (
+        "torchtitan.components.metrics",
+        "MetricsProcessor",
+        "__init__",
+        (
+            "job_config",
+            "parallel_dims",
+            "logger",
+            "device_memory_monitor",
+            "gpu_peak_flops",
+            "color",
+            "ntokens_since_last_log",
+            "data_loading_times",
+            "time_last_log",
+            "num_flops_per_token",
+        ),
+    ),
     ("torch.optim.lr_scheduler", "LRScheduler", "__init__", ("base_lrs", "last_epoch", "optimizer")),
     ("torch.optim.lr_scheduler", "LambdaLR", "__init__", ("lr_lambdas",)),
     ("torch.optim.lr_scheduler", "LRScheduler", "_update_lr", ("_last_lr",)),
-    ("torchdata.stateful_dataloader.stateful_dataloader", "StatefulDataLoader", "__init__", ("_iterator", "next_iter_state")),
+    (
+        "torchdata.stateful_dataloader.stateful_dataloader",
+        "StatefulDataLoader",
+        "__init__",
+        ("_iterator", "next_iter_state"),
+    ),
     ("torchtitan.components.tokenizer", "HuggingFaceTokenizer", "__init__", ("tokenizer", "eos_id")),
     ("torchtitan.components.checkpoint", "ModelWrapper", "__init__", ("model",)),
 ]
@@ -110,7 +142,9 @@ def test_member_exists(module_name, path):
         pytest.fail(f"{module_name}.{path} is gone ({err}); see where it is used before upgrading")
 
 
-@pytest.mark.parametrize("module_name, cls, method, names", INSTANCE_ATTRIBUTES, ids=[c for _, c, _, _ in INSTANCE_ATTRIBUTES])
+@pytest.mark.parametrize(
+    "module_name, cls, method, names", INSTANCE_ATTRIBUTES, ids=[c for _, c, _, _ in INSTANCE_ATTRIBUTES]
+)
 def test_instance_attributes_are_still_set(module_name, cls, method, names):
     source = inspect.getsource(inspect.unwrap(_resolve(module_name, f"{cls}.{method}")))
     missing = [name for name in names if f"self.{name}" not in source]
@@ -137,7 +171,9 @@ def test_a_patch_target_that_changed_fails_loudly(monkeypatch):
 
     patches.install()
     monkeypatch.setattr(torchtitan.train, "CheckpointManager", type("SomethingElse", (), {}))
-    with pytest.raises(patches.TorchTitanPatchError, match=r"torchtitan.train.CheckpointManager .* not TorchTitan's original.*0\.2\.2"):
+    with pytest.raises(
+        patches.TorchTitanPatchError, match=r"torchtitan.train.CheckpointManager .* not TorchTitan's original.*0\.2\.2"
+    ):
         patches.install_checkpoint_manager()
 
 

@@ -51,7 +51,14 @@ def _valid_tokens(path: Path, tokenizer_dir: Path, seq_len: int, seed: int, worl
     total = 0
     for rank in range(world):
         dataset = JsonlTaggedPackedDataset(
-            str(path), str(tokenizer_dir), seq_len, shuffle_lines=False, infinite=False, seed=seed, dp_rank=rank, dp_world_size=world
+            str(path),
+            str(tokenizer_dir),
+            seq_len,
+            shuffle_lines=False,
+            infinite=False,
+            seed=seed,
+            dp_rank=rank,
+            dp_world_size=world,
         )
         total += sum(int((labels != -100).sum()) for _, labels in dataset)
     return total
@@ -64,17 +71,41 @@ def test_two_rank_fsdp_gloo_run(tmp_path, make_tiny_toml, compact_tokenizer_dir,
         "tiny-fsdp",
         training={"steps": 4, "seed": 99},
         wsds_scheduler={"warmup_steps": 1, "checkpoints": [4], "decay_frac": 0.25},
-        checkpoint={"enable": True, "interval": 2, "keep_latest_k": 0, "last_save_in_hf": True, "save_hf_per_checkpoint": True},
-        validation={"enable": True, "dataset_path": str(valid), "freq": 4, "steps": -1, "local_batch_size": 4,
-                    "sample_conformers_freq": 4, "sample_conformers_molecules": 1, "sample_conformers_per_molecule": 1,
-                    "sample_max_new_tokens": 48},
+        checkpoint={
+            "enable": True,
+            "interval": 2,
+            "keep_latest_k": 0,
+            "last_save_in_hf": True,
+            "save_hf_per_checkpoint": True,
+        },
+        validation={
+            "enable": True,
+            "dataset_path": str(valid),
+            "freq": 4,
+            "steps": -1,
+            "local_batch_size": 4,
+            "sample_conformers_freq": 4,
+            "sample_conformers_molecules": 1,
+            "sample_conformers_per_molecule": 1,
+            "sample_max_new_tokens": 48,
+        },
     )
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver), str(toml), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(driver),
+        str(toml),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -91,7 +122,9 @@ def test_two_rank_fsdp_gloo_run(tmp_path, make_tiny_toml, compact_tokenizer_dir,
 
     log = (tmp_path / "outputs" / "pretrain_logs" / "tiny-fsdp" / "runtime.log").read_text()
     assert "Applied FSDP to the model (tied embedding/output in one group, SUM-only reductions for gloo)" in log
-    assert re.search(r"validate step:  4 .*conformer_samples: 1\b", log), "both ranks sampled in step (FSDP forwards are collective)"
+    assert re.search(r"validate step:  4 .*conformer_samples: 1\b", log), (
+        "both ranks sampled in step (FSDP forwards are collective)"
+    )
     match = re.search(r"validate step:  4 .*batches: (\d+)  tokens: (\d+)", log)
     assert match, log[-3000:]
     assert int(match.group(1)) == 2, "rank 0 (which writes the log) has 5 of the 9 lines: 2 batches"

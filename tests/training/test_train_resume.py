@@ -29,7 +29,9 @@ def test_resume_after_kill_gives_identical_losses(tiny_run, tmp_path, train_tiny
 
     config = copy.deepcopy(tiny_run.config)
     config["molgen_run"].pop("run_name")
-    config["molgen_run"].update(init_mode="resume", resume_run_path_tag=str(killed_run), logs_root=str(tmp_path / "outputs"))
+    config["molgen_run"].update(
+        init_mode="resume", resume_run_path_tag=str(killed_run), logs_root=str(tmp_path / "outputs")
+    )
     config["job"]["dump_folder"] = str(tmp_path / "ckpts")
     config["metrics"]["enable_tensorboard"] = False
     resumed = train_tiny(write_config(config, tmp_path / "resume.toml"))

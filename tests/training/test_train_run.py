@@ -13,7 +13,10 @@ from molgen3D.training.pretraining.wsds import wsds_lr
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 
-STEP_LINE = re.compile(r"step:\s+(\d+)\s+loss:\s+([\d.]+).*?lr: ([\d.e+-]+).*?tps: ([\d,]+)\s+units/s: ([\d.]+)\s+padding: ([\d.]+)%\s+skipped: (\d+).*?mfu: (\S+)")
+STEP_LINE = re.compile(
+    r"step:\s+(\d+)\s+loss:\s+([\d.]+).*?lr: ([\d.e+-]+).*?tps: ([\d,]+)\s+"
+    r"units/s: ([\d.]+)\s+padding: ([\d.]+)%\s+skipped: (\d+).*?mfu: (\S+)"
+)
 
 
 def test_loss_falls_on_fixture_data(tiny_run):
@@ -39,7 +42,9 @@ def test_validation_loss_on_the_valid_split(tiny_run):
     assert sorted(losses) == [1, 10, 20, 30], "validation at step 1 and every validation.freq = 10 steps"
     assert all(math.isfinite(v) for v in losses.values())
     assert losses[30] < losses[1] - 1.0, f"validation loss did not fall: {losses}"
-    assert re.search(r"validate step: 30 .*batches: 3 .*tokens: \d+", tiny_run.log_text), "12 valid lines = 3 batches of 4"
+    assert re.search(r"validate step: 30 .*batches: 3 .*tokens: \d+", tiny_run.log_text), (
+        "12 valid lines = 3 batches of 4"
+    )
 
 
 def _step_lines(log_text: str) -> dict[int, tuple]:
@@ -51,8 +56,17 @@ def test_runtime_log_has_lr_throughput_padding_and_no_cpu_mfu(tiny_run):
     assert sorted(lines) == list(range(1, 31)), "every step's metrics line in runtime.log"
     wsds = tiny_run.config["wsds_scheduler"]
     for step, (_, loss, lr, tps, units, padding, skipped, mfu) in lines.items():
-        expected_lr = wsds_lr(step - 1, warmup_steps=wsds["warmup_steps"], checkpoints=wsds["checkpoints"], lr_max=3e-3, lr_min=0.0, decay_frac=wsds["decay_frac"])
-        assert math.isclose(float(lr), expected_lr, rel_tol=1e-3, abs_tol=1e-9), f"step {step}: lr {lr} vs WSDS {expected_lr}"
+        expected_lr = wsds_lr(
+            step - 1,
+            warmup_steps=wsds["warmup_steps"],
+            checkpoints=wsds["checkpoints"],
+            lr_max=3e-3,
+            lr_min=0.0,
+            decay_frac=wsds["decay_frac"],
+        )
+        assert math.isclose(float(lr), expected_lr, rel_tol=1e-3, abs_tol=1e-9), (
+            f"step {step}: lr {lr} vs WSDS {expected_lr}"
+        )
         assert float(loss) == round(tiny_run.result.losses[step], 5)
         assert int(tps.replace(",", "")) > 0 and float(units) > 0
         assert 0.0 <= float(padding) < 100.0
@@ -68,7 +82,14 @@ def test_tensorboard_gets_the_molgen_metrics(tiny_run):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"lr", "throughput(tps)", "throughput(units/s)", "data/padding_fraction", "data/skipped_units", "validation_metrics/loss"} <= tags
+    assert {
+        "lr",
+        "throughput(tps)",
+        "throughput(units/s)",
+        "data/padding_fraction",
+        "data/skipped_units",
+        "validation_metrics/loss",
+    } <= tags
     assert "mfu(%)" not in tags
     lr = {e.step: e.value for e in acc.Scalars("lr")}
     assert lr[11] == 0.0 and lr[21] == 0.0, "train step T + 1 runs optimizer step T at lr_min"

@@ -1,6 +1,6 @@
 """The conformer text ("enriched SMILES"): canonical SMILES with coordinates after every atom.
 
-`C[NH2+]C` with a conformer becomes `[C]<x,y,z>[NH2+]<x,y,z>[C]<x,y,z>` (FACTS.md section 1):
+`C[NH2+]C` with a conformer becomes `[C]<x,y,z>[NH2+]<x,y,z>[C]<x,y,z>`:
 every atom token is bracketed and followed at once by its coordinates, truncated toward zero
 to a fixed number of decimals; everything else in the SMILES is copied unchanged. Deleting the
 `<...>` blocks and un-bracketing plain atoms gives back the canonical SMILES, so the model's

@@ -81,7 +81,7 @@ def resolve(value: str | Path, *, default_section: str | None = None, aliases_fi
     """Turn an alias into a path string; a plain value is returned as a path unchanged.
 
     With `default_section`, a bare `key/sub` whose key exists in that section is resolved
-    there too (the runbook writes `dump_folder = "ckpts_root"` for a base_paths key).
+    there too (so `dump_folder = "cpu_tiny_ckpts"` names a base_paths key).
     """
     value = str(value)
     if value.startswith(HUB_PREFIX):
@@ -101,7 +101,9 @@ def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], where: str, seen:
     """`tag` resolved through `aliases` (read from the file `where`, which errors name)."""
     section, key, sub = split_alias(tag)
     if section not in aliases:
-        raise PathAliasError(f"unknown path section {section!r} in {tag!r}; {where} defines: {', '.join(sorted(aliases))}")
+        raise PathAliasError(
+            f"unknown path section {section!r} in {tag!r}; {where} defines: {', '.join(sorted(aliases))}"
+        )
     entries = aliases[section]
     if key not in entries:
         raise PathAliasError(

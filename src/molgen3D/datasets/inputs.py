@@ -35,7 +35,7 @@ class Record:
 
 
 def bundled_smiles_file() -> Path:
-    """The 10,000 drug-like SMILES shipped inside the rdkit wheel (FACTS.md section 8)."""
+    """The 10,000 drug-like SMILES shipped inside the rdkit wheel (the embedded default data set)."""
     return Path(RDConfig.RDDataDir) / "Pains" / "test_data" / "wehi_mols.csv"
 
 

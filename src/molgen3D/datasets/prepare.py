@@ -46,7 +46,8 @@ class PrepareConfig:
     """Build a conformer data set from SMILES or 3D SDF."""
 
     output: str
-    """Output directory (or a paths.yaml alias such as data:embedded_root); gets train/ valid/ test/ and manifest.json."""
+    """Output directory (or a paths.yaml alias such as data:embedded_root); gets train/ valid/ test/ and
+    manifest.json."""
     input: Path | None = None
     """.smi/.csv/.tsv of SMILES or .sdf of 3D conformers, optionally .gz; default: wehi_mols.csv bundled with rdkit."""
     smiles_column: str | None = None

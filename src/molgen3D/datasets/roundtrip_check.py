@@ -97,8 +97,10 @@ def _truncated(value: float, written: float, step: float, precision: int) -> boo
     """`written` is `value` cut toward zero: not larger in size, less than one step smaller, on the grid."""
     shortfall = abs(value) - abs(written)
     same_side = written == 0 or (written > 0) == (value > 0)
-    return same_side and -1e-9 * step <= shortfall < step and format_coordinate(written, precision) == format_coordinate(
-        value, precision
+    return (
+        same_side
+        and -1e-9 * step <= shortfall < step
+        and format_coordinate(written, precision) == format_coordinate(value, precision)
     )
 
 

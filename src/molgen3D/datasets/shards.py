@@ -10,7 +10,7 @@ SHARD_PATTERN = "part-*.jsonl"
 
 
 def conformer_line(canonical_smiles: str, embedded_smiles: str) -> str:
-    """One JSONL line (FACTS.md section 1), newline included."""
+    """One JSONL line (`{"canonical_smiles", "embedded_smiles"}`), newline included."""
     return json.dumps({"canonical_smiles": canonical_smiles, "embedded_smiles": embedded_smiles}) + "\n"
 
 

@@ -60,7 +60,9 @@ class TokenTable:
     _moves: dict = field(default_factory=dict, repr=False)
     """NumberDfa -> `number_moves` result (filled on first use)."""
 
-    def number_moves(self, dfa: "NumberDfa") -> list[tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
+    def number_moves(
+        self, dfa: "NumberDfa"
+    ) -> list[tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
         """Per DFA state q: (rows staying inside the number, their end states, {char: (rows leaving, column)}).
 
         A token leaves a complete number at the first character the DFA cannot take; rows are
@@ -97,7 +99,9 @@ def _number_moves(table: TokenTable, dfa: "NumberDfa") -> list:
             alive[idx[~takes & ~leaving]] = False
         inside, leaves = np.flatnonzero(alive & (exit_col < 0)), np.flatnonzero(alive & (exit_col >= 0))
         exit_chars = table.codes[leaves, exit_col[leaves]]
-        by_char = {int(ch): (leaves[exit_chars == ch], exit_col[leaves[exit_chars == ch]]) for ch in np.unique(exit_chars)}
+        by_char = {
+            int(ch): (leaves[exit_chars == ch], exit_col[leaves[exit_chars == ch]]) for ch in np.unique(exit_chars)
+        }
         moves.append((inside, state[inside], by_char))
     return moves
 
@@ -189,7 +193,9 @@ class NumberDfa:
 
     def __post_init__(self):
         if self.precision < 0 or self.max_int_digits < 1:
-            raise GrammarError(f"need precision >= 0 and max_int_digits >= 1, got {self.precision}, {self.max_int_digits}")
+            raise GrammarError(
+                f"need precision >= 0 and max_int_digits >= 1, got {self.precision}, {self.max_int_digits}"
+            )
         m, d = self.max_int_digits, self.precision
         first_int, first_frac = 3, 3 + m
         n_states = first_frac + (d + 1 if d else 0)

@@ -38,13 +38,15 @@ class EvaluateConfig:
     """Score sampled conformers against reference conformers (COV/MAT), optionally next to ETKDG."""
 
     references: str
-    """Reference conformers: an SDF with several conformers per molecule, or a JSONL split (file, dir, glob, `data:` alias)."""
+    """Reference conformers: an SDF with several conformers per molecule, or a JSONL split (file, dir, glob,
+    `data:` alias)."""
     out: Path
     """Output directory (metrics.json, coverage.png)."""
     model: str | None = None
     """HF model folder or alias to sample from (see `molgen3d generate`)."""
     samples: Path | None = None
-    """Already sampled conformers (.sdf + its summary sidecar, or .jsonl, from `molgen3d generate`) instead of --model."""
+    """Already sampled conformers (.sdf + its summary sidecar, or .jsonl, from `molgen3d generate`) instead of
+    --model."""
     baseline: Literal["etkdg", "none"] = "none"
     """`etkdg`: also score RDKit ETKDGv3 with the same K on the same molecules."""
     threshold: float = 0.75
@@ -60,7 +62,8 @@ class EvaluateConfig:
     threads: int | None = None
     """torch CPU threads for sampling; default: torch's choice."""
     etkdg_seed: int = 2718
-    """ETKDG random seed (> 0; differs from prepare-data's 42 so the baseline does not replay the references' own seeds)."""
+    """ETKDG random seed (> 0; differs from prepare-data's 42 so the baseline does not replay the references'
+    own seeds)."""
     etkdg_threads: int = 1
     """Threads ETKDG embeds with (1 = per-core figure comparable to one sampling stream)."""
     rmsd_workers: int = 2
@@ -82,8 +85,12 @@ class EvaluateConfig:
         for name, value, low in (("--threshold", self.threshold, 0), ("--pair-timeout", self.pair_timeout, 0)):
             if not value > low:
                 raise ValueError(f"{name} must be > {low}, got {value}")
-        for name, value in (("--samples-per-reference", self.samples_per_reference), ("--rmsd-workers", self.rmsd_workers),
-                            ("--max-matches", self.max_matches), ("--etkdg-seed", self.etkdg_seed)):
+        for name, value in (
+            ("--samples-per-reference", self.samples_per_reference),
+            ("--rmsd-workers", self.rmsd_workers),
+            ("--max-matches", self.max_matches),
+            ("--etkdg-seed", self.etkdg_seed),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
@@ -287,7 +294,9 @@ def format_table(metrics: dict) -> str:
         f"K = {metrics['samples_per_reference']}L; COV at RMSD < {t} A; cells are mean / median over molecules",
     ]
     for k, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+        )
         if k == 0:
             lines.append("-" * len(lines[-1]))
     for name, r in metrics["methods"].items():

@@ -73,7 +73,8 @@ def load_model(model: str | Path, tokenizer: str | Path | None = None):
         tok = load_tokenizer(tokenizer)
     if lm.config.vocab_size < len(tok):
         raise ModelLoadError(
-            f"{directory}: the model has {lm.config.vocab_size} embedding rows but the tokenizer has {len(tok)} tokens; "
+            f"{directory}: the model has {lm.config.vocab_size} embedding rows "
+            f"but the tokenizer has {len(tok)} tokens; "
             "pair the model with the tokenizer it was trained with (--tokenizer)"
         )
     return lm, tok, directory
@@ -84,7 +85,9 @@ def sample_with_model(
 ) -> tuple[list[list[SampleOutcome]], float]:
     """Samples from a transformers causal LM (KV cache) and the wall time spent."""
     start = time.perf_counter()
-    outcomes = sample_molecules(functools.partial(run_with_cache, model), tokenizer, smiles, counts, cfg, progress=progress)
+    outcomes = sample_molecules(
+        functools.partial(run_with_cache, model), tokenizer, smiles, counts, cfg, progress=progress
+    )
     return outcomes, time.perf_counter() - start
 
 
@@ -93,7 +96,8 @@ class GenerateConfig:
     """Sample conformers for the molecules of a SMILES file."""
 
     model: str
-    """HF model folder (from `molgen3d export-hf`) or an alias (`ckpts:...`, `models:...`); a DCP step dir is exported first."""
+    """HF model folder (from `molgen3d export-hf`) or an alias (`ckpts:...`, `models:...`); a DCP step dir is
+    exported first."""
     smiles: Path
     """Molecules: .smi/.txt (`SMILES [name]` per line) or .csv/.tsv with a `smiles` column (optional `name`)."""
     out: Path

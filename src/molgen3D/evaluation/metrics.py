@@ -1,4 +1,4 @@
-"""GEOM coverage and matching (FACTS.md section 6) on one molecule's RMSD matrix.
+"""GEOM coverage and matching on one molecule's RMSD matrix.
 
 `rmsd` is L x K: references (rows) x samples (columns), NaN where no RMSD exists (a failed
 sample, a time-out, a mapping error). Conventions for the NaN cases:

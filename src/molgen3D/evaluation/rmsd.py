@@ -96,7 +96,9 @@ class _Worker:
 class RmsdPool:
     """Worker processes computing reference x sample RMSD matrices (use as a context manager)."""
 
-    def __init__(self, workers: int = 2, pair_timeout_s: float = 30.0, max_matches: int = 100_000, chunk_pairs: int = 256):
+    def __init__(
+        self, workers: int = 2, pair_timeout_s: float = 30.0, max_matches: int = 100_000, chunk_pairs: int = 256
+    ):
         if workers < 1 or pair_timeout_s <= 0 or max_matches < 1 or chunk_pairs < 1:
             raise ValueError("workers, pair_timeout_s, max_matches and chunk_pairs must be positive")
         self.n_workers, self.pair_timeout_s = workers, pair_timeout_s

@@ -52,7 +52,8 @@ class SamplingConfig:
     constrained: bool = True
     """Force the prompt's structure and let the model write only the coordinates (--no-constrained: free decoding)."""
     precision: int | None = None
-    """Decimals of every coordinate in the training data, enforced by constrained decoding; None = the reference data's (evaluate) or 4."""
+    """Decimals of every coordinate in the training data, enforced by constrained decoding; None = the reference
+    data's (evaluate) or 4."""
     max_int_digits: int = 3
     """Longest integer part of a coordinate under constrained decoding."""
     seed: int = 0

@@ -268,7 +268,11 @@ def export_step(
         if dtype is not None:
             hf_state = {k: v.to(getattr(torch, dtype)) for k, v in hf_state.items()}
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in hf_state.items()}, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in hf_state.items()},
+            str(out_dir / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         for path in step_dir.iterdir():

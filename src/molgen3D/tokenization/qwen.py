@@ -1,6 +1,6 @@
 """The Qwen3-0.6B tokenizer (`qwen3_0.6b_origin`) and it plus the four unit tags (`qwen3_0.6b_custom`).
 
-FACTS.md section 2 fixes the ids: the origin has 151,643 BPE tokens + 26 added = 151,669 with
+The ids are fixed: the origin has 151,643 BPE tokens + 26 added = 151,669 with
 `<|endoftext|>` = 151643, and the tags are added as ordinary (non-special) tokens with ids
 151669..151672 in `TAGS` order, so that a model's embedding rows line up with any other copy.
 """
@@ -77,7 +77,7 @@ def _check_origin(tokenizer: Tokenizer, where: str) -> None:
         raise ValueError(
             f"{where} is not the Qwen3-0.6B tokenizer: {size:,} tokens (want {ORIGIN_VOCAB_SIZE:,}), {EOT} = {eot} "
             f"(want {EOT_ID}), tags already present: {present or 'none'}. The tag ids "
-            f"{TAG_IDS} (FACTS.md section 2) are only right on top of that tokenizer"
+            f"{TAG_IDS} are only right on top of that tokenizer"
         )
 
 

@@ -1,4 +1,7 @@
-"""Which checkpoint folders count as complete, which steps are decay ends, and the loader metric windows (no Trainer)."""
+"""Which checkpoint folders count as complete, which steps are decay ends, and the loader metric windows.
+
+No Trainer: real DCP saves and the metrics processor on a stand-in loader.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +68,10 @@ def test_hf_folder_needs_every_indexed_shard(tmp_path):
     hf = tmp_path / "step-9"
     hf.mkdir()
     save_file({"a": torch.zeros(3)}, str(hf / "model-00001-of-00002.safetensors"))
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (hf / HF_INDEX).write_text(json.dumps(index))
     assert "model-00002-of-00002.safetensors" in checkpoint_problem(hf)
     save_file({"b": torch.zeros(3)}, str(hf / "model-00002-of-00002.safetensors"))
@@ -107,7 +113,10 @@ def test_loader_counter_window():
 
 @pytest.mark.parametrize(
     "between",
-    [lambda p: p.log_validation(loss=1.0, step=5), lambda p: p.log_sampling(5, {"validation_metrics/conformer_validity": 0.5})],
+    [
+        lambda p: p.log_validation(loss=1.0, step=5),
+        lambda p: p.log_sampling(5, {"validation_metrics/conformer_validity": 0.5}),
+    ],
     ids=["validation-loss", "conformer-sampling"],
 )
 def test_a_validation_between_two_logs_starts_a_new_window(make_tiny_toml, monkeypatch, between):
@@ -150,7 +159,9 @@ def test_resume_skips_model_only_and_hf_steps(tmp_path):
     hf = folder / "step-8"
     hf.mkdir()
     save_file({"model.embed_tokens.weight": torch.ones(4, 2)}, str(hf / "model.safetensors"))
-    (hf / HF_INDEX).write_text(json.dumps({"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model.safetensors"}}))
+    (hf / HF_INDEX).write_text(
+        json.dumps({"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model.safetensors"}})
+    )
 
     assert latest_complete_step(folder)[0] == 8
     step, skipped = latest_complete_step(folder, resumable=True)

@@ -53,11 +53,15 @@ def model(compact_tokenizer_dir) -> BigramModel:
     return BigramModel(vocab)
 
 
-def test_full_pass_is_the_token_weighted_loss_over_the_split(make_tiny_toml, compact_tokenizer_dir, fixture_data, model):
+def test_full_pass_is_the_token_weighted_loss_over_the_split(
+    make_tiny_toml, compact_tokenizer_dir, fixture_data, model
+):
     validator = _validator(make_tiny_toml("val", validation={"enable": True, "steps": -1, "freq": 5}))
     loss, batches, tokens = validator.validation_loss(model)
 
-    dataset = JsonlTaggedPackedDataset(str(fixture_data / "valid"), str(compact_tokenizer_dir), 256, shuffle_lines=False, infinite=False, seed=1234)
+    dataset = JsonlTaggedPackedDataset(
+        str(fixture_data / "valid"), str(compact_tokenizer_dir), 256, shuffle_lines=False, infinite=False, seed=1234
+    )
     total, count, samples = 0.0, 0, 0
     with torch.no_grad():
         for sample, labels in dataset:
@@ -94,7 +98,9 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
         calls["references"] = (str(path), num_molecules, seed)
         return [("CCO", [])]
 
-    def sample_and_score(logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device):
+    def sample_and_score(
+        logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device
+    ):
         calls["ids"] = torch.tensor([tokenizer.encode("[SMILES]C[/SMILES]", add_special_tokens=False)])
         calls["logits"] = logits_fn(calls["ids"])
         calls["settings"] = (references, samples_per_molecule, max_new_tokens, temperature, seed)
@@ -104,8 +110,16 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
     monkeypatch.setattr(training_probe, "sample_and_score", sample_and_score)
     toml = make_tiny_toml(
         "val",
-        validation={"enable": True, "steps": 1, "freq": 10, "sample_conformers_freq": 4, "sample_conformers_molecules": 3,
-                    "sample_conformers_per_molecule": 2, "sample_max_new_tokens": 50, "sample_temperature": 0.7},
+        validation={
+            "enable": True,
+            "steps": 1,
+            "freq": 10,
+            "sample_conformers_freq": 4,
+            "sample_conformers_molecules": 3,
+            "sample_conformers_per_molecule": 2,
+            "sample_max_new_tokens": 50,
+            "sample_temperature": 0.7,
+        },
     )
     validator = _validator(toml)
     logged = []
@@ -119,7 +133,17 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
     assert calls["references"][1:] == (3, 1234)
     assert calls["settings"] == ([("CCO", [])], 2, 50, 0.7, 1234)
     assert torch.equal(calls["logits"], model(calls["ids"])), "logits_fn is the model's forward"
-    assert logged == [(8, None, {"validation_metrics/conformer_validity": 0.5, "validation_metrics/conformer_mean_best_rmsd": 1.25, "validation_metrics/conformer_samples": 4})]
+    assert logged == [
+        (
+            8,
+            None,
+            {
+                "validation_metrics/conformer_validity": 0.5,
+                "validation_metrics/conformer_mean_best_rmsd": 1.25,
+                "validation_metrics/conformer_samples": 4,
+            },
+        )
+    ]
     validator.validate([model], 10)  # a loss step; sampling only every 4
     step, loss, extra = logged[-1]
     assert step == 10 and loss is not None and "validation_metrics/conformer_validity" not in extra
@@ -129,8 +153,15 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
 def test_the_real_training_probe_scores_samples(make_tiny_toml, model):
     toml = make_tiny_toml(
         "val",
-        validation={"enable": True, "steps": 1, "freq": 10, "sample_conformers_freq": 5, "sample_conformers_molecules": 1,
-                    "sample_conformers_per_molecule": 2, "sample_max_new_tokens": 4096},
+        validation={
+            "enable": True,
+            "steps": 1,
+            "freq": 10,
+            "sample_conformers_freq": 5,
+            "sample_conformers_molecules": 1,
+            "sample_conformers_per_molecule": 2,
+            "sample_max_new_tokens": 4096,
+        },
     )
     metrics = _validator(toml).sample_conformers(model)
     assert metrics["validation_metrics/conformer_samples"] == 2

@@ -43,9 +43,20 @@ def config_error(toml: Path, overrides: list[str] | tuple[str, ...] = ()) -> Mol
 
 def test_real_gpu_config_loads_with_the_facts_of_the_run():
     cfg = load_job_config(PRETRAIN / "qwen3_06b.toml")
-    assert (cfg.training.seq_len, cfg.training.local_batch_size, cfg.training.global_batch_size, cfg.training.steps) == (4096, 2, 48, 150000)
+    assert (
+        cfg.training.seq_len,
+        cfg.training.local_batch_size,
+        cfg.training.global_batch_size,
+        cfg.training.steps,
+    ) == (4096, 2, 48, 150000)
     assert cfg.training.global_batch_size % (cfg.training.local_batch_size * 8) == 0  # 8 GPUs: 3 accumulation steps
-    assert (cfg.optimizer.lr, cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.optimizer.eps, cfg.optimizer.weight_decay) == (8e-4, 0.9, 0.95, 1e-8, 0.1)
+    assert (
+        cfg.optimizer.lr,
+        cfg.optimizer.beta1,
+        cfg.optimizer.beta2,
+        cfg.optimizer.eps,
+        cfg.optimizer.weight_decay,
+    ) == (8e-4, 0.9, 0.95, 1e-8, 0.1)
     assert cfg.training.max_norm == 1.0 and cfg.training.mixed_precision_param == "bfloat16"
     wsds = cfg.lr_scheduler.wsds
     assert wsds is not None and wsds.checkpoints == [30000, 60000, 90000, 120000, 150000]
@@ -75,7 +86,10 @@ def test_cpu_default_config_loads_as_a_small_fp32_wsds_run():
 
 
 def test_cli_overrides_reach_the_molgen_sections():
-    cfg = load_job_config(FIXTURE_TOML, ["--wsds_scheduler.checkpoints", "4", "6", "--optimizer.lr", "1e-3", "--molgen_run.run_name", "fixed"])
+    cfg = load_job_config(
+        FIXTURE_TOML,
+        ["--wsds_scheduler.checkpoints", "4", "6", "--optimizer.lr", "1e-3", "--molgen_run.run_name", "fixed"],
+    )
     assert cfg.lr_scheduler.wsds.checkpoints == [4, 6]
     assert cfg.optimizer.lr == cfg.lr_scheduler.wsds.lr_max == 1e-3
     assert cfg.molgen_run.run_name == "fixed"
@@ -128,7 +142,9 @@ def test_integer_toml_value_is_accepted_for_a_float_field(tmp_path):
 
 
 def test_missing_custom_config_module_is_named(tmp_path):
-    err = config_error(edited(tmp_path, ('custom_config_module = "molgen3D.training.pretraining.config.custom_job_config"', "")))
+    err = config_error(
+        edited(tmp_path, ('custom_config_module = "molgen3D.training.pretraining.config.custom_job_config"', ""))
+    )
     assert err.key == "job.custom_config_module"
 
 
@@ -154,14 +170,25 @@ def test_hf_pretrain_requires_base_model_tag():
 
 def test_hf_pretrain_loads_hf_weights_model_only(tmp_path):
     base = tmp_path / "hf_model"
-    cfg = load_job_config(FIXTURE_TOML, ["--molgen_run.init_mode", "hf_pretrain", "--molgen_run.base_model_tag", str(base)])
+    cfg = load_job_config(
+        FIXTURE_TOML, ["--molgen_run.init_mode", "hf_pretrain", "--molgen_run.base_model_tag", str(base)]
+    )
     assert cfg.checkpoint.initial_load_path == str(base)
     assert cfg.checkpoint.initial_load_model_only is True and cfg.checkpoint.initial_load_in_hf is True
     assert cfg.model.hf_assets_path == str(base)
 
 
 def test_hf_pretrain_needs_the_checkpointer(tmp_path):
-    err = config_error(FIXTURE_TOML, ["--molgen_run.init_mode", "hf_pretrain", "--molgen_run.base_model_tag", str(tmp_path), "--checkpoint.no-enable"])
+    err = config_error(
+        FIXTURE_TOML,
+        [
+            "--molgen_run.init_mode",
+            "hf_pretrain",
+            "--molgen_run.base_model_tag",
+            str(tmp_path),
+            "--checkpoint.no-enable",
+        ],
+    )
     assert err.key == "checkpoint.enable"
 
 
@@ -178,7 +205,9 @@ def test_resume_requires_resume_run_path_tag():
 @pytest.mark.parametrize(("suffix", "load_step"), [("", -1), ("checkpoint", -1), ("checkpoint/step-3", 3)])
 def test_resume_keeps_the_run_name_and_loads_its_dcp(tmp_path, suffix, load_step):
     run_dir = tmp_path / "ckpts" / "241001-1200-abcd-first"
-    cfg = load_job_config(FIXTURE_TOML, ["--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / suffix)])
+    cfg = load_job_config(
+        FIXTURE_TOML, ["--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / suffix)]
+    )
     assert cfg.molgen_run.run_name == "241001-1200-abcd-first"
     assert cfg.checkpoint.load_step == load_step
     assert cfg.checkpoint.initial_load_model_only is False and cfg.checkpoint.initial_load_in_hf is False
@@ -199,7 +228,14 @@ def test_resume_keeps_an_explicit_load_step_unless_the_path_names_another(tmp_pa
 def test_resume_rejects_a_different_run_name(tmp_path):
     err = config_error(
         FIXTURE_TOML,
-        ["--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(tmp_path / "runA"), "--molgen_run.run_name", "runB"],
+        [
+            "--molgen_run.init_mode",
+            "resume",
+            "--molgen_run.resume_run_path_tag",
+            str(tmp_path / "runA"),
+            "--molgen_run.run_name",
+            "runB",
+        ],
     )
     assert err.key == "molgen_run.run_name" and "runA" in str(err)
 
@@ -208,7 +244,10 @@ def test_resume_rejects_a_different_run_name(tmp_path):
 
 
 def test_warmup_steps_must_agree_and_the_message_points_at_the_line(tmp_path):
-    toml = edited(tmp_path, ("[wsds_scheduler]\nenable = true\nwarmup_steps = 2", "[wsds_scheduler]\nenable = true\nwarmup_steps = 1"))
+    toml = edited(
+        tmp_path,
+        ("[wsds_scheduler]\nenable = true\nwarmup_steps = 2", "[wsds_scheduler]\nenable = true\nwarmup_steps = 1"),
+    )
     err = config_error(toml)
     assert err.key == "wsds_scheduler.warmup_steps"
     line = toml.read_text().splitlines().index("warmup_steps = 1") + 1
@@ -235,7 +274,12 @@ def test_wsds_checkpoints_are_checked(tmp_path, checkpoints, why):
         ("decay_frac = 0.5", "decay_frac = 1.5", "wsds_scheduler.decay_frac", "use e.g. 0.1"),
         ("checkpoints = [3, 6]", "checkpoints = [2, 6]", "wsds_scheduler.checkpoints", "move it after warmup_steps"),
         ("lr_min = 0.0", "lr_min = 0.5", "wsds_scheduler.lr_min", "use e.g. 0.0"),
-        ("decay_frac = 0.5", "decay_frac = 0.5\ndecay_steps = 0", "wsds_scheduler.decay_steps", "remove it (decay_frac applies)"),
+        (
+            "decay_frac = 0.5",
+            "decay_frac = 0.5\ndecay_steps = 0",
+            "wsds_scheduler.decay_steps",
+            "remove it (decay_frac applies)",
+        ),
     ],
 )
 def test_wsds_schedule_errors_name_the_key_line_and_fix(tmp_path, old, new, key, fix):
@@ -347,9 +391,13 @@ def test_empty_output_folder_is_an_error_not_a_folder_named_none(key):
 
 
 def test_dump_folder_plain_paths(tmp_path, monkeypatch):
-    assert load_job_config(FIXTURE_TOML, ["--job.dump_folder", str(tmp_path / "abs")]).job.dump_folder == str(tmp_path / "abs")
+    assert load_job_config(FIXTURE_TOML, ["--job.dump_folder", str(tmp_path / "abs")]).job.dump_folder == str(
+        tmp_path / "abs"
+    )
     monkeypatch.chdir(tmp_path)
-    assert load_job_config(FIXTURE_TOML, ["--job.dump_folder", "rel/dir"]).job.dump_folder == str(tmp_path / "rel" / "dir")
+    assert load_job_config(FIXTURE_TOML, ["--job.dump_folder", "rel/dir"]).job.dump_folder == str(
+        tmp_path / "rel" / "dir"
+    )
 
 
 def test_seed_flows_to_torchtitan_and_the_loader():
@@ -384,7 +432,9 @@ def test_other_bad_values_are_named(overrides, key):
 def test_error_message_names_section_key_source_and_fix(tmp_path):
     from_cli = config_error(FIXTURE_TOML, ["--training.dataset", "c4_test"])
     assert isinstance(from_cli, ValueError)
-    assert str(from_cli).startswith("[training] dataset (command-line override --training.dataset): ") and "Fix:" in str(from_cli)
+    assert str(from_cli).startswith(
+        "[training] dataset (command-line override --training.dataset): "
+    ) and "Fix:" in str(from_cli)
     toml = edited(tmp_path, ('dataset = "molgen_jsonl"', 'dataset = "c4_test"'))
     line = toml.read_text().splitlines().index('dataset = "c4_test"') + 1
     assert str(config_error(toml)).startswith(f"[training] dataset ({toml}:{line}): ")

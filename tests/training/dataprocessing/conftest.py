@@ -6,7 +6,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
 import torch
 
 from molgen3D.chem.units import format_unit

@@ -1,4 +1,4 @@
-"""Layout and label rules of every packed sample, and units never split (FACTS.md section 4)."""
+"""Layout and label rules of every packed sample, and units never split."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def _check_epoch(ds, tokenizer, records, seq_len):
     return truncated
 
 
-def test_fixture_epoch_with_compact_tokenizer_keeps_units_whole_and_truncates_only_overlong(fixture_data, compact_tokenizer):
+def test_fixture_epoch_with_compact_tokenizer_keeps_units_whole_and_truncates_only_overlong(
+    fixture_data, compact_tokenizer
+):
     records = _fixture_records(fixture_data)
     lengths = sorted(len(encode(compact_tokenizer, r)) for r in records)
     seq_len = lengths[3 * len(lengths) // 4]  # about a quarter of the units must be cut
@@ -46,7 +48,9 @@ def test_fixture_epoch_with_compact_tokenizer_keeps_units_whole_and_truncates_on
 
 def test_fixture_epoch_with_qwen_tokenizer_at_2048(fixture_data, qwen_custom_tokenizer):
     records = _fixture_records(fixture_data)
-    ds = JsonlTaggedPackedDataset(fixture_data / "train", qwen_custom_tokenizer, 2048, infinite=False, min_emb_len=0, seed=5)
+    ds = JsonlTaggedPackedDataset(
+        fixture_data / "train", qwen_custom_tokenizer, 2048, infinite=False, min_emb_len=0, seed=5
+    )
     assert _check_epoch(ds, qwen_custom_tokenizer, records, 2048) == 0
     assert ds.counters.samples < len(records), "units must be packed several to a sample"
 

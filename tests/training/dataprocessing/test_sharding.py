@@ -70,7 +70,9 @@ def test_worker_processes_of_two_ranks_cover_the_epoch_once(data, compact_tokeni
 def test_same_seed_gives_the_same_order_and_each_epoch_reshuffles(data, compact_tokenizer):
     path, _ = data
     one = _epoch_units(path, compact_tokenizer, 0, 1)
-    ds = JsonlTaggedPackedDataset(path, compact_tokenizer, SEQ_LEN, infinite=False, min_emb_len=0, seed=7, lookahead_limit=5)
+    ds = JsonlTaggedPackedDataset(
+        path, compact_tokenizer, SEQ_LEN, infinite=False, min_emb_len=0, seed=7, lookahead_limit=5
+    )
     first, second = list(ds), list(ds)  # a new iterator starts the next epoch
     first_units = units_of_batches(first, SEQ_LEN, eot_id(compact_tokenizer))
     second_units = units_of_batches(second, SEQ_LEN, eot_id(compact_tokenizer))

@@ -38,7 +38,14 @@ def test_flavors_are_tied_and_0_6b_has_the_qwen3_shape():
         1024, 28, 16, 8, 128, 3072, 151_936,
     )
     tiny = MOLGEN_FLAVORS["tiny"]
-    assert (tiny.dim, tiny.n_layers, tiny.n_heads, tiny.n_kv_heads, tiny.head_dim, tiny.hidden_dim) == (128, 4, 4, 2, 32, 384)
+    assert (tiny.dim, tiny.n_layers, tiny.n_heads, tiny.n_kv_heads, tiny.head_dim, tiny.hidden_dim) == (
+        128,
+        4,
+        4,
+        2,
+        32,
+        384,
+    )
 
 
 @pytest.mark.parametrize(

@@ -146,7 +146,9 @@ def cpu_peak_flops(device_name: str) -> float:
     return math.nan
 
 
-def cpu_maybe_enable_amp(parallel_dims: Any, mixed_precision_param: str, device_type: str) -> contextlib.AbstractContextManager:
+def cpu_maybe_enable_amp(
+    parallel_dims: Any, mixed_precision_param: str, device_type: str
+) -> contextlib.AbstractContextManager:
     """fp32 on CPU: no autocast; warn once when the config asked for bf16."""
     del parallel_dims, device_type
     global _warned_amp
@@ -218,7 +220,9 @@ def apply_cpu_layer() -> bool:
                 raise _fail(f"{module_name} has no attribute {name!r}")
             current, original = getattr(module, name), originals[name]
             if not (current == original if name == "device_type" else current is original):
-                raise _fail(f"{module_name}.{name} is {current!r}, not the device TorchTitan picked at import ({original!r})")
+                raise _fail(
+                    f"{module_name}.{name} is {current!r}, not the device TorchTitan picked at import ({original!r})"
+                )
     for module_name, names in DEVICE_BINDINGS.items():
         module = importlib.import_module(module_name)
         for name in names:
@@ -250,7 +254,9 @@ def install_wandb_folder() -> None:
 
     from molgen3D.training.pretraining.components.metrics import RunFolderWandBLogger
 
-    _require_lookup(titan_metrics._build_metric_logger, "WandBLogger", "torchtitan.components.metrics._build_metric_logger")
+    _require_lookup(
+        titan_metrics._build_metric_logger, "WandBLogger", "torchtitan.components.metrics._build_metric_logger"
+    )
     _replace(
         "torchtitan.components.metrics", "WandBLogger", RunFolderWandBLogger,
         _defined_as("torchtitan.components.metrics", "WandBLogger"),

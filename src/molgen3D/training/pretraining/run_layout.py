@@ -64,12 +64,17 @@ def new_token() -> str:
 def check_run_name(name: str, key: str) -> str:
     """A fixed run name must be one path component."""
     if not name or name in (".", "..") or "/" in name or os.sep in name:
-        raise MolGenConfigError(key, f"{name!r} is not a usable run name (it becomes one folder name)", "use letters, digits, '-', '_' or '.'")
+        raise MolGenConfigError(
+            key,
+            f"{name!r} is not a usable run name (it becomes one folder name)",
+            "use letters, digits, '-', '_' or '.'",
+        )
     return name
 
 
 def choose_run_name(job_config, run_desc: str | None, env: Mapping[str, str], now: datetime, token: str) -> str:
-    """molgen_run.run_name (set by finalize for resume), else $WANDB_RUN_NAME, else a new dated name; conflicts are errors."""
+    """molgen_run.run_name (set by finalize for resume), else $WANDB_RUN_NAME, else a new dated name; conflicts
+    are errors."""
     fixed = job_config.molgen_run.run_name
     from_env = env.get(RUN_NAME_ENV) or None
     if fixed and from_env and fixed != from_env:

@@ -100,7 +100,10 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
         layout = run_layout.plan_run_layout(job_config, run_name, env)
         run_layout.apply_run_layout(job_config, layout)
         run_layout.ensure_run_dirs(layout, wandb=job_config.metrics.enable_wandb)
-        with _scoped_env(run_layout.run_environment(layout, env)), _runtime_logging(layout.runtime_log if rank == 0 else None):
+        with (
+            _scoped_env(run_layout.run_environment(layout, env)),
+            _runtime_logging(layout.runtime_log if rank == 0 else None),
+        ):
             if rank == 0:
                 logging.getLogger().info(startup_banner(job_config, layout, paths, world_size))
                 write_run_meta(layout, job_config, model_args, paths)
@@ -131,8 +134,15 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
 
 def check_inputs(job_config, paths: MolGenPaths) -> None:
     """Everything the run reads must exist before the Trainer starts; errors name the key and how to make it."""
-    if not (paths.tokenizer_dir / "tokenizer.json").is_file() and not (paths.tokenizer_dir / "tokenizer_config.json").is_file():
-        raise MolGenConfigError("molgen_run.tokenizer_tag", f"no tokenizer files in {paths.tokenizer_dir}", "build the tokenizers with `molgen3d build-tokenizer` or point tokenizer_tag at a tokenizer folder")
+    if (
+        not (paths.tokenizer_dir / "tokenizer.json").is_file()
+        and not (paths.tokenizer_dir / "tokenizer_config.json").is_file()
+    ):
+        raise MolGenConfigError(
+            "molgen_run.tokenizer_tag",
+            f"no tokenizer files in {paths.tokenizer_dir}",
+            "build the tokenizers with `molgen3d build-tokenizer` or point tokenizer_tag at a tokenizer folder",
+        )
     _check_data("training.dataset_path", paths.train_data)
     if job_config.validation.enable:
         _check_data("validation.dataset_path", paths.valid_data)
@@ -143,11 +153,16 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
             raise MolGenConfigError(
                 "molgen_run.base_model_tag",
                 f"{paths.base_model!r} is not a local folder (weights are never downloaded at run time)",
-                "download the snapshot (e.g. `huggingface-cli download Qwen/Qwen3-0.6B-Base --local-dir artifacts/models/Qwen3-0.6B-Base`) "
+                "download the snapshot (e.g. `huggingface-cli download Qwen/Qwen3-0.6B-Base "
+                "--local-dir artifacts/models/Qwen3-0.6B-Base`) "
                 "and point base_paths.qwen3_0.6b_base_model in paths.yaml at it",
             )
         if not any(base.glob("*.safetensors")):
-            raise MolGenConfigError("molgen_run.base_model_tag", f"{base} holds no *.safetensors", "point it at a Hugging Face model folder (safetensors + config.json)")
+            raise MolGenConfigError(
+                "molgen_run.base_model_tag",
+                f"{base} holds no *.safetensors",
+                "point it at a Hugging Face model folder (safetensors + config.json)",
+            )
     if mode == "resume":
         _check_resume_checkpoint(paths.resume_checkpoint)
 
@@ -161,7 +176,11 @@ def _check_resume_checkpoint(location: Path) -> None:
         problem = resume_problem(location) if location.is_dir() else "the folder does not exist"
     else:
         step, skipped = latest_complete_step(location, resumable=True)
-        problem = None if step >= 0 else "no resumable step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
+        problem = (
+            None
+            if step >= 0
+            else "no resumable step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
+        )
     if problem is not None:
         raise MolGenConfigError(
             "molgen_run.resume_run_path_tag",
@@ -182,16 +201,23 @@ def _check_data(key: str, location: Path | None) -> None:
 
 
 def final_model_args(job_config) -> Any:
-    """The train spec's model args for the flavor, updated from the config (vocab from the tokenizer), without touching the spec."""
+    """The train spec's model args for the flavor, updated from the config (vocab from the tokenizer), without
+    touching the spec."""
     from torchtitan.protocols.train_spec import get_train_spec
 
     importlib.import_module(job_config.experimental.custom_import)
     try:
         spec = get_train_spec(job_config.model.name)
     except ValueError as err:
-        raise MolGenConfigError("model.name", str(err), f'set name = "molgen_qwen3" (registered by {job_config.experimental.custom_import})') from None
+        raise MolGenConfigError(
+            "model.name", str(err), f'set name = "molgen_qwen3" (registered by {job_config.experimental.custom_import})'
+        ) from None
     if job_config.model.flavor not in spec.model_args:
-        raise MolGenConfigError("model.flavor", f"{job_config.model.flavor!r} is not a flavor of {job_config.model.name}", f"use one of: {', '.join(spec.model_args)}")
+        raise MolGenConfigError(
+            "model.flavor",
+            f"{job_config.model.flavor!r} is not a flavor of {job_config.model.name}",
+            f"use one of: {', '.join(spec.model_args)}",
+        )
     args = copy.deepcopy(spec.model_args[job_config.model.flavor])
     args.update_from_config(job_config)
     return args
@@ -210,15 +236,23 @@ def startup_banner(job_config, layout: RunLayout, paths: MolGenPaths, world_size
         f"  tokenizer     {paths.tokenizer_dir}",
         f"  train data    {paths.train_data}",
         f"  valid data    {paths.valid_data if c.validation.enable else '(validation off)'}",
-        f"  steps         {c.training.steps}, seq_len {c.training.seq_len}, local batch {c.training.local_batch_size}, global batch "
+        f"  steps         {c.training.steps}, seq_len {c.training.seq_len}, "
+        f"local batch {c.training.local_batch_size}, global batch "
         + (f"{c.training.global_batch_size}" if c.training.global_batch_size > 0 else "local x data-parallel degree")
         + f", world size {world_size}",
-        f"  lr            {c.optimizer.lr}, " + (f"WSDS warmup {c.wsds_scheduler.warmup_steps}, decay ends {c.wsds_scheduler.checkpoints}" if c.lr_scheduler.wsds else f"TorchTitan scheduler, warmup {c.lr_scheduler.warmup_steps}"),
+        f"  lr            {c.optimizer.lr}, "
+        + (
+            f"WSDS warmup {c.wsds_scheduler.warmup_steps}, decay ends {c.wsds_scheduler.checkpoints}"
+            if c.lr_scheduler.wsds
+            else f"TorchTitan scheduler, warmup {c.lr_scheduler.warmup_steps}"
+        ),
         f"  run dir       {layout.run_dir}",
         f"  checkpoints   {layout.checkpoint_dir}" + ("" if c.checkpoint.enable else " (checkpointing off)"),
         f"  runtime log   {layout.runtime_log}",
         f"  tensorboard   {layout.tb_dir}" + ("" if c.metrics.enable_tensorboard else " (off)"),
-        f"  wandb         {layout.wandb_dir} ({os.environ.get('WANDB_MODE', 'online')})" if c.metrics.enable_wandb else "  wandb         off",
+        f"  wandb         {layout.wandb_dir} ({os.environ.get('WANDB_MODE', 'online')})"
+        if c.metrics.enable_wandb
+        else "  wandb         off",
         "=" * 72,
     ]
     if c.job.print_config:
@@ -254,7 +288,8 @@ class _PlainFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _runtime_logging(log_file: Path | None) -> Iterator[None]:
-    """INFO from TorchTitan (it logs on the root logger) to runtime.log, and to the console when nothing else shows it."""
+    """INFO from TorchTitan (it logs on the root logger) to runtime.log, and to the console when nothing else
+    shows it."""
     root = logging.getLogger()
     previous_level = root.level
     added: list[logging.Handler] = []
@@ -364,8 +399,10 @@ def summary(result: RunResult, job_config) -> str:
     hf = [p.name for p in steps if (p / "config.json").is_file()]
     hf += [f"{p.name}/hf" for p in steps if (p / "hf" / "config.json").is_file()]
     lines = [
-        f"run {result.run_name}: finished at step {result.final_step}" + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
-        f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}" + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),
+        f"run {result.run_name}: finished at step {result.final_step}"
+        + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
+        f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}"
+        + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),
         f"  run meta      {result.run_meta}",
     ]
     if (result.run_dir / "lr_schedule.png").is_file():

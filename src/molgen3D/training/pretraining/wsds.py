@@ -56,11 +56,15 @@ class WSDSSchedule:
     def __post_init__(self) -> None:
         _check_int("warmup_steps", self.warmup_steps, 0, "set 0 or more")
         if not self.checkpoints:
-            raise WSDSArgumentError("checkpoints", "is empty", "list the steps at which an annealed model is wanted, e.g. [30000, 60000]")
+            raise WSDSArgumentError(
+                "checkpoints", "is empty", "list the steps at which an annealed model is wanted, e.g. [30000, 60000]"
+            )
         points = list(self.checkpoints)
         object.__setattr__(self, "checkpoints", points)
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points):
-            raise WSDSArgumentError("checkpoints", f"must be integers >= 1, got {points}", "list optimizer steps, e.g. [30000, 60000]")
+            raise WSDSArgumentError(
+                "checkpoints", f"must be integers >= 1, got {points}", "list optimizer steps, e.g. [30000, 60000]"
+            )
         if any(b <= a for a, b in zip(points, points[1:])):
             raise WSDSArgumentError(
                 "checkpoints", f"must be strictly increasing (sorted and unique), got {points}",
@@ -69,14 +73,18 @@ class WSDSSchedule:
         if points[0] <= self.warmup_steps:
             raise WSDSArgumentError(
                 "checkpoints",
-                f"must start after warmup_steps = {self.warmup_steps}: the first decay end {points[0]} is inside warmup, "
-                "where it is never annealed",
+                f"must start after warmup_steps = {self.warmup_steps}: the first decay end {points[0]} "
+                "is inside warmup, where it is never annealed",
                 "move it after warmup_steps or shorten the warmup",
             )
         if not (_is_number(self.lr_max) and self.lr_max > 0):
-            raise WSDSArgumentError("lr_max", f"must be > 0 and finite, got {self.lr_max!r}", "set the peak learning rate, e.g. 8e-4")
+            raise WSDSArgumentError(
+                "lr_max", f"must be > 0 and finite, got {self.lr_max!r}", "set the peak learning rate, e.g. 8e-4"
+            )
         if not (_is_number(self.lr_min) and 0 <= self.lr_min <= self.lr_max):
-            raise WSDSArgumentError("lr_min", f"must be in [0, lr_max = {self.lr_max}], got {self.lr_min!r}", "use e.g. 0.0")
+            raise WSDSArgumentError(
+                "lr_min", f"must be in [0, lr_max = {self.lr_max}], got {self.lr_min!r}", "use e.g. 0.0"
+            )
         if self.decay_steps is not None:
             _check_int("decay_steps", self.decay_steps, 1, "remove it (decay_frac applies) or set a positive length")
         elif self.decay_frac is None:
@@ -143,7 +151,9 @@ def decay_ends(checkpoints: Sequence[int], training_steps: int) -> list[int]:
     return sorted({int(t) for t in checkpoints if 0 < int(t) <= training_steps})
 
 
-def plot_schedule(schedule: WSDSSchedule, training_steps: int, out_png: str | Path, *, title: str | None = None) -> Path:
+def plot_schedule(
+    schedule: WSDSSchedule, training_steps: int, out_png: str | Path, *, title: str | None = None
+) -> Path:
     """Write a PNG of lr over optimizer steps 0..training_steps-1 with the decay ends marked."""
     import matplotlib
 

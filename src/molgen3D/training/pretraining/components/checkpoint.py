@@ -245,7 +245,9 @@ class MolGenCheckpointManager(CheckpointManager):
     def _purge_stale_checkpoints(self) -> None:
         if self.keep_latest_k <= 0 or _rank() != 0 or not os.path.isdir(self.folder):
             return
-        if self.enable_ft_dataloader_checkpoints and not (self.ft_manager and self.ft_manager.participating_rank() == 0):
+        if self.enable_ft_dataloader_checkpoints and not (
+            self.ft_manager and self.ft_manager.participating_rank() == 0
+        ):
             return
         purgeable = [(step, path) for step, path in step_dirs(self.folder) if step not in self.decay_end_steps]
         for _, path in purgeable[: -self.keep_latest_k]:
@@ -272,7 +274,9 @@ class MolGenCheckpointManager(CheckpointManager):
         # train from random weights. Such a folder is a new run.
         nothing_to_resume = resuming and step == -1
         if nothing_to_resume:
-            logger.warning(f"{self.folder} holds no checkpoint to resume from: starting afresh, with the initial load if any")
+            logger.warning(
+                f"{self.folder} holds no checkpoint to resume from: starting afresh, with the initial load if any"
+            )
         fresh = not self.enable or not os.path.exists(self.folder) or nothing_to_resume
         if nothing_to_resume:
             folder, self.folder = self.folder, os.path.join(self.folder, ".no-complete-step")

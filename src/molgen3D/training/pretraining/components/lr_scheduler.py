@@ -70,7 +70,9 @@ def build_wsds_lr_schedulers(optimizers, lr_scheduler_config, training_steps: in
     base_lr = _optimizer_base_lr(optimizers)
     schedule = wsds if isinstance(wsds, WSDSSchedule) else WSDSSchedule.from_section(wsds, base_lr)
     if schedule.checkpoints[-1] > training_steps:
-        raise ValueError(f"wsds_scheduler.checkpoints ends at {schedule.checkpoints[-1]}, beyond training.steps={training_steps}")
+        raise ValueError(
+            f"wsds_scheduler.checkpoints ends at {schedule.checkpoints[-1]}, beyond training.steps={training_steps}"
+        )
 
     def multiplier(step: int) -> float:
         # A plain closure (not a callable object): LambdaLR would otherwise save and restore its

@@ -192,7 +192,10 @@ class MolGenMetricsProcessor(MetricsProcessor):
                 f"padding: {100 * window['padding_fraction']:.1f}%",
                 f"skipped: {int(window['skipped_total'])}",
             ]
-        parts += [f"{c.cyan}tflops: {tflops:,.3f}", f"{c.magenta}mfu: " + ("n/a" if mfu is None else f"{mfu:.2f}%") + c.reset]
+        parts += [
+            f"{c.cyan}tflops: {tflops:,.3f}",
+            f"{c.magenta}mfu: " + ("n/a" if mfu is None else f"{mfu:.2f}%") + c.reset,
+        ]
         logger.info("  ".join(parts))
 
         self.ntokens_since_last_log = 0
@@ -214,7 +217,8 @@ class MolGenMetricsProcessor(MetricsProcessor):
         self.start_window()
 
     def log_sampling(self, step: int, metrics: dict[str, Any]) -> None:
-        """Conformer-sampling metrics of a step without a validation loss; sampling time stays out of the training window."""
+        """Conformer-sampling metrics of a step without a validation loss; sampling time stays out of the
+        training window."""
         self.logger.log(metrics, step)
         logger.info(f"validate step: {step:2}  {_console_fields(metrics)}")
         self.start_window()

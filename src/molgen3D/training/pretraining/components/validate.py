@@ -106,7 +106,9 @@ class MolGenValidator(BaseValidator):
 
     def _padding_batch(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         shape = (self.batch_size, self.seq_len)
-        return {"input": torch.full(shape, self.pad_id, dtype=torch.long)}, torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        return {"input": torch.full(shape, self.pad_id, dtype=torch.long)}, torch.full(
+            shape, IGNORE_INDEX, dtype=torch.long
+        )
 
     @torch.no_grad()
     def validation_loss(self, model: nn.Module) -> tuple[float, int, int]:
@@ -152,11 +154,14 @@ class MolGenValidator(BaseValidator):
         v = self.job_config.validation
         seed = int(self.job_config.molgen_data.seed)
         if self._references is None:
-            self._references = training_probe.load_references(self.paths.valid_data, v.sample_conformers_molecules, seed)
+            self._references = training_probe.load_references(
+                self.paths.valid_data, v.sample_conformers_molecules, seed
+            )
             self._sampling_tokenizer = load_tokenizer(self.paths.tokenizer_dir)
         tokenizer = self._sampling_tokenizer
         longest_prompt = max(
-            (len(tokenizer.encode(format_prompt(smiles), add_special_tokens=False)) for smiles, _ in self._references), default=0
+            (len(tokenizer.encode(format_prompt(smiles), add_special_tokens=False)) for smiles, _ in self._references),
+            default=0,
         )
         budget = min(v.sample_max_new_tokens, self.job_config.training.seq_len - longest_prompt)
         if budget < 1:

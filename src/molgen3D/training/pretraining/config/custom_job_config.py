@@ -43,10 +43,12 @@ class MolGenRunConfig:
     """`[molgen_run]`: how the model is initialised and which tokenizer it uses."""
 
     init_mode: str = ""
-    """Required. "scratch" (random init), "hf_pretrain" (HF weights from base_model_tag) or "resume" (a previous run's DCP)."""
+    """Required. "scratch" (random init), "hf_pretrain" (HF weights from base_model_tag) or "resume" (a previous
+    run's DCP)."""
 
     tokenizer_tag: str = ""
-    """Required. The tokenizer directory: a `tokenizers:` alias or a path. The only setting that decides the tokenizer."""
+    """Required. The tokenizer directory: a `tokenizers:` alias or a path. The only setting that decides the
+    tokenizer."""
 
     base_model_tag: Optional[str] = None
     """HF model folder for init_mode = "hf_pretrain": a `base_paths:`/`models:` alias or a path."""

@@ -63,6 +63,12 @@ def _read_toml(train_toml: Path) -> dict[str, Any]:
         with open(train_toml, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise MolGenConfigError("job.config_file", f"{train_toml} does not exist", "pass an existing TOML (see src/molgen3D/config/pretrain/)") from None
+        raise MolGenConfigError(
+            "job.config_file",
+            f"{train_toml} does not exist",
+            "pass an existing TOML (see src/molgen3D/config/pretrain/)",
+        ) from None
     except tomllib.TOMLDecodeError as err:
-        raise MolGenConfigError("job.config_file", f"{train_toml} is not valid TOML ({err})", "fix the syntax at that line") from None
+        raise MolGenConfigError(
+            "job.config_file", f"{train_toml} is not valid TOML ({err})", "fix the syntax at that line"
+        ) from None

@@ -47,14 +47,17 @@ def resolve_model_location(value: str) -> str:
     return os.path.abspath(resolved)
 
 
-def _agreeing_path(primary_key: str, primary: str | None, secondary_key: str, secondary: str | None, cfg) -> Path | None:
+def _agreeing_path(
+    primary_key: str, primary: str | None, secondary_key: str, secondary: str | None, cfg
+) -> Path | None:
     """Resolve two settings of one location: either may be set; if both are, they must name the same place."""
     a = _alias_error_as_config_error(primary_key, primary, cfg)
     b = _alias_error_as_config_error(secondary_key, secondary, cfg)
     if a is not None and b is not None and os.path.realpath(a) != os.path.realpath(b):
+        primary_section, _, primary_name = primary_key.rpartition(".")
         raise MolGenConfigError(
             secondary_key,
-            f"{secondary!r} resolves to {b}, but [{primary_key.rpartition('.')[0]}] {primary_key.rpartition('.')[2]} = {primary!r} resolves to {a}",
+            f"{secondary!r} resolves to {b}, but [{primary_section}] {primary_name} = {primary!r} resolves to {a}",
             "set only one of them, or make both name the same location",
             where=where_set(cfg, secondary_key),
         )
@@ -67,7 +70,9 @@ def _alias_error_as_config_error(key: str, value: str | None, cfg, default_secti
     try:
         return _resolve_local(value, default_section=default_section)
     except path_aliases.PathAliasError as err:
-        raise MolGenConfigError(key, str(err), "use an alias defined in paths.yaml or a plain path", where=where_set(cfg, key)) from None
+        raise MolGenConfigError(
+            key, str(err), "use an alias defined in paths.yaml or a plain path", where=where_set(cfg, key)
+        ) from None
 
 
 def required_location(key: str, value: str, cfg, example: str) -> Path:
@@ -92,26 +97,42 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
     cfg = job_config
     run, data = cfg.molgen_run, cfg.molgen_data
     if not run.tokenizer_tag:
-        raise MolGenConfigError("molgen_run.tokenizer_tag", "is required", 'name the tokenizer, e.g. tokenizer_tag = "tokenizers:qwen3_0.6b_custom"')
-    tokenizer_dir = _agreeing_path("molgen_run.tokenizer_tag", run.tokenizer_tag, "molgen_data.tokenizer_key", data.tokenizer_key, cfg)
-    train = _agreeing_path("training.dataset_path", cfg.training.dataset_path, "molgen_data.train_path_key", data.train_path_key, cfg)
+        raise MolGenConfigError(
+            "molgen_run.tokenizer_tag",
+            "is required",
+            'name the tokenizer, e.g. tokenizer_tag = "tokenizers:qwen3_0.6b_custom"',
+        )
+    tokenizer_dir = _agreeing_path(
+        "molgen_run.tokenizer_tag", run.tokenizer_tag, "molgen_data.tokenizer_key", data.tokenizer_key, cfg
+    )
+    train = _agreeing_path(
+        "training.dataset_path", cfg.training.dataset_path, "molgen_data.train_path_key", data.train_path_key, cfg
+    )
     if train is None:
         raise MolGenConfigError(
-            "training.dataset_path", "no training data is named (neither it nor [molgen_data] train_path_key is set)",
-            'set dataset_path = "data:conformers_train" (or train_path_key)', where=where_set(cfg, "training.dataset_path"),
+            "training.dataset_path",
+            "no training data is named (neither it nor [molgen_data] train_path_key is set)",
+            'set dataset_path = "data:conformers_train" (or train_path_key)',
+            where=where_set(cfg, "training.dataset_path"),
         )
-    valid = _agreeing_path("validation.dataset_path", cfg.validation.dataset_path, "molgen_data.valid_path_key", data.valid_path_key, cfg)
+    valid = _agreeing_path(
+        "validation.dataset_path", cfg.validation.dataset_path, "molgen_data.valid_path_key", data.valid_path_key, cfg
+    )
     base_model = None
     if run.base_model_tag:
         try:
             base_model = resolve_model_location(run.base_model_tag)
         except path_aliases.PathAliasError as err:
-            raise MolGenConfigError("molgen_run.base_model_tag", str(err), "use an alias defined in paths.yaml or a plain path") from None
+            raise MolGenConfigError(
+                "molgen_run.base_model_tag", str(err), "use an alias defined in paths.yaml or a plain path"
+            ) from None
     resume_dir = resume_ckpt = None
     if run.resume_run_path_tag:
         resume_path = _alias_error_as_config_error("molgen_run.resume_run_path_tag", run.resume_run_path_tag, cfg)
         resume_dir, resume_ckpt = _resume_locations(resume_path, cfg.checkpoint.folder)
-    dump = required_location("job.dump_folder", cfg.job.dump_folder, cfg, 'e.g. dump_folder = "qwen3_06b_ckpts" (a base_paths key) or a path')
+    dump = required_location(
+        "job.dump_folder", cfg.job.dump_folder, cfg, 'e.g. dump_folder = "qwen3_06b_ckpts" (a base_paths key) or a path'
+    )
     return MolGenPaths(
         tokenizer_dir=tokenizer_dir,
         train_data=train,

@@ -18,12 +18,17 @@ from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigE
 
 
 def check_toml_keys(values: dict[str, Any], config_cls: type, toml_path: Path | str = "", prefix: str = "") -> None:
-    """Reject any TOML key the merged config does not define (naming it and the closest valid key) or a value of the wrong type."""
+    """Reject any TOML key the merged config does not define (naming it and the closest valid key) or a value
+    of the wrong type."""
     valid = {f.name: f for f in fields(config_cls)}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if dotted == "lr_scheduler.wsds":
-            raise MolGenConfigError(dotted, "this field is internal (filled from [wsds_scheduler])", "set the WSDS options under [wsds_scheduler]")
+            raise MolGenConfigError(
+                dotted,
+                "this field is internal (filled from [wsds_scheduler])",
+                "set the WSDS options under [wsds_scheduler]",
+            )
         if key not in valid:
             close = difflib.get_close_matches(key, list(valid), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -37,10 +42,19 @@ def check_toml_keys(values: dict[str, Any], config_cls: type, toml_path: Path | 
         sub = valid[key].type
         if is_dataclass(sub):
             if not isinstance(value, dict):
-                raise MolGenConfigError(dotted, f"must be a [section], got a {type(value).__name__}", f"write it as [{dotted}] with key = value lines")
+                raise MolGenConfigError(
+                    dotted,
+                    f"must be a [section], got a {type(value).__name__}",
+                    f"write it as [{dotted}] with key = value lines",
+                )
             check_toml_keys(value, sub, toml_path, f"{dotted}.")
         elif not _matches(value, sub)[0]:
-            raise MolGenConfigError(dotted, f"got {value!r}, expected {_describe(sub)}", "change the value to that type", where=locate(toml_path, dotted) if toml_path else "")
+            raise MolGenConfigError(
+                dotted,
+                f"got {value!r}, expected {_describe(sub)}",
+                "change the value to that type",
+                where=locate(toml_path, dotted) if toml_path else "",
+            )
 
 
 def cli_keys(overrides: typing.Sequence[str]) -> frozenset[str]:
@@ -90,7 +104,12 @@ def check_value_types(cfg) -> None:
             annotation = _strip_annotated(f.type)
             ok, coerced = _matches(value, annotation)
             if not ok:
-                raise MolGenConfigError(key, f"got {value!r}, expected {_describe(annotation)}", "change the value to that type", where=where_set(cfg, key))
+                raise MolGenConfigError(
+                    key,
+                    f"got {value!r}, expected {_describe(annotation)}",
+                    "change the value to that type",
+                    where=where_set(cfg, key),
+                )
             if coerced is not value:
                 setattr(obj, f.name, coerced)
 

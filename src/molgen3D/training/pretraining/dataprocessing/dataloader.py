@@ -1,6 +1,6 @@
 """Conformer JSONL lines -> fixed-length packed next-token samples, sharded, streamed and resumable.
 
-`JsonlTaggedPackedDataset` implements FACTS.md section 4: a byte-offset index of every line,
+`JsonlTaggedPackedDataset` packs conformer units into sequences: a byte-offset index of every line,
 one global permutation per epoch shared by all ranks, rank/worker striding, best-fit packing
 from a window of pending units, `<|endoftext|>` separators and padding, labels shifted left
 with an ignored tail. `TitanStatefulDataLoader` batches it for TorchTitan 0.2.2 and

@@ -1,6 +1,6 @@
 """Pure packing rules: which pending unit goes next, and how a packed sample and its labels look.
 
-Kept free of I/O so the rules of FACTS.md section 4 can be read (and tested) in one place.
+Kept free of I/O so the packing rules can be read (and tested) in one place.
 """
 
 from __future__ import annotations

@@ -100,9 +100,15 @@ def _flavor(**overrides) -> MolGenQwen3ModelArgs:
 # vocab_size here is the flavor's own: only QWEN3_PADDED_VOCAB has a meaning (keep Qwen3's rows);
 # update_from_config replaces it with the tokenizer's.
 MOLGEN_FLAVORS: dict[str, MolGenQwen3ModelArgs] = {
-    "tiny": _flavor(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, hidden_dim=384, vocab_size=VOCAB_MULTIPLE),
-    "small": _flavor(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=32, hidden_dim=768, vocab_size=VOCAB_MULTIPLE),
-    "0.6B": _flavor(dim=1024, n_layers=28, n_heads=16, n_kv_heads=8, head_dim=128, hidden_dim=3072, vocab_size=QWEN3_PADDED_VOCAB),
+    "tiny": _flavor(
+        dim=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, hidden_dim=384, vocab_size=VOCAB_MULTIPLE
+    ),
+    "small": _flavor(
+        dim=256, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=32, hidden_dim=768, vocab_size=VOCAB_MULTIPLE
+    ),
+    "0.6B": _flavor(
+        dim=1024, n_layers=28, n_heads=16, n_kv_heads=8, head_dim=128, hidden_dim=3072, vocab_size=QWEN3_PADDED_VOCAB
+    ),
 }
 
 
@@ -118,7 +124,9 @@ class FreshFlavors(Mapping):
 
     def __getitem__(self, name: str) -> MolGenQwen3ModelArgs:
         if name not in self._flavors:
-            raise KeyError(f"[model] flavor = {name!r} is not a molgen_qwen3 flavor; choose one of {', '.join(self._flavors)}")
+            raise KeyError(
+                f"[model] flavor = {name!r} is not a molgen_qwen3 flavor; choose one of {', '.join(self._flavors)}"
+            )
         return copy.deepcopy(self._flavors[name])
 
     def __iter__(self) -> Iterator[str]:
