@@ -14,7 +14,7 @@ from rdkit.Chem import rdDistGeom
 from molgen3D.chem.enriched_smiles import decode, encode, strip_coordinates
 from molgen3D.datasets.inputs import InputError, bundled_smiles_file, read_sdf, read_smiles
 from molgen3D.datasets.prepare import PrepareConfig, PrepareError, cli, prepare, prepare_embedded_default
-from molgen3D.datasets.splits import SPLITS, assign_split, validate_fractions
+from molgen3D.datasets.splits import SPLITS, assign_splits, split_counts, validate_fractions
 
 SMILES = [
     "CC(=O)Nc1ccc(O)cc1",
@@ -73,6 +73,13 @@ def test_output_is_byte_identical_for_one_and_two_workers(tmp_path, smiles_file,
     assert one == two
 
 
+def stereo_free(smiles: str) -> str:
+    """The split key the data set groups by: largest fragment, no stereo."""
+    mol = max(Chem.GetMolFrags(Chem.MolFromSmiles(smiles), asMols=True), key=lambda m: m.GetNumHeavyAtoms())
+    Chem.RemoveStereochemistry(mol)
+    return Chem.MolToSmiles(mol)
+
+
 def test_lines_are_valid_conformers_split_by_molecule(built):
     manifest = json.loads((built / "manifest.json").read_text())
     owners: dict[str, set[str]] = defaultdict(set)
@@ -80,21 +87,24 @@ def test_lines_are_valid_conformers_split_by_molecule(built):
     for name in SPLITS:
         rows = read_split(built, name)
         assert manifest["counts"][name]["conformers"] == len(rows)
-        assert manifest["counts"][name]["molecules"] == len({r["canonical_smiles"] for r in rows})
+        assert manifest["counts"][name]["molecules"] == len({stereo_free(r["canonical_smiles"]) for r in rows})
         for row in rows:
             assert set(row) == {"canonical_smiles", "embedded_smiles"}
             assert strip_coordinates(row["embedded_smiles"]) == row["canonical_smiles"]
             assert Chem.MolToSmiles(decode(row["embedded_smiles"])) == row["canonical_smiles"]
-            owners[row["canonical_smiles"]].add(name)
-            per_molecule[row["canonical_smiles"]] += 1
-    assert all(len(splits) == 1 for splits in owners.values())  # never in two splits
-    assert set(owners) == {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in SMILES}
+            owners[stereo_free(row["canonical_smiles"])].add(name)
+            per_molecule[stereo_free(row["canonical_smiles"])] += 1
+    assert all(len(splits) == 1 for splits in owners.values())  # stereoisomers never in two splits
+    assert set(owners) == {stereo_free(s) for s in SMILES}
     assert set(per_molecule.values()) == {3}
     assert manifest["counts"]["total"] == {"molecules": len(SMILES), "conformers": 3 * len(SMILES)}
+    assert [manifest["counts"][n]["molecules"] for n in SPLITS] == [10, 1, 1]  # exact: 12 at 0.8/0.1/0.1
     assert manifest["input"]["file"] == "mols.smi" and len(manifest["input"]["sha256"]) == 64
     assert manifest["settings"]["conformers_per_molecule"] == 3 and "workers" not in manifest["settings"]
     assert manifest["versions"]["rdkit"] == __import__("rdkit").__version__
-    assert manifest["skipped"] == {}
+    assert manifest["skipped"] == {
+        "fragments_removed": {"count": 1, "unit": "fragment", "examples": ["mols.smi:7: CC(=O)[O-].[Na+]"]}
+    }
 
 
 def test_conformers_of_one_molecule_differ_and_follow_the_seed(tmp_path, smiles_file, built):
@@ -110,7 +120,7 @@ def test_bad_lines_are_counted_with_file_and_line(tmp_path):
         tmp_path / "mixed.smi",
         ["CCO ethanol", "not_a_smiles", "", "C1CC", "OCC ethanol-again", "c1ccccc1 benzene", "C[O] radical"],
     )
-    manifest = prepare(config(tmp_path, source, conformers_per_molecule=1)).manifest
+    manifest = prepare(config(tmp_path, source, conformers_per_molecule=1, split_fractions=(1.0, 0.0, 0.0))).manifest
     skipped = manifest["skipped"]
     assert skipped["invalid_smiles"]["count"] == 2
     assert skipped["invalid_smiles"]["examples"] == ["mixed.smi:2: not_a_smiles", "mixed.smi:4: C1CC"]
@@ -125,7 +135,7 @@ def test_bad_lines_are_counted_with_file_and_line(tmp_path):
 def test_max_molecules_takes_the_first_records(tmp_path, smiles_file):
     manifest = prepare(config(tmp_path, smiles_file, conformers_per_molecule=1, max_molecules=4)).manifest
     written = {r["canonical_smiles"] for name in SPLITS for r in read_split(tmp_path / "out", name)}
-    assert written == {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in SMILES[:4]}
+    assert {stereo_free(s) for s in written} == {stereo_free(s) for s in SMILES[:4]}
     assert manifest["input"]["records_read"] == 4
 
 
@@ -135,11 +145,11 @@ def test_gzipped_csv_with_header_gives_the_same_data_as_smi(tmp_path, smiles_fil
         f.write("id,SMILES\n" + "".join(f"m{i},{s}\n" for i, s in enumerate(SMILES[:5])))
     prepare(config(tmp_path, csv_gz, out="gz"))
     prepare(config(tmp_path, write_smi(tmp_path / "five.smi", SMILES[:5]), out="plain"))
-    gz, plain = tree_bytes(tmp_path / "gz"), tree_bytes(tmp_path / "plain")
-    assert {k: v for k, v in gz.items() if k != "manifest.json"} == {
-        k: v for k, v in plain.items() if k != "manifest.json"
-    }
-    assert json.loads(gz["manifest.json"])["input"]["file"] == "mols.csv.gz"
+    gz_rows = [r for name in SPLITS for r in read_split(tmp_path / "gz", name)]
+    plain_rows = [r for name in SPLITS for r in read_split(tmp_path / "plain", name)]
+    assert sorted(r.pop("name") for r in gz_rows) == [f"m{i}" for i in range(5) for _ in range(2)]  # the id column
+    assert gz_rows == plain_rows
+    assert json.loads(tree_bytes(tmp_path / "gz")["manifest.json"])["input"]["file"] == "mols.csv.gz"
 
 
 def test_smiles_column_by_name_and_missing_column_error(tmp_path):
@@ -162,7 +172,7 @@ def _embedded_sdf(path: Path, smiles: list[str], conformers: int) -> list[Chem.M
     for i, smi in enumerate(smiles):
         mol = Chem.AddHs(Chem.MolFromSmiles(smi))
         params = rdDistGeom.ETKDGv3()
-        params.randomSeed = i
+        params.randomSeed = i + 1  # seed 0 can repeat a conformer exactly (then dropped as a duplicate)
         assert len(rdDistGeom.EmbedMultipleConfs(mol, conformers, params)) == conformers
         mols.append(mol)
     with Chem.SDWriter(str(path)) as writer:
@@ -181,7 +191,7 @@ def test_sdf_conformers_are_grouped_by_molecule(tmp_path):
     with open(sdf, "a", encoding="utf-8") as f:
         f.write(flat_block + "$$$$\n")
         f.write("garbage\n\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\nxx\nM  END\n$$$$\n")
-    manifest = prepare(config(tmp_path, sdf)).manifest
+    manifest = prepare(config(tmp_path, sdf, split_fractions=(1.0, 0.0, 0.0))).manifest
     rows = [r for name in SPLITS for r in read_split(tmp_path / "out", name)]
     expected: dict[str, list[str]] = defaultdict(list)
     for mol in list(Chem.SDMolSupplier(str(sdf), removeHs=False))[:6]:  # coordinates as the SDF stores them
@@ -203,7 +213,7 @@ def test_sdf_records_beyond_max_molecules_are_counted(tmp_path):
     sdf = tmp_path / "confs.sdf"
     _embedded_sdf(sdf, ["CCO", "CCN", "CCC"], conformers=2)  # records: CCO CCN CCC CCO CCN CCC
     where = [r.where for r in read_sdf(sdf)]
-    manifest = prepare(config(tmp_path, sdf, max_molecules=2)).manifest
+    manifest = prepare(config(tmp_path, sdf, max_molecules=2, split_fractions=(0.5, 0.5, 0.0))).manifest
     assert manifest["counts"]["total"] == {"molecules": 2, "conformers": 4}
     assert manifest["skipped"]["beyond_max_molecules"] == {
         "count": 2, "unit": "conformer", "examples": [f"{where[2]}: CCC", f"{where[5]}: CCC"]
@@ -253,9 +263,9 @@ def test_small_shards_hold_the_same_lines(tmp_path, smiles_file, built):
 
 def test_rebuild_removes_stale_shards(tmp_path, smiles_file):
     prepare(config(tmp_path, smiles_file, conformers_per_molecule=1, lines_per_shard=1))
-    prepare(config(tmp_path, smiles_file, conformers_per_molecule=1, max_molecules=2))
+    prepare(config(tmp_path, smiles_file, conformers_per_molecule=1, max_molecules=3))
     rows = [r for name in SPLITS for r in read_split(tmp_path / "out", name)]
-    assert len(rows) == 2
+    assert len(rows) == 3
 
 
 def test_up_to_date_output_is_not_rebuilt(tmp_path, smiles_file):
@@ -306,15 +316,28 @@ def test_invalid_settings_name_the_option(tmp_path, smiles_file):
         prepare(config(tmp_path, smiles_file, split_fractions=(0.5, 0.2, 0.2)))
 
 
-def test_split_assignment_is_stable_and_follows_the_fractions():
+def test_split_assignment_is_stable_exact_and_follows_the_fractions():
     names = [f"C{'C' * (i % 7)}O{i}" for i in range(20_000)]
-    splits = [assign_split(n, 42, (0.8, 0.1, 0.1)) for n in names]
-    shares = Counter(splits)
-    assert abs(shares["train"] / len(names) - 0.8) < 0.02
-    assert abs(shares["valid"] / len(names) - 0.1) < 0.02
-    assert splits == [assign_split(n, 42, (0.8, 0.1, 0.1)) for n in names]
-    assert splits != [assign_split(n, 43, (0.8, 0.1, 0.1)) for n in names]
-    assert {assign_split(n, 1, (1.0, 0.0, 0.0)) for n in names[:500]} == {"train"}
-    assert {assign_split(n, 1, (0.0, 0.0, 1.0)) for n in names[:500]} == {"test"}
+    splits = assign_splits(names, 42, (0.8, 0.1, 0.1))
+    assert Counter(splits.values()) == {"train": 16_000, "valid": 2_000, "test": 2_000}
+    assert splits == assign_splits(reversed(names), 42, (0.8, 0.1, 0.1))  # input order does not matter
+    assert splits != assign_splits(names, 43, (0.8, 0.1, 0.1))
+    assert set(assign_splits(names[:500], 1, (1.0, 0.0, 0.0)).values()) == {"train"}
+    assert set(assign_splits(names[:500], 1, (0.0, 0.0, 1.0)).values()) == {"test"}
     with pytest.raises(ValueError):
         validate_fractions((0.9, 0.2, -0.1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 42])
+def test_ten_molecules_split_exactly_for_every_seed(seed):
+    names = [f"C{'C' * i}O" for i in range(10)]
+    assert Counter(assign_splits(names, seed, (0.8, 0.1, 0.1)).values()) == {"train": 8, "valid": 1, "test": 1}
+
+
+def test_split_counts_largest_remainder_and_a_molecule_in_every_nonzero_split():
+    assert split_counts(10, (0.8, 0.1, 0.1)) == [8, 1, 1]
+    assert split_counts(7, (0.5, 0.25, 0.25)) == [3, 2, 2]  # 3.5, 1.75, 1.75: the larger remainders round up
+    assert split_counts(3, (0.98, 0.01, 0.01)) == [1, 1, 1]
+    assert split_counts(5, (1.0, 0.0, 0.0)) == [5, 0, 0]
+    with pytest.raises(ValueError, match=r"2 molecule\(s\) cannot fill the 3 non-empty splits.*0.8, 0.1, 0.1"):
+        split_counts(2, (0.8, 0.1, 0.1))

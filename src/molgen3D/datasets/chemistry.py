@@ -1,0 +1,90 @@
+"""Chemistry rules shared by every input: fragments, stereo from 3D, geometry sanity, split keys.
+
+Pure functions of RDKit molecules, so a worker pool gives the same result as one process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from molgen3D.chem.enriched_smiles import encode_conformers, strip_coordinates
+
+FRAGMENT_POLICIES = ("largest", "keep", "drop")
+MIN_ATOM_DISTANCE = 0.5
+"""Angstrom. The shortest real contact (H-H in H2) is 0.74 A; closer atoms are a broken geometry."""
+_COINCIDENT = 1e-4
+
+
+def stereo_free_key(mol: Chem.Mol) -> str:
+    """Canonical heavy-atom SMILES without stereo: stereoisomers share it, so they share a split."""
+    with BlockLogs():
+        copy = Chem.RemoveHs(mol, sanitize=False)
+        Chem.RemoveStereochemistry(copy)
+        return Chem.MolToSmiles(copy)
+
+
+def choose_fragments(mol: Chem.Mol, policy: str) -> tuple[Chem.Mol | None, int]:
+    """(the molecule to keep, fragments removed); None when `policy` is `drop` and there are several.
+
+    `largest` keeps the fragment with the most heavy atoms (then most atoms, then the smallest
+    canonical SMILES, so ties are deterministic); conformers travel with the fragment.
+    """
+    if policy not in FRAGMENT_POLICIES:
+        raise ValueError(f"fragment policy must be one of {FRAGMENT_POLICIES}, got {policy!r}")
+    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    if len(frags) <= 1 or policy == "keep":
+        return mol, 0
+    if policy == "drop":
+        return None, len(frags) - 1
+
+    def rank(frag: Chem.Mol) -> tuple[int, int, str]:
+        return frag.GetNumHeavyAtoms(), frag.GetNumAtoms(), _negated(Chem.MolToSmiles(frag))
+
+    for frag in frags:
+        frag.UpdatePropertyCache(strict=False)
+        Chem.FastFindRings(frag)
+    best = max(frags, key=rank)
+    with BlockLogs():
+        try:
+            Chem.SanitizeMol(best)
+        except (Chem.MolSanitizeException, RuntimeError):
+            pass  # an unsanitizable input stays as parsed; its own checks reject it later if it matters
+    return best, len(frags) - 1
+
+
+def _negated(text: str) -> str:
+    """A key that sorts `text` in reverse, so `max` picks the smallest SMILES on ties."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+
+
+def geometry_problem(positions: np.ndarray, min_distance: float = MIN_ATOM_DISTANCE) -> str:
+    """`coincident_atoms`, `atoms_too_close` or "" for an (n, 3) array of coordinates in Angstrom."""
+    if len(positions) < 2:
+        return ""
+    if not np.isfinite(positions).all():
+        return "non_finite_coordinates"
+    if float(np.ptp(positions, axis=0).max()) < _COINCIDENT:
+        return "coincident_atoms"
+    diff = positions[:, None, :] - positions[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    np.fill_diagonal(d2, np.inf)
+    return "atoms_too_close" if float(d2.min()) < min_distance**2 else ""
+
+
+def max_degree(mol: Chem.Mol) -> int:
+    return max((atom.GetDegree() for atom in mol.GetAtoms()), default=0)
+
+
+def conformer_text(mol: Chem.Mol, conf_id: int, precision: int) -> tuple[str, str]:
+    """(canonical SMILES, enriched SMILES) of one conformer, with the stereo its own 3D geometry has.
+
+    Stereo is perceived from the coordinates, not taken from the input, so an SDF without stereo
+    whose conformers are R and S writes each conformer under the SMILES that matches it.
+    """
+    single = Chem.Mol(mol, False, conf_id)
+    with BlockLogs():
+        Chem.AssignStereochemistryFrom3D(single, confId=conf_id)
+    text = encode_conformers(single, [conf_id], precision)[0]
+    return strip_coordinates(text), text

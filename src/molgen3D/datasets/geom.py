@@ -1,0 +1,169 @@
+"""GEOM as its users have it: an `rdkit_folder` of per-molecule pickles, split files, test sets.
+
+`rdkit_folder/summary_drugs.json` maps SMILES to `{"pickle_path": "drugs/<name>.pickle", ...}`;
+each pickle is a dict with `smiles` and `conformers`, a list of dicts holding `rd_mol` (an RDKit
+molecule with hydrogens and one conformer), `boltzmannweight`, `totalenergy`, ... A split file
+(`split0.npy`) holds three index arrays (train, valid, test) into the sorted list of the pickle
+files of one folder. Torsional Diffusion's test set is `test_smiles.csv`
+(`smiles,n_conformers,corrected_smiles`) with reference conformers in `test_mols.pkl`, a dict
+from the first column's SMILES to a list of RDKit molecules.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from molgen3D.data_processing.inputs import InputError
+from molgen3D.data_processing.splits import SPLITS
+
+PICKLE_GLOB = "*.pickle"
+
+
+@dataclass(frozen=True)
+class GeomFolder:
+    """The pickle folder of one GEOM set and the summary naming its molecules (None without one)."""
+
+    folder: Path
+    pickles: list[Path]
+    summary: Path | None
+
+    def missing_from_summary(self) -> list[str]:
+        """Summary SMILES whose pickle is not in the folder (a partial download)."""
+        if self.summary is None:
+            return []
+        present = {p.name for p in self.pickles}
+        entries = _load_summary(self.summary)
+        return [s for s, e in entries.items() if Path(str(e.get("pickle_path", ""))).name not in present]
+
+
+def _load_summary(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable GEOM summary JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a GEOM summary maps SMILES to entries; got {type(data).__name__}")
+    return data
+
+
+def find_geom(path: Path) -> GeomFolder:
+    """The pickle folder behind an rdkit_folder, a summary_*.json, or a folder of pickles.
+
+    The pickle list is sorted by name, the order split files index into.
+    """
+    if path.is_file():
+        entries = _load_summary(path)
+        first = next((e for e in entries.values() if isinstance(e, dict) and "pickle_path" in e), None)
+        if first is None:
+            raise InputError(f"{path}: no entry with a pickle_path; is this a GEOM summary_*.json?")
+        folder = path.parent / Path(first["pickle_path"]).parent
+        return GeomFolder(folder, sorted(folder.glob(PICKLE_GLOB)), path)
+    if not path.is_dir():
+        raise InputError(f"{path}: GEOM input not found")
+    if any(path.glob(PICKLE_GLOB)):
+        summaries = sorted(path.parent.glob(f"summary_{path.name}.json"))
+        return GeomFolder(path, sorted(path.glob(PICKLE_GLOB)), summaries[0] if summaries else None)
+    sets = sorted(d for d in path.iterdir() if d.is_dir() and any(d.glob(PICKLE_GLOB)))
+    if len(sets) != 1:
+        found = ", ".join(d.name for d in sets) or "none"
+        raise InputError(
+            f"{path}: expected one folder of GEOM *.pickle files (e.g. drugs/), found {found}; "
+            f"pass that folder or its summary_*.json"
+        )
+    return find_geom(sets[0])
+
+
+def read_pickle(path: Path) -> dict[str, Any]:
+    """One GEOM molecule dict; an unreadable or foreign pickle is an InputError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception as err:  # unpickling raises anything: EOFError, UnpicklingError, ImportError, ...
+        raise InputError(f"{path}: cannot read this GEOM pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("conformers"), list):
+        raise InputError(f"{path}: not a GEOM molecule pickle (expected a dict with a 'conformers' list)")
+    return data
+
+
+def load_split_file(path: Path, n_pickles: int) -> dict[int, str]:
+    """Pickle index -> split name from a split file of three index arrays (train, valid, test)."""
+    try:
+        arrays = np.load(path, allow_pickle=True)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable split file ({err})") from None
+    if len(arrays) != len(SPLITS):
+        raise InputError(f"{path}: a split file holds {len(SPLITS)} index arrays (train, valid, test), got {len(arrays)}")
+    assignment: dict[int, str] = {}
+    for name, indices in zip(SPLITS, arrays):
+        for index in np.asarray(indices, dtype=np.int64).tolist():
+            if not 0 <= index < n_pickles:
+                raise InputError(
+                    f"{path}: {name} index {index} is outside the {n_pickles} pickle files; "
+                    f"the split file belongs to another folder (or a fuller download)"
+                )
+            if assignment.setdefault(index, name) != name:
+                raise InputError(f"{path}: pickle index {index} is in both {assignment[index]} and {name}")
+    return assignment
+
+
+@dataclass
+class GeomTestMolecule:
+    """One test molecule: its SMILES as the test set names it, the SMILES to prompt with, references."""
+
+    smiles: str
+    corrected_smiles: str
+    n_conformers: int
+    conformers: list[Chem.Mol]
+
+
+def stereo_free(smiles_or_mol: str | Chem.Mol) -> str | None:
+    """Stereo-free canonical heavy-atom SMILES, parsed without sanitizing (None if unparsable)."""
+    with BlockLogs():
+        mol = Chem.MolFromSmiles(smiles_or_mol, sanitize=False) if isinstance(smiles_or_mol, str) else smiles_or_mol
+        if mol is None:
+            return None
+        return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=False)
+
+
+def read_test_set(csv_path: Path, mols_path: Path) -> list[GeomTestMolecule]:
+    """Torsional Diffusion's test molecules in CSV order with their reference conformers.
+
+    The conformers are kept as stored (with hydrogens); the caller drops those whose graph
+    differs from the corrected SMILES, as the published evaluation does.
+    """
+    try:
+        with open(mols_path, "rb") as f:
+            by_smiles = pickle.load(f)
+    except Exception as err:  # any unpickling failure
+        raise InputError(f"{mols_path}: cannot read the reference conformers ({type(err).__name__}: {err})") from None
+    if not isinstance(by_smiles, dict):
+        raise InputError(f"{mols_path}: expected a dict SMILES -> list of RDKit molecules")
+    molecules = []
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        header = [c.strip() for c in next(rows, [])]
+        if header[:1] != ["smiles"] or "corrected_smiles" not in header:
+            raise InputError(f"{csv_path}:1: expected the header smiles,n_conformers,corrected_smiles, got {header}")
+        n_col, c_col = header.index("n_conformers"), header.index("corrected_smiles")
+        for number, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            smiles = row[0].strip()
+            try:
+                n_conformers = int(row[n_col])
+            except (IndexError, ValueError):
+                raise InputError(f"{csv_path}:{number}: n_conformers is not an integer: {row}") from None
+            conformers = by_smiles.get(smiles)
+            if conformers is None:
+                raise InputError(f"{csv_path}:{number}: {smiles!r} has no entry in {mols_path}")
+            molecules.append(GeomTestMolecule(smiles, row[c_col].strip(), n_conformers, list(conformers)))
+    return molecules
