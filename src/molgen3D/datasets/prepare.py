@@ -272,15 +272,27 @@ def _work(config: PrepareConfig, source: Path, kind: str, index: int, count: int
         n = sum(1 for _ in read_sdf(source))
         share = _share(n, index, count)
         return islice(read_sdf(source), share.start, share.stop), len(share)
-    geom = find_geom(source)
-    if config.split_file is not None:
-        splits = load_split_file(Path(config.split_file), len(geom.pickles))
-        chosen = [(str(p), splits[i]) for i, p in enumerate(geom.pickles) if i in splits]
-    else:
-        chosen = [(str(p), None) for p in geom.pickles]
-    chosen = chosen[: config.max_molecules]
+    chosen, _ = _geom_selection(config, source)
     items = chosen[slice(*_bounds(len(chosen), index, count))]
     return iter(items), len(items)
+
+
+def _geom_selection(config: PrepareConfig, source: Path) -> tuple[list[tuple[str, str | None]], SkipLog]:
+    """The pickles to read (with their split-file split) and what was left out, in pickle order."""
+    geom = find_geom(source)
+    left_out = SkipLog()
+    for smiles in geom.missing_from_summary():
+        left_out.add("missing_pickle", f"{geom.summary.name}: {smiles}")
+    if config.split_file is None:
+        return [(str(p), None) for p in geom.pickles][: config.max_molecules], left_out
+    splits = load_split_file(Path(config.split_file), len(geom.pickles))
+    chosen = []
+    for i, path in enumerate(geom.pickles):
+        if i in splits:
+            chosen.append((str(path), splits[i]))
+        else:
+            left_out.add("not_in_split_file", f"{path.name} (index {i})")
+    return chosen[: config.max_molecules], left_out
 
 
 def _bounds(n: int, index: int, count: int) -> tuple[int, int]:
@@ -374,7 +386,7 @@ def _check_shares(out: Path, count: int, config: PrepareConfig, identity: dict) 
 
 def _finalize(config: PrepareConfig, source: Path, kind: str, identity: dict, out: Path, count: int) -> dict:
     _check_shares(out, count, config, identity)
-    skips = SkipLog()
+    skips = _geom_selection(config, source)[1] if kind == "geom" else SkipLog()
     first_seen: dict[str, str] = {}
     keys_seen: dict[str, None] = {}
     keep_unit = bytearray()
