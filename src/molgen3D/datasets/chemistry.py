@@ -12,8 +12,8 @@ from rdkit.rdBase import BlockLogs
 from molgen3D.chem.enriched_smiles import encode_conformers, strip_coordinates
 
 FRAGMENT_POLICIES = ("largest", "keep", "drop")
-MIN_ATOM_DISTANCE = 0.5
-"""Angstrom. The shortest real contact (H-H in H2) is 0.74 A; closer atoms are a broken geometry."""
+MIN_ATOM_DISTANCE = 0.7
+"""Angstrom. The shortest bond there is (H-H in H2) is 0.74 A; any two atoms closer are a broken geometry."""
 _COINCIDENT = 1e-4
 
 
