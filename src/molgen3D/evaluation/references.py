@@ -20,7 +20,7 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
-from molgen3D.datasets.jsonl_paths import expand_paths
+from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 from molgen3D.datasets.skips import SkipLog
 
 
@@ -49,7 +49,7 @@ def canonicalize(smiles: str) -> str | None:
 def iter_jsonl(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, str]]:
     """(where, canonical_smiles, embedded_smiles) per usable line; bad lines go to `skips`."""
     for file in expand_paths(path):
-        with open(file, encoding="utf-8") as f:
+        with open_jsonl(file, "rt") as f:
             for lineno, line in enumerate(f, 1):
                 where = f"{file}:{lineno}"
                 if not line.strip():

@@ -73,12 +73,12 @@ def tokens_per_unit(tokenizer: Any, units: Iterable[str]) -> dict:
 
 def read_units(path: str | Path, skips: SkipLog | None = None, limit: int | None = None) -> Iterator[str]:
     """Units of the JSONL lines under `path` (file, directory or glob); bad lines are counted in `skips`."""
-    from molgen3D.datasets.jsonl_paths import expand_paths
+    from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 
     skips = skips if skips is not None else SkipLog()
     emitted = 0
     for file in expand_paths(path, recursive=True):
-        with open(file, "rb") as f:
+        with open_jsonl(file) as f:
             for number, raw in enumerate(f, 1):
                 if limit is not None and emitted >= limit:
                     return

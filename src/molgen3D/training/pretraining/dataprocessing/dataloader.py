@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -27,6 +28,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader.incremental_state import _DATASET_STATE
 from torchdata.stateful_dataloader.stateful_dataloader import _StatefulMultiProcessingDataLoaderIter
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 from torchtitan.components.dataloader import ParallelAwareDataloader
 
 from molgen3D.chem.units import EOT, format_unit
@@ -46,8 +49,17 @@ SKIP_REASONS = (
     "too_short",  # embedded_smiles shorter than min_emb_len characters
     "contains_eot",  # the text holds <|endoftext|>, which would fake a unit boundary
     "too_long",  # longer than seq_len - 1 tokens with truncate_overflow_units=False
+    "bad_smiles",  # canonical_smiles that RDKit cannot parse (even unsanitized)
+    "bad_coordinates",  # a malformed <x,y,z> block in embedded_smiles
+    "coordinates_mismatch",  # the number of <x,y,z> blocks differs from the atoms of canonical_smiles
 )
 MAX_EXAMPLES = 3
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_COORDINATE_BLOCK = re.compile(rf"<{_NUMBER},{_NUMBER},{_NUMBER}>")
+_STRAY_BRACKET = re.compile(r"<(?!-)|(?<!-)>|,")  # what remains of a broken block; `<-`/`->` are dative bonds
+_SMILES_PARAMS = Chem.SmilesParserParams()
+_SMILES_PARAMS.sanitize = False
+_SMILES_PARAMS.removeHs = False
 Sample = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 
@@ -78,7 +90,30 @@ def parse_line(raw: bytes, min_emb_len: int) -> tuple[str | None, str | None, st
         return None, "too_short", f"embedded_smiles has {len(embedded)} characters < min_emb_len={min_emb_len}"
     if EOT in canonical or EOT in embedded:
         return None, "contains_eot", f"text contains {EOT}"
+    reason, detail = check_unit(canonical, embedded)
+    if reason:
+        return None, reason, detail
     return format_unit(canonical, embedded), None, ""
+
+
+def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
+    """("", "") for a unit the model should see, else (reason, detail). Cheap on purpose.
+
+    An unsanitized RDKit parse of the SMILES (syntax, not chemistry) and a count of well-formed
+    coordinate blocks against its atoms; the full decode would cost more than tokenizing.
+    """
+    blocks = _COORDINATE_BLOCK.findall(embedded)
+    stray = _STRAY_BRACKET.search(_COORDINATE_BLOCK.sub("", embedded))
+    if stray:
+        at = stray.start()
+        return "bad_coordinates", f"malformed coordinate block near {embedded[max(0, at - 10):at + 20]!r}"
+    with BlockLogs():
+        mol = Chem.MolFromSmiles(canonical, _SMILES_PARAMS)
+    if mol is None:
+        return "bad_smiles", f"RDKit cannot parse canonical_smiles {canonical[:80]!r}"
+    if mol.GetNumAtoms() != len(blocks):
+        return "coordinates_mismatch", f"{len(blocks)} coordinate blocks for {mol.GetNumAtoms()} atoms"
+    return "", ""
 
 
 @dataclass

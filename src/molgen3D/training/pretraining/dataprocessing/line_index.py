@@ -6,11 +6,22 @@ line) and reads the line's byte range with `os.pread`, which never moves a share
 so forked DataLoader workers can use descriptors they inherited. Descriptors are opened
 lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), are not pickled, and
 are closed when the index is dropped (nothing else closes them).
+
+A `.jsonl.gz` shard has no byte offsets to seek to, so it is decompressed once into a cache
+($MOLGEN3D_CACHE, default ~/.cache/molgen3d, under jsonl/) as a plain copy named by the shard's
+path, size and mtime; later runs, ranks and workers reuse it, and the index reads the copy while
+messages keep naming the .gz. This costs disk (the uncompressed size), not memory. A folder
+without a `prepare-data` manifest, or whose manifest disagrees with its files, is a warning.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import logging
 import os
+import shutil
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable
@@ -18,7 +29,9 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
+from molgen3D.datasets.jsonl_paths import DataPathError, data_directories, expand_paths, manifest_problem
+
+logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 24
 _PROGRESS_MIN_BYTES = 256 << 20
@@ -44,17 +57,43 @@ def _line_starts(path: Path, progress: tqdm) -> tuple[np.ndarray, int, bool]:
     return starts[starts < size], size, has_content
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOLGEN3D_CACHE") or "~/.cache/molgen3d").expanduser() / "jsonl"
+
+
+def plain_copy(path: Path) -> Path:
+    """`path` itself, or for a `.jsonl.gz` its decompressed copy in the cache (made once, atomically)."""
+    if not path.name.endswith(".gz"):
+        return path
+    stat = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    target = cache_dir() / f"{path.name[:-3]}.{tag}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        with gzip.open(path, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+    except (EOFError, OSError, zlib.error) as err:
+        partial.unlink(missing_ok=True)
+        raise DataPathError(f"{path}: truncated or corrupt gzip ({err}); re-create it or use the plain .jsonl") from None
+    os.replace(partial, target)
+    return target
+
+
 class LineIndex:
     """Line i of the data set (over all files in order) -> raw bytes and `file:line`."""
 
     def __init__(self, paths: str | os.PathLike | Iterable[str | os.PathLike]):
         self._fds: OrderedDict[int, int] = OrderedDict()
         self.files = expand_paths(paths)
-        total = sum(f.stat().st_size for f in self.files)
+        self._sources = [plain_copy(f) for f in self.files]
+        total = sum(f.stat().st_size for f in self._sources)
         offsets, counts, sizes, any_content = [], [], [], False
         quiet = total < _PROGRESS_MIN_BYTES
         with tqdm(total=total, unit="B", unit_scale=True, desc="indexing lines", disable=quiet) as bar:
-            for f in self.files:
+            for f in self._sources:
                 starts, size, has_content = _line_starts(f, bar)
                 offsets.append(starts)
                 counts.append(len(starts))
@@ -66,6 +105,11 @@ class LineIndex:
         self.offsets = np.concatenate(offsets)
         self.file_starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts, dtype=np.int64)])
         self.file_sizes = np.array(sizes, dtype=np.int64)
+        lines_per_file = dict(zip(self.files, counts))
+        for directory in data_directories(paths):
+            problem = manifest_problem(directory, lines_per_file)
+            if problem:
+                logger.warning("%s", problem)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -90,7 +134,7 @@ class LineIndex:
         if fd is None:
             if len(self._fds) >= _MAX_OPEN:
                 os.close(self._fds.popitem(last=False)[1])
-            fd = self._fds[f] = os.open(self.files[f], os.O_RDONLY)
+            fd = self._fds[f] = os.open(self._sources[f], os.O_RDONLY)
         else:
             self._fds.move_to_end(f)
         return fd
