@@ -4,7 +4,9 @@ Throughput: one process packs `--units` units (lookahead 100) with the Qwen3 cus
 compact tokenizer; the baseline is the bare tokenizer on the same lines (read, parse JSON,
 format, encode: nothing else), the floor our packing adds to. Padding: the same unit stream
 packed at `--seq-len` with lookahead 1 (first-fit), 10 and 100, next to concat-and-chunk,
-which wastes nothing but cuts units in two. Rates are per CPU second of this process (the
+which wastes nothing but cuts units in two. Unit checks: packed tokens/s with the loader's
+per-line SMILES/coordinate check next to the same loader with the check switched off
+(alternating runs, best of three each). Rates are per CPU second of this process (the
 machine is shared, so wall time is noisy); wall-clock rates are listed too.
 Writes benchmarks/results/dataloader.json.
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dataloader.py [--data data:conformers_train] [--units 3000]
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from molgen3D.config.paths import resolve_path
 from molgen3D.tokenization.load import load_tokenizer
+from molgen3D.training.pretraining.dataprocessing import dataloader as loader_module
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, parse_line
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
@@ -77,6 +80,23 @@ def concat_and_chunk(lengths: list[int], seq_len: int) -> dict[str, float]:
     }
 
 
+def unit_check_cost(data: str, tokenizer, seq_len: int, units: int) -> dict[str, float]:
+    """Packed tokens/s with and without `check_unit` (best of three alternating runs each)."""
+    real = loader_module.check_unit
+    rates: dict[str, list[float]] = {"with_checks": [], "without_checks": []}
+    try:
+        for _ in range(3):
+            for label in rates:
+                loader_module.check_unit = real if label == "with_checks" else (lambda canonical, embedded: ("", ""))
+                metrics, clock = packed_stream(data, tokenizer, seq_len, 100, units)
+                rates[label].append(metrics["tokens"] / clock.cpu)
+    finally:
+        loader_module.check_unit = real
+    best = {f"packed_tokens_per_s_{k}": max(v) for k, v in rates.items()}
+    best["with_over_without"] = best["packed_tokens_per_s_with_checks"] / best["packed_tokens_per_s_without_checks"]
+    return best
+
+
 def bench_tokenizer(name: str, alias: str, data: str, seq_len: int, units: int) -> dict:
     tokenizer = load_tokenizer(alias)
     lengths, base = tokenize_only(data, tokenizer, units)
@@ -109,6 +129,7 @@ def bench_tokenizer(name: str, alias: str, data: str, seq_len: int, units: int) 
         if row["padding_fraction"]["lookahead_100"]
         else float("inf")
     )
+    row["unit_checks"] = unit_check_cost(data, tokenizer, seq_len, units)
     t = row["throughput"]
     print(
         f"{name:18s} {row['tokens_per_unit']:7.1f} tok/unit  {t['packed_tokens_per_s']:>10,.0f} packed tok/s "
@@ -118,6 +139,11 @@ def bench_tokenizer(name: str, alias: str, data: str, seq_len: int, units: int) 
     pads = "  ".join(f"{k} {v:.4f}" for k, v in row["padding_fraction"].items())
     split = chunked["units_split_fraction"]
     print(f"{'':18s} padding @ {seq_len}: {pads}; concat-and-chunk splits {split:.1%} of units")
+    checks = row["unit_checks"]
+    print(
+        f"{'':18s} unit checks: {checks['packed_tokens_per_s_with_checks']:,.0f} vs "
+        f"{checks['packed_tokens_per_s_without_checks']:,.0f} packed tok/s without (ratio {checks['with_over_without']:.3f})"
+    )
     return row
 
 

@@ -102,17 +102,16 @@ def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
     An unsanitized RDKit parse of the SMILES (syntax, not chemistry) and a count of well-formed
     coordinate blocks against its atoms; the full decode would cost more than tokenizing.
     """
-    blocks = _COORDINATE_BLOCK.findall(embedded)
-    stray = _STRAY_BRACKET.search(_COORDINATE_BLOCK.sub("", embedded))
+    rest, blocks = _COORDINATE_BLOCK.subn("", embedded)
+    stray = _STRAY_BRACKET.search(rest)
     if stray:
-        at = stray.start()
-        return "bad_coordinates", f"malformed coordinate block near {embedded[max(0, at - 10):at + 20]!r}"
+        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, stray.start() - 10):stray.start() + 20]!r}"
     with BlockLogs():
         mol = Chem.MolFromSmiles(canonical, _SMILES_PARAMS)
     if mol is None:
         return "bad_smiles", f"RDKit cannot parse canonical_smiles {canonical[:80]!r}"
-    if mol.GetNumAtoms() != len(blocks):
-        return "coordinates_mismatch", f"{len(blocks)} coordinate blocks for {mol.GetNumAtoms()} atoms"
+    if mol.GetNumAtoms() != blocks:
+        return "coordinates_mismatch", f"{blocks} coordinate blocks for {mol.GetNumAtoms()} atoms"
     return "", ""
 
 
