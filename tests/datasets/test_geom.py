@@ -182,3 +182,46 @@ def test_test_set_reader(tmp_path):
     (tmp_path / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nCCN,2,CCN\n")
     with pytest.raises(InputError, match=r"test_smiles\.csv:2: 'CCN' has no entry in .*test_mols\.pkl"):
         read_test_set(tmp_path / "test_smiles.csv", tmp_path / "test_mols.pkl")
+
+
+def write_test_set(root: Path) -> Path:
+    """Torsional Diffusion's files: test_smiles.csv + test_mols.pkl (one reacted conformer in the second)."""
+    mols = {"CCCCO": [c["rd_mol"] for c in geom_conformers("CCCCO", 2, 1)],
+            "CCOCCN": [c["rd_mol"] for c in geom_conformers("CCOCCN", 3, 2)]
+            + [geom_conformers("CCOCCO", 1, 3)[0]["rd_mol"]]}
+    with open(root / "test_mols.pkl", "wb") as f:
+        pickle.dump(mols, f)
+    (root / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nCCCCO,2,OCCCC\nCCOCCN,4,NCCOCC\n")
+    return root / "test_smiles.csv"
+
+
+def test_test_set_as_evaluate_references(tmp_path):
+    from molgen3D.data_processing.skips import SkipLog
+    from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+    from molgen3D.evaluation.references import read_references
+
+    csv_path = write_test_set(tmp_path)
+    for spec in (csv_path, tmp_path):
+        skips = SkipLog()
+        refs, precision = read_references(str(spec), skips=skips)
+        prompts = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in ("OCCCC", "NCCOCC")]  # of corrected_smiles
+        assert [(r.smiles, r.name, len(r.conformers)) for r in refs] == [(prompts[0], "CCCCO", 2), (prompts[1], "CCOCCN", 3)]
+        assert all(a.GetSymbol() != "H" for r in refs for m in r.conformers for a in m.GetAtoms())
+        assert skips.count("reference_graph_differs") == 1 and precision is None
+    metrics = evaluate(EvaluateConfig(references=str(csv_path), out=tmp_path / "eval", baseline="etkdg",
+                                      progress=False, rmsd_workers=1))
+    assert metrics["methods"]["etkdg"]["samples_requested"] == 2 * (2 + 3)  # K = 2L
+
+
+def test_split_file_test_indices_as_evaluate_references(tmp_path, geom):
+    from molgen3D.evaluation.references import read_references
+
+    split = tmp_path / "split0.npy"
+    arrays = np.empty(3, dtype=object)
+    arrays[:] = [np.array([0, 2]), np.array([3]), np.array([4, 1])]
+    np.save(split, arrays, allow_pickle=True)
+    refs, _ = read_references(f"{geom}::{split}")
+    assert [(r.name, len(r.conformers)) for r in refs] == [("b_amide", 4), ("e_amine", 4)]
+    assert refs[0].smiles == "CC(=O)NCCc1ccc(O)cc1"
+    valid, _ = read_references(f"{geom / 'drugs'}::{split}::valid", max_conformers=2)
+    assert [(r.name, len(r.conformers)) for r in valid] == [("d_ether", 2)]

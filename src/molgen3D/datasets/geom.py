@@ -167,3 +167,69 @@ def read_test_set(csv_path: Path, mols_path: Path) -> list[GeomTestMolecule]:
                 raise InputError(f"{csv_path}:{number}: {smiles!r} has no entry in {mols_path}")
             molecules.append(GeomTestMolecule(smiles, row[c_col].strip(), n_conformers, list(conformers)))
     return molecules
+
+
+SPLIT_SEPARATOR = "::"
+
+
+def is_geom_reference(spec: str) -> bool:
+    """Whether an evaluate --references value names a GEOM test set rather than an SDF or JSONL split.
+
+    `.../test_smiles.csv` (its `test_mols.pkl` beside it), a folder holding both, or
+    `GEOM_PATH::SPLIT_FILE[::train|valid|test]` (an rdkit_folder, summary or pickle folder, and a
+    split file; the test split by default).
+    """
+    if SPLIT_SEPARATOR in spec:
+        return True
+    path = Path(spec)
+    return path.name.endswith(".csv") or (path.is_dir() and (path / "test_smiles.csv").is_file())
+
+
+def geom_references(
+    spec: str, *, max_molecules: int | None, max_conformers: int | None, skips: Any
+) -> list[tuple[str, str, list[Chem.Mol]]]:
+    """(prompt SMILES, name, heavy-atom reference conformers) per molecule of a GEOM test set.
+
+    Conformers whose graph differs from the molecule's SMILES are dropped (counted), as the
+    published evaluation does; the prompt is the canonical SMILES of the corrected SMILES (test
+    set) or of the pickle's SMILES (split file).
+    """
+    if SPLIT_SEPARATOR in spec:
+        geom_path, split_file, *rest = spec.split(SPLIT_SEPARATOR)
+        which = rest[0] if rest else "test"
+        if which not in SPLITS:
+            raise InputError(f"{spec}: the split after the split file must be one of {SPLITS}, got {which!r}")
+        geom = find_geom(Path(geom_path))
+        chosen = sorted(i for i, name in load_split_file(Path(split_file), len(geom.pickles)).items() if name == which)
+        entries = []
+        for i in chosen[:max_molecules]:
+            data = read_pickle(geom.pickles[i])
+            ranked = sorted(data["conformers"], key=lambda c: -float(c.get("boltzmannweight", 0.0) or 0.0))
+            entries.append((str(data.get("smiles", "")), geom.pickles[i].stem, [c.get("rd_mol") for c in ranked]))
+    else:
+        path = Path(spec)
+        csv_path = path / "test_smiles.csv" if path.is_dir() else path
+        entries = [(m.corrected_smiles, m.smiles, m.conformers)
+                   for m in read_test_set(csv_path, csv_path.with_name("test_mols.pkl"))[:max_molecules]]
+    molecules = []
+    for smiles, name, conformers in entries:
+        key = stereo_free(smiles)
+        with BlockLogs():
+            mol = Chem.MolFromSmiles(smiles)
+        if key is None or mol is None:
+            skips.add("invalid_smiles", f"{name}: {smiles}")
+            continue
+        kept = []
+        for conformer in conformers:
+            if not isinstance(conformer, Chem.Mol) or conformer.GetNumConformers() == 0:
+                skips.add("invalid_conformer", f"{name}: not an RDKit molecule with coordinates", unit="conformer")
+            elif stereo_free(conformer) != key:
+                skips.add("reference_graph_differs", f"{name}: {stereo_free(conformer)} vs {key}", unit="conformer")
+            elif max_conformers is None or len(kept) < max_conformers:
+                with BlockLogs():
+                    kept.append(Chem.RemoveHs(conformer))
+        if kept:
+            molecules.append((Chem.MolToSmiles(mol), name, kept))
+        else:
+            skips.add("no_reference_conformers", f"{name}: {smiles}")
+    return molecules

@@ -20,6 +20,7 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
+from molgen3D.datasets.geom import geom_references, is_geom_reference
 from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 from molgen3D.datasets.skips import SkipLog
 
@@ -145,6 +146,10 @@ def read_references(
 
     Returns the molecules and the JSONL coordinate precision (None for an SDF).
     """
+    if is_geom_reference(str(path)):
+        found = geom_references(str(path), max_molecules=max_molecules, max_conformers=max_conformers,
+                                skips=skips if skips is not None else SkipLog())
+        return [ReferenceMolecule(smiles, conformers, name=name) for smiles, name, conformers in found], None
     resolved = resolve_path(str(path))
     if resolved.suffix.lower() in (".sdf", ".sd"):
         if not resolved.is_file():
