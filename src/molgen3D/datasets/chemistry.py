@@ -5,24 +5,26 @@ Pure functions of RDKit molecules, so a worker pool gives the same result as one
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.chem.enriched_smiles import encode_conformers, strip_coordinates
+from molgen3D.chem.enriched_smiles import encode_conformers
 
 FRAGMENT_POLICIES = ("largest", "keep", "drop")
 MIN_ATOM_DISTANCE = 0.7
 """Angstrom. The shortest bond there is (H-H in H2) is 0.74 A; any two atoms closer are a broken geometry."""
 _COINCIDENT = 1e-4
+_COORDINATES = re.compile(r"<[^<>]*>")
+_BRACKETED_PLAIN = re.compile(r"\[(Cl|Br|[BCNOPSFI]|[bcnops]|\*)\]")
 
 
 def stereo_free_key(mol: Chem.Mol) -> str:
     """Canonical heavy-atom SMILES without stereo: stereoisomers share it, so they share a split."""
     with BlockLogs():
-        copy = Chem.RemoveHs(mol, sanitize=False)
-        Chem.RemoveStereochemistry(copy)
-        return Chem.MolToSmiles(copy)
+        return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=False)
 
 
 def choose_fragments(mol: Chem.Mol, policy: str) -> tuple[Chem.Mol | None, int]:
@@ -33,9 +35,9 @@ def choose_fragments(mol: Chem.Mol, policy: str) -> tuple[Chem.Mol | None, int]:
     """
     if policy not in FRAGMENT_POLICIES:
         raise ValueError(f"fragment policy must be one of {FRAGMENT_POLICIES}, got {policy!r}")
-    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
-    if len(frags) <= 1 or policy == "keep":
+    if policy == "keep" or len(Chem.GetMolFrags(mol)) <= 1:
         return mol, 0
+    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     if policy == "drop":
         return None, len(frags) - 1
 
@@ -67,8 +69,9 @@ def geometry_problem(positions: np.ndarray, min_distance: float = MIN_ATOM_DISTA
         return "non_finite_coordinates"
     if float(np.ptp(positions, axis=0).max()) < _COINCIDENT:
         return "coincident_atoms"
-    diff = positions[:, None, :] - positions[None, :, :]
-    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    centred = positions - positions.mean(axis=0)
+    squares = np.einsum("ij,ij->i", centred, centred)
+    d2 = squares[:, None] + squares[None, :] - 2.0 * (centred @ centred.T)
     np.fill_diagonal(d2, np.inf)
     return "atoms_too_close" if float(d2.min()) < min_distance**2 else ""
 
@@ -87,4 +90,4 @@ def conformer_text(mol: Chem.Mol, conf_id: int, precision: int) -> tuple[str, st
     with BlockLogs():
         Chem.AssignStereochemistryFrom3D(single, confId=conf_id)
     text = encode_conformers(single, [conf_id], precision)[0]
-    return strip_coordinates(text), text
+    return _BRACKETED_PLAIN.sub(r"\1", _COORDINATES.sub("", text)), text

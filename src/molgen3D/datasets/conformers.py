@@ -7,6 +7,7 @@ that decides its split, and every skip with its reason, in order.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class Unit:
     """Canonical SMILES of a SMILES record: a later record with the same one is a duplicate molecule."""
     text: str = ""
     lines: list[str] = field(default_factory=list)
+    digests: list[int] = field(default_factory=list)
+    """64-bit digest of each line's canonical + enriched SMILES: what makes two conformers the same."""
     skips: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def skip(self, reason: str, detail: str, unit: str = "molecule", count: int = 1) -> Unit:
@@ -83,6 +86,8 @@ class _Conformers:
         if self.name:
             extras = {"name": self.name, **extras}
         self.unit.lines.append(conformer_line(canonical, text, **extras))
+        digest = hashlib.blake2b(f"{canonical}\x00{text}".encode(), digest_size=8).digest()
+        self.unit.digests.append(int.from_bytes(digest, "big"))
         return True
 
 

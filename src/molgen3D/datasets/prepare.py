@@ -331,7 +331,7 @@ def _run_share(
         with _Mapper(workers) as mapper:
             for unit, split in mapper.map(fn, items, total, f"{kind} share {index + 1}/{count}"):
                 header = {"where": unit.where, "key": unit.key, "dedup": unit.dedup, "text": unit.text, "split": split,
-                          "n": len(unit.lines), "digests": _digests(unit.lines), "skips": unit.skips}
+                          "n": len(unit.lines), "digests": unit.digests, "skips": unit.skips}
                 unit_file.write(json.dumps(header) + "\n")
                 line_file.writelines(unit.lines)
                 units += 1
@@ -344,16 +344,6 @@ def _run_share(
 
 def _spool(path: Path) -> io.TextIOWrapper:
     return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=1, mtime=0), encoding="utf-8", newline="\n")
-
-
-def _digests(lines: list[str]) -> list[int]:
-    """64-bit digests of each line's canonical + embedded SMILES: what makes two conformers the same."""
-    out = []
-    for line in lines:
-        record = json.loads(line)
-        text = f"{record['canonical_smiles']}\x00{record['embedded_smiles']}".encode()
-        out.append(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big"))
-    return out
 
 
 # --- step 2: all shares -> data set ----------------------------------------------------------
