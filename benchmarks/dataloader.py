@@ -142,7 +142,8 @@ def bench_tokenizer(name: str, alias: str, data: str, seq_len: int, units: int) 
     checks = row["unit_checks"]
     print(
         f"{'':18s} unit checks: {checks['packed_tokens_per_s_with_checks']:,.0f} vs "
-        f"{checks['packed_tokens_per_s_without_checks']:,.0f} packed tok/s without (ratio {checks['with_over_without']:.3f})"
+        f"{checks['packed_tokens_per_s_without_checks']:,.0f} packed tok/s without "
+        f"(ratio {checks['with_over_without']:.3f})"
     )
     return row
 

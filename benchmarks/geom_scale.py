@@ -239,9 +239,11 @@ def main() -> int:
     print(f"prepare: {p['share_conformers_per_s_per_worker']:,.0f} conformers/s per worker "
           f"(bare pickle.load + MolToSmiles {result['bare_pickle_load_smiles']['conformers_per_s']:,.0f}/s, "
           f"ratio {p['ours_per_worker_over_bare']:.2f}); finalize {p['finalize_lines_per_s']:,.0f} lines/s; "
-          f"peak memory main {p['peak_memory']['main_mb']:,.0f} MB, worker {p['peak_memory']['largest_worker_mb']:,.0f} MB")
+          f"peak memory main {p['peak_memory']['main_mb']:,.0f} MB, "
+          f"worker {p['peak_memory']['largest_worker_mb']:,.0f} MB")
     print(f"loader: {loader['lines_indexed']:,} lines indexed in {loader['startup_s']:.1f} s, "
-          f"{loader['index_bytes_per_line']:.1f} bytes/line held ({loader['peak_bytes_per_line_while_indexing']:.1f} peak)")
+          f"{loader['index_bytes_per_line']:.1f} bytes/line held "
+          f"({loader['peak_bytes_per_line_while_indexing']:.1f} peak)")
     print(f"GEOM-DRUGS projection: {proj['share_cpu_hours']:.1f} CPU hours; one {NODE_CORES}-core node "
           f"{proj['one_node_hours']:.2f} h; Slurm array " +
           ", ".join(f"{n} nodes {h:.2f} h" for n, h in proj["slurm_array_hours"].items()))

@@ -10,14 +10,14 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("molgen3D.datasets.prepare", "molecules (SMILES or SDF) -> train/valid/test JSONL shards"),
+    "prepare-data": ("molgen3D.datasets.prepare", "molecules (SMILES, SDF or GEOM) -> train/valid/test JSONL shards"),
     "build-tokenizer": ("molgen3D.tokenization.build", "build the Qwen3 origin/custom and compact tokenizers"),
     "pack-stats": (
         "molgen3D.training.pretraining.dataprocessing.pack_stats",
         "pack a few batches and print their statistics",
     ),
     "pretrain": ("molgen3D.training.pretraining.torchtitan_runner", "pretrain with TorchTitan from a TOML config"),
-    "export-hf": ("molgen3D.hf.export", "export a saved DCP step to a Hugging Face model folder"),
+    "export-hf": ("molgen3D.training.pretraining.helpers.hf_export", "export a saved DCP step to a Hugging Face model folder"),
     "generate": ("molgen3D.evaluation.generate", "sample conformers from a trained model"),
     "evaluate": (
         "molgen3D.evaluation.evaluate",

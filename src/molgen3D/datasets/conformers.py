@@ -185,7 +185,8 @@ def from_geom(path: str, settings: Settings) -> Unit:
             unit.skip("conformer_graph_differs", f"{label}: {stereo_free_key(mol)} vs {unit.key}", unit="conformer")
             continue
         extras = {"boltzmann_weight": conformer.get("boltzmannweight"), "energy": conformer.get("totalenergy")}
-        kept += collector.add(mol, mol.GetConformer().GetId(), label, **{k: v for k, v in extras.items() if v is not None})
+        extras = {k: v for k, v in extras.items() if v is not None}
+        kept += collector.add(mol, mol.GetConformer().GetId(), label, **extras)
     return unit
 
 

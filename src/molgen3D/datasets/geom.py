@@ -101,7 +101,9 @@ def load_split_file(path: Path, n_pickles: int) -> dict[int, str]:
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable split file ({err})") from None
     if len(arrays) != len(SPLITS):
-        raise InputError(f"{path}: a split file holds {len(SPLITS)} index arrays (train, valid, test), got {len(arrays)}")
+        raise InputError(
+            f"{path}: a split file holds {len(SPLITS)} index arrays (train, valid, test), got {len(arrays)}"
+        )
     assignment: dict[int, str] = {}
     for name, indices in zip(SPLITS, arrays):
         for index in np.asarray(indices, dtype=np.int64).tolist():

@@ -59,8 +59,7 @@ class PrepareConfig:
     """Build a conformer data set from SMILES, 3D SDF or GEOM."""
 
     output: str
-    """Output directory (or a paths.yaml alias such as data:embedded_root); gets train/ valid/ test/ and
-    manifest.json."""
+    """Output directory (or a paths.yaml alias such as data:embedded_root); gets train/ valid/ test/, manifest.json."""
     input: Path | None = None
     """.smi/.csv/.tsv of SMILES or .sdf of 3D conformers (optionally .gz), or a GEOM rdkit_folder, its
     summary_*.json or a folder of its pickles; default: wehi_mols.csv bundled with rdkit."""
@@ -405,7 +404,9 @@ def _finalize(config: PrepareConfig, source: Path, kind: str, identity: dict, ou
         sizes.append(unit["n"])
         digests.extend(unit["digests"] if keep else [0] * unit["n"])
     if records_read == 0:
-        raise PrepareError(f"{source}: the input holds no molecules; give a file with at least one SMILES or SDF record")
+        raise PrepareError(
+            f"{source}: the input holds no molecules; give a file with at least one SMILES or SDF record"
+        )
     keep_line = _first_occurrences(np.frombuffer(digests, dtype=np.uint64), keep_unit, sizes)
     if not keys_seen:
         raise PrepareError(

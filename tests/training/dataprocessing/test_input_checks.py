@@ -81,7 +81,8 @@ def test_folder_without_or_disagreeing_with_its_manifest_warns(tmp_path, caplog)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         LineIndex(split)
-    assert "lists files ['part-00000.jsonl'] but the folder holds ['part-00000.jsonl', 'part-00001.jsonl']" in caplog.text
+    expected = "lists files ['part-00000.jsonl'] but the folder holds ['part-00000.jsonl', 'part-00001.jsonl']"
+    assert expected in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,8 @@ def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
     rest, blocks = _COORDINATE_BLOCK.subn("", embedded)
     stray = _STRAY_BRACKET.search(rest)
     if stray:
-        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, stray.start() - 10):stray.start() + 20]!r}"
+        at = stray.start()
+        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, at - 10):at + 20]!r}"
     with BlockLogs():
         mol = Chem.MolFromSmiles(canonical, _SMILES_PARAMS)
     if mol is None:

@@ -77,7 +77,9 @@ def plain_copy(path: Path) -> Path:
             shutil.copyfileobj(src, dst, _CHUNK)
     except (EOFError, OSError, zlib.error) as err:
         partial.unlink(missing_ok=True)
-        raise DataPathError(f"{path}: truncated or corrupt gzip ({err}); re-create it or use the plain .jsonl") from None
+        raise DataPathError(
+            f"{path}: truncated or corrupt gzip ({err}); re-create it or use the plain .jsonl"
+        ) from None
     os.replace(partial, target)
     return target
 
