@@ -174,3 +174,33 @@ def test_gzip_output_holds_the_same_lines(tmp_path):
     assert all(f.endswith(".jsonl.gz") for n in SPLITS for f in manifest["counts"][n]["files"])
     assert all_rows(tmp_path / "gz") == all_rows(tmp_path / "plain")
     assert Counter(len(v) for v in all_rows(tmp_path / "gz").values()) == Counter([3, 1, 1])
+
+
+def test_written_smiles_is_the_text_without_coordinates():
+    from rdkit.Chem import rdDepictor
+
+    from molgen3D.chem.enriched_smiles import EnrichedSmilesError, strip_coordinates
+    from molgen3D.data_processing.chemistry import conformer_text
+    from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
+
+    checked = 0
+    for record in list(read_smiles(bundled_smiles_file()))[:400]:
+        mol = Chem.MolFromSmiles(record.text)
+        if mol is None:
+            continue
+        rdDepictor.Compute2DCoords(mol)
+        try:
+            canonical, text = conformer_text(mol, 0, 4)
+        except (EnrichedSmilesError, ValueError):
+            continue
+        assert canonical == strip_coordinates(text) == Chem.MolToSmiles(Chem.MolFromSmiles(canonical))
+        checked += 1
+    assert checked > 350
+
+
+def test_truncated_smi_gz_names_the_file_and_line(tmp_path):
+    data = gzip.compress("".join(f"{'C' * (i % 30 + 1)}O name{i}\n" for i in range(5000)).encode())
+    cut = tmp_path / "cut.smi.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.smi\.gz: truncated or corrupt at line \d+"):
+        prepare(PrepareConfig(output=str(tmp_path / "out"), input=cut))
