@@ -35,8 +35,8 @@ from rdkit.Chem import rdDistGeom
 from rdkit.rdBase import BlockLogs
 from tqdm import tqdm
 
-from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
-from molgen3D.data_processing.prepare import PrepareConfig, prepare
+from molgen3D.datasets.inputs import bundled_smiles_file, read_smiles
+from molgen3D.datasets.prepare import PrepareConfig, prepare
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
 GEOM_DRUGS = {"molecules": 304_466, "conformers_stored": 33_078_483, "max_kept_per_molecule": 30}

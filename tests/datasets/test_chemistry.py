@@ -14,10 +14,10 @@ from rdkit.Chem import rdDistGeom
 from rdkit.Geometry import Point3D
 
 from molgen3D.chem.enriched_smiles import decode
-from molgen3D.data_processing.chemistry import choose_fragments, geometry_problem
-from molgen3D.data_processing.inputs import InputError
-from molgen3D.data_processing.prepare import PrepareConfig, prepare
-from molgen3D.data_processing.splits import SPLITS
+from molgen3D.datasets.chemistry import choose_fragments, geometry_problem
+from molgen3D.datasets.inputs import InputError
+from molgen3D.datasets.prepare import PrepareConfig, prepare
+from molgen3D.datasets.splits import SPLITS
 
 
 def embedded(smiles: str, n: int, seed: int = 7) -> Chem.Mol:
@@ -180,8 +180,8 @@ def test_written_smiles_is_the_text_without_coordinates():
     from rdkit.Chem import rdDepictor
 
     from molgen3D.chem.enriched_smiles import EnrichedSmilesError, strip_coordinates
-    from molgen3D.data_processing.chemistry import conformer_text
-    from molgen3D.data_processing.inputs import bundled_smiles_file, read_smiles
+    from molgen3D.datasets.chemistry import conformer_text
+    from molgen3D.datasets.inputs import bundled_smiles_file, read_smiles
 
     checked = 0
     for record in list(read_smiles(bundled_smiles_file()))[:400]:

@@ -11,10 +11,10 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import rdDistGeom
 
-from molgen3D.data_processing.geom import find_geom, load_split_file, read_test_set
-from molgen3D.data_processing.inputs import InputError
-from molgen3D.data_processing.prepare import PrepareConfig, PrepareError, prepare
-from molgen3D.data_processing.splits import SPLITS
+from molgen3D.datasets.geom import find_geom, load_split_file, read_test_set
+from molgen3D.datasets.inputs import InputError
+from molgen3D.datasets.prepare import PrepareConfig, PrepareError, prepare
+from molgen3D.datasets.splits import SPLITS
 from molgen3D.training.pretraining.dataprocessing.dataloader import parse_line
 
 # name -> SMILES; GEOM names its pickles after the SMILES, any name works for the reader
@@ -197,7 +197,7 @@ def write_test_set(root: Path) -> Path:
 
 
 def test_test_set_as_evaluate_references(tmp_path):
-    from molgen3D.data_processing.skips import SkipLog
+    from molgen3D.datasets.skips import SkipLog
     from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
     from molgen3D.evaluation.references import read_references
 

@@ -7,7 +7,7 @@ import importlib.util
 import pickle
 from pathlib import Path
 
-from molgen3D.data_processing.geom import find_geom
+from molgen3D.datasets.geom import find_geom
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "geom_scale.py"
 

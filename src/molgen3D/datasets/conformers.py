@@ -16,16 +16,16 @@ from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError
-from molgen3D.data_processing.chemistry import (
+from molgen3D.datasets.chemistry import (
     choose_fragments,
     conformer_text,
     geometry_problem,
     max_degree,
     stereo_free_key,
 )
-from molgen3D.data_processing.geom import read_pickle
-from molgen3D.data_processing.inputs import Record
-from molgen3D.data_processing.shards import conformer_line
+from molgen3D.datasets.geom import read_pickle
+from molgen3D.datasets.inputs import Record
+from molgen3D.datasets.shards import conformer_line
 
 
 @dataclass(frozen=True)

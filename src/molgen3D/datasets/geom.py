@@ -22,8 +22,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.data_processing.inputs import InputError
-from molgen3D.data_processing.splits import SPLITS
+from molgen3D.datasets.inputs import InputError
+from molgen3D.datasets.splits import SPLITS
 
 PICKLE_GLOB = "*.pickle"
 

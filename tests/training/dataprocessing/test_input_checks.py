@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from molgen3D.data_processing.jsonl_paths import DataPathError, expand_paths, open_jsonl
+from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths, open_jsonl
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, check_unit
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
@@ -102,7 +102,7 @@ def test_check_unit(canonical, embedded, reason):
 
 
 def test_a_prepared_gzip_data_set_trains(tmp_path, compact_tokenizer):
-    from molgen3D.data_processing.prepare import PrepareConfig, prepare
+    from molgen3D.datasets.prepare import PrepareConfig, prepare
 
     smi = tmp_path / "m.smi"
     smi.write_text("CCO\nCCCN\nCCCCO\nOCCO\nCCOC\nCC(=O)O\n", encoding="utf-8")
