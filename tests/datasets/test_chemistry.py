@@ -204,3 +204,23 @@ def test_truncated_smi_gz_names_the_file_and_line(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cut\.smi\.gz: truncated or corrupt at line \d+"):
         prepare(PrepareConfig(output=str(tmp_path / "out"), input=cut))
+
+
+def test_sdf_and_smiles_shares_equal_a_single_run(tmp_path):
+    mol = embedded("CCCCCO", 2)
+    entries = [(mol, 0, "a"), (embedded("CCN", 1), 0, "b"), (mol, 0, "a-again"), (mol, 1, "a2")]
+    entries += [(embedded(s, 1, seed=i + 1), 0, s) for i, s in enumerate(["CCCO", "OCCO", "CCOC"])]
+    sdf = write_sdf(tmp_path / "s.sdf", entries)
+    smi = tmp_path / "s.smi"
+    smi.write_text("CCO one\nCCCN two\nOCC dup\nCCCCO three\nOCCO four\n", encoding="utf-8")
+    for source in (sdf, smi):
+        tag = source.suffix[1:]
+        single = prepare(PrepareConfig(output=str(tmp_path / f"{tag}-1"), input=source, conformers_per_molecule=1))
+        for index in range(3):
+            prepare(PrepareConfig(output=str(tmp_path / f"{tag}-3"), input=source, conformers_per_molecule=1,
+                                  shard_index=index, num_shards=3))
+        merged = prepare(PrepareConfig(output=str(tmp_path / f"{tag}-3"), input=source, conformers_per_molecule=1,
+                                       finalize=True, num_shards=3))
+        assert merged.manifest == single.manifest
+        assert all_rows(tmp_path / f"{tag}-3") == all_rows(tmp_path / f"{tag}-1")
+    assert single.manifest["skipped"]["duplicate"]["count"] == 1  # OCC is CCO: across shares 0 and 1

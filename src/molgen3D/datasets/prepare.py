@@ -255,24 +255,24 @@ def _input_identity(source: Path, kind: str, config: PrepareConfig) -> dict[str,
     return identity
 
 
-def _share(n: int, index: int, count: int) -> range:
+def _share(n: int, index: int, count: int) -> slice:
     """The contiguous records of share `index` of `count`: input order is kept across shares."""
-    return range(n * index // count, n * (index + 1) // count)
+    return slice(n * index // count, n * (index + 1) // count)
 
 
 def _work(config: PrepareConfig, source: Path, kind: str, index: int, count: int) -> tuple[Iterator, int | None]:
-    """(work items of this share, their number if known) and the function that turns one into a Unit."""
+    """The work items of share `index` of `count` (records, or GEOM pickles) and their number if known."""
     if kind == "smiles":
         records = list(islice(read_smiles(source, config.smiles_column), config.max_molecules))
-        return iter(records[slice(*_bounds(len(records), index, count))]), len(_share(len(records), index, count))
+        mine = records[_share(len(records), index, count)]
+        return iter(mine), len(mine)
     if kind == "sdf":
         if count == 1:
             return read_sdf(source), None
-        n = sum(1 for _ in read_sdf(source))
-        share = _share(n, index, count)
-        return islice(read_sdf(source), share.start, share.stop), len(share)
+        share = _share(sum(1 for _ in read_sdf(source)), index, count)
+        return islice(read_sdf(source), share.start, share.stop), share.stop - share.start
     chosen, _ = _geom_selection(config, source)
-    items = chosen[slice(*_bounds(len(chosen), index, count))]
+    items = chosen[_share(len(chosen), index, count)]
     return iter(items), len(items)
 
 
@@ -292,11 +292,6 @@ def _geom_selection(config: PrepareConfig, source: Path) -> tuple[list[tuple[str
         else:
             left_out.add("not_in_split_file", f"{path.name} (index {i})")
     return chosen[: config.max_molecules], left_out
-
-
-def _bounds(n: int, index: int, count: int) -> tuple[int, int]:
-    share = _share(n, index, count)
-    return share.start, share.stop
 
 
 def _process(item: Any, kind: str, settings: Settings) -> tuple[Unit, str | None]:
