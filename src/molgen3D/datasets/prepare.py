@@ -370,6 +370,7 @@ def _check_shares(out: Path, count: int, config: PrepareConfig, identity: dict) 
 
 def _finalize(config: PrepareConfig, source: Path, kind: str, identity: dict, out: Path, count: int) -> dict:
     _check_shares(out, count, config, identity)
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, the folder reads as unfinished
     skips = _geom_selection(config, source)[1] if kind == "geom" else SkipLog()
     first_seen: dict[str, str] = {}
     keys_seen: dict[str, None] = {}

@@ -30,7 +30,9 @@ BAD_LINES = {
     "contains_eot": [
         json.dumps({"canonical_smiles": "C<|endoftext|>", "embedded_smiles": "[C]<0.0000,0.0000,0.0000>"}).encode()
     ],
-    "bad_smiles": [b'{"canonical_smiles": "C1CC(N", "embedded_smiles": "[C]<0.1,0,0>1[C]<1,0,0>[C]<2,0,0>([N]<3,0,0>"}'],
+    "bad_smiles": [
+        b'{"canonical_smiles": "C1CC(N", "embedded_smiles": "[C]<0.1,0,0>1[C]<1,0,0>[C]<2,0,0>([N]<3,0,0>"}'
+    ],
     "bad_coordinates": [b'{"canonical_smiles": "CC", "embedded_smiles": "[C]<abc,,0.3>[C]<1.0,0.0,0.0>"}'],
     "coordinates_mismatch": [b'{"canonical_smiles": "CCO", "embedded_smiles": "[C]<0.0,0.0,0.0>[C]<1.5,0.0,0.0>"}'],
 }
