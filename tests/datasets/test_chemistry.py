@@ -224,3 +224,14 @@ def test_sdf_and_smiles_shares_equal_a_single_run(tmp_path):
         assert merged.manifest == single.manifest
         assert all_rows(tmp_path / f"{tag}-3") == all_rows(tmp_path / f"{tag}-1")
     assert single.manifest["skipped"]["duplicate"]["count"] == 1  # OCC is CCO: across shares 0 and 1
+
+
+def test_gzip_split_is_an_evaluate_reference(tmp_path):
+    from molgen3D.evaluation.references import read_references
+
+    smi = tmp_path / "five.smi"
+    smi.write_text("CCO\nCCCN\nCCCCO\nOCCO\nCCOC\n", encoding="utf-8")
+    prepare(PrepareConfig(output=str(tmp_path / "gz"), input=smi, conformers_per_molecule=2, compress=True,
+                          split_fractions=(1.0, 0.0, 0.0)))
+    refs, precision = read_references(str(tmp_path / "gz" / "train"))
+    assert sorted(len(r.conformers) for r in refs) == [2] * 5 and precision == 4
