@@ -83,7 +83,7 @@ def _expand_one(item: str, recursive: bool) -> list[Path]:
         matches = sorted(p for p in path.glob(pattern) if p.is_file() and is_jsonl(p))
         if not matches:
             raise DataPathError(
-                f"data directory {where} holds no *.jsonl or *.jsonl.gz files; point it at a split folder "
+                f"data directory {where} holds no *.jsonl files (nor *.jsonl.gz); point it at a split folder "
                 f"written by `molgen3d prepare-data` (e.g. <output>/train)"
             )
         return matches

@@ -92,7 +92,7 @@ def test_missing_paths_and_empty_data_fail_at_construction(tmp_path, compact_tok
     (tmp_path / "blank" / "b.jsonl").write_text("")
     cases = {
         str(tmp_path / "nope.jsonl"): "does not exist",
-        str(tmp_path / "empty_dir"): "holds no \\*.jsonl or \\*.jsonl.gz files",
+        str(tmp_path / "empty_dir"): "holds no \\*.jsonl files",
         str(tmp_path / "x" / "*.jsonl"): "matches no files",
         str(tmp_path / "blank"): "data set is empty",
     }
