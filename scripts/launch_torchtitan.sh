@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Launch MolGen3D pretraining with TorchTitan.
 #   One node:   bash scripts/launch_torchtitan.sh [--section.key value ...]
-#   Slurm:      sbatch --nodes=3 scripts/launch_torchtitan.sh [...]   (srun starts one torchrun per node)
+#   Slurm:      sbatch --nodes=2 scripts/launch_torchtitan.sh [...]   (srun starts one torchrun per node)
 # Environment (defaults in brackets):
-#   TRAIN_TOML     [src/molgen3D/config/pretrain/qwen3_06b.toml]
+#   TRAIN_TOML     [src/molgen3D/config/pretrain/qwen3_06b.toml]  must exist (relative to the repo root)
 #   RUN_DESC       [the TOML's [job] description] part of the run name
-#   NGPU_PER_NODE  [visible GPUs, else 1]        processes per node
-#   MASTER_PORT    [29500]                       rendezvous port (change it for a second job on a node)
+#   NGPU_PER_NODE  [GPUs in CUDA_VISIBLE_DEVICES, else listed by nvidia-smi -L; none is an error]
+#                  processes per node; set it (e.g. 1) for a CPU run with a CPU TOML
+#   MASTER_PORT    [one node: a free port (torchrun --standalone); Slurm: 20000 + job id mod 10000]
+#   TORCHRUN_LOG_DIR [outputs/torchrun_logs/<job id or time>]  every rank's stdout/stderr as files;
+#                  the console shows global rank 0 only
+#   PYTORCH_ALLOC_CONF [expandable_segments:True]  less fragmentation with FSDP's varying buffers
 #   WANDB_PROJECT [molgen3d]  WANDB_ENTITY [unset]  WANDB_GROUP [pretrain]
 #   WANDB_RUN_NAME                               reuse a run's name (and folders) to continue it
 #   TORCHRUN       [.venv/bin/torchrun if present, else torchrun on PATH]
+# Slurm: srun inside sbatch does not inherit --cpus-per-task (Slurm >= 22.05); it is passed as
+# `srun -c` and SRUN_CPUS_PER_TASK so each node's 8 ranks and their loader workers get the cores.
 #SBATCH --job-name=molgen3d-pretrain
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
@@ -18,6 +24,11 @@
 #SBATCH --time=48:00:00
 #SBATCH --output=%x-%j.out
 set -euo pipefail
+
+die() {
+    echo "launch_torchtitan.sh: error: $*" >&2
+    exit 2
+}
 
 repo_root() {
     if [[ -n "${MOLGEN3D_ROOT:-}" ]]; then
@@ -36,15 +47,26 @@ repo_root() {
     fi
 }
 
+is_count() {
+    [[ "$1" =~ ^[1-9][0-9]*$ ]]
+}
+
+# GPUs this node can use; 0 when none is visible (the caller reports it).
 visible_gpus() {
     if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
         local ids
         IFS=',' read -ra ids <<< "$CUDA_VISIBLE_DEVICES"
         echo "${#ids[@]}"
-    elif command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
-        nvidia-smi -L | grep -c '^GPU'
+        return
+    fi
+    local listing
+    if ! command -v nvidia-smi > /dev/null 2>&1; then
+        echo 0
+    elif ! listing="$(nvidia-smi -L 2>&1)"; then
+        echo "nvidia-smi -L failed: ${listing//$'\n'/ }" >&2
+        echo 0
     else
-        echo 1
+        grep -c '^GPU' <<< "$listing" || true   # grep -c exits 1 on a zero count
     fi
 }
 
@@ -52,7 +74,7 @@ visible_gpus() {
 first_node() {
     local list="$1"
     if command -v scontrol > /dev/null 2>&1; then
-        scontrol show hostnames "$list" | head -n 1
+        scontrol show hostnames "$list" | sed -n 1p
     elif [[ "$list" =~ ^([^,\[]+)\[([^],-]+) ]]; then
         echo "${BASH_REMATCH[1]}${BASH_REMATCH[2]}"
     else
@@ -64,8 +86,27 @@ REPO="$(repo_root)"
 cd "$REPO"
 
 TRAIN_TOML="${TRAIN_TOML:-src/molgen3D/config/pretrain/qwen3_06b.toml}"
-NGPU_PER_NODE="${NGPU_PER_NODE:-$(visible_gpus)}"
-MASTER_PORT="${MASTER_PORT:-29500}"
+[[ -f "$TRAIN_TOML" ]] || die "TRAIN_TOML=$TRAIN_TOML does not exist (relative to $REPO); set TRAIN_TOML to a training TOML"
+
+if [[ -z "${NGPU_PER_NODE:-}" ]]; then
+    NGPU_PER_NODE="$(visible_gpus)"
+    [[ "$NGPU_PER_NODE" != 0 ]] || die "no GPU visible on $(hostname) (CUDA_VISIBLE_DEVICES unset, nvidia-smi -L lists none);" \
+        "check the allocation (--gpus-per-node) and the driver, or set NGPU_PER_NODE=1 for a CPU run with a CPU TOML"
+fi
+is_count "$NGPU_PER_NODE" || die "NGPU_PER_NODE=$NGPU_PER_NODE is not a positive integer"
+
+NNODES=1
+if [[ -n "${SLURM_JOB_ID:-}" ]]; then
+    NNODES="${SLURM_NNODES:-1}"
+    is_count "$NNODES" || die "SLURM_NNODES=$NNODES is not a positive node count; submit with sbatch --nodes=N"
+    if [[ "$NNODES" -gt 1 ]] && command -v scontrol > /dev/null 2>&1; then
+        listed="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-}")" \
+            || die "scontrol cannot expand SLURM_JOB_NODELIST=${SLURM_JOB_NODELIST:-}"
+        listed="$(grep -c . <<< "$listed" || true)"
+        [[ "$listed" -eq "$NNODES" ]] || die "SLURM_NNODES=$NNODES but SLURM_JOB_NODELIST=${SLURM_JOB_NODELIST:-} names $listed hosts"
+    fi
+fi
+
 export WANDB_PROJECT="${WANDB_PROJECT:-molgen3d}"
 export WANDB_GROUP="${WANDB_GROUP:-pretrain}"
 export WANDB_RUN_GROUP="$WANDB_GROUP"   # the name wandb and TorchTitan read
@@ -73,6 +114,7 @@ if [[ -n "${WANDB_ENTITY:-}" ]]; then
     export WANDB_ENTITY
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # weights and tokenizers are local; never download at run time
+export PYTORCH_ALLOC_CONF="${PYTORCH_ALLOC_CONF:-expandable_segments:True}"
 
 if [[ -z "${TORCHRUN:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/torchrun" ]]; then
@@ -82,23 +124,42 @@ if [[ -z "${TORCHRUN:-}" ]]; then
     fi
 fi
 
+LOG_DIR="${TORCHRUN_LOG_DIR:-$REPO/outputs/torchrun_logs/${SLURM_JOB_ID:-local-$(date +%y%m%d-%H%M%S)}}"
+mkdir -p "$LOG_DIR"
+# Every rank tees to files under LOG_DIR; the console gets local rank 0 (and, across nodes,
+# only on node 0: the per-node wrapper below hides the rest). torchrun reads PET_<OPTION>.
+export PET_LOCAL_RANKS_FILTER=0
+TORCHRUN_LOGS=(--log-dir="$LOG_DIR" --tee=3)
+
 RUNNER_ARGS=(-m molgen3D.training.pretraining.torchtitan_runner)
 if [[ -n "${RUN_DESC:-}" ]]; then
     RUNNER_ARGS+=(--run-desc "$RUN_DESC")
 fi
 RUNNER_ARGS+=(--train-toml "$TRAIN_TOML" "$@")
 
-if [[ -n "${SLURM_JOB_ID:-}" && "${SLURM_NNODES:-1}" -gt 1 ]]; then
+if [[ "$NNODES" -gt 1 ]]; then
     HEAD_NODE="$(first_node "$SLURM_JOB_NODELIST")"
-    CMD=(srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1
-        "$TORCHRUN" --nnodes="$SLURM_NNODES" --nproc-per-node="$NGPU_PER_NODE"
+    # Below the Linux ephemeral range (32768+); two jobs sharing a head node get different ports.
+    MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 10000))}"
+    SRUN=(srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1)
+    if [[ -n "${SLURM_CPUS_PER_TASK:-}" ]]; then
+        export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
+        SRUN+=(-c "$SLURM_CPUS_PER_TASK")
+    fi
+    NODE_WRAPPER='[[ "${SLURM_NODEID:-0}" == 0 ]] || export PET_LOCAL_RANKS_FILTER=-1; exec "$@"'
+    CMD=("${SRUN[@]}" bash -c "$NODE_WRAPPER" node0-console
+        "$TORCHRUN" --nnodes="$NNODES" --nproc-per-node="$NGPU_PER_NODE"
         --rdzv-id="$SLURM_JOB_ID" --rdzv-backend=c10d --rdzv-endpoint="$HEAD_NODE:$MASTER_PORT"
-        "${RUNNER_ARGS[@]}")
-else
+        "${TORCHRUN_LOGS[@]}" "${RUNNER_ARGS[@]}")
+elif [[ -n "${MASTER_PORT:-}" ]]; then
     CMD=("$TORCHRUN" --nnodes=1 --nproc-per-node="$NGPU_PER_NODE"
         --rdzv-backend=c10d --rdzv-endpoint="localhost:$MASTER_PORT"
-        "${RUNNER_ARGS[@]}")
+        "${TORCHRUN_LOGS[@]}" "${RUNNER_ARGS[@]}")
+else
+    CMD=("$TORCHRUN" --standalone --nnodes=1 --nproc-per-node="$NGPU_PER_NODE"
+        "${TORCHRUN_LOGS[@]}" "${RUNNER_ARGS[@]}")
 fi
 
 echo "+ ${CMD[*]}" >&2
+echo "+ logs of every rank: $LOG_DIR" >&2
 exec "${CMD[@]}"

@@ -1,11 +1,9 @@
-"""Run naming, folder layout, environment and pre-flight checks of the runner, and the launcher's command line."""
+"""Run naming, folder layout, environment and pre-flight checks of the runner (the launcher: test_launcher.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from molgen3D.training.pretraining import run_layout
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_TOML = REPO / "tests" / "training" / "fixture_tiny.toml"
-LAUNCHER = REPO / "scripts" / "launch_torchtitan.sh"
 RUN_NAME = re.compile(r"^\d{6}-\d{4}-[0-9a-f]{4}-[A-Za-z0-9._-]+$")
 NOW = datetime(2026, 3, 7, 9, 5)
 
@@ -294,110 +291,6 @@ def test_cli_reports_a_config_error_without_a_traceback(tmp_path, capsys):
 def test_cli_reports_a_missing_toml(tmp_path, capsys):
     assert runner.cli(["--train-toml", str(tmp_path / "none.toml")]) == 2
     assert "none.toml does not exist" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- launcher
-
-
-def _fake_tools(tmp_path: Path, *names: str) -> Path:
-    """Stub executables that append their argv (one shell-quoted line) to <name>.argv."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in names:
-        stub = bin_dir / name
-        stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> "{tmp_path}/{name}.argv"\n')
-        stub.chmod(0o755)
-    return bin_dir
-
-
-def _launch(tmp_path: Path, extra_env: dict[str, str], *args: str) -> dict[str, list[str]]:
-    bin_dir = _fake_tools(tmp_path, "torchrun", "srun")
-    fake_repo = tmp_path / "repo"  # no .venv there: the launcher must take torchrun from PATH
-    fake_repo.mkdir()
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            ("SLURM_", "WANDB_", "CUDA_VISIBLE", "NGPU", "MASTER_", "TRAIN_TOML", "RUN_DESC", "TORCHRUN")
-        )
-    }
-    env = {**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), **extra_env}
-    subprocess.run(["bash", str(LAUNCHER), *args], env=env, check=True, capture_output=True, text=True, timeout=60)
-    return {
-        name: shlex.split((tmp_path / f"{name}.argv").read_text())
-        for name in ("torchrun", "srun")
-        if (tmp_path / f"{name}.argv").exists()
-    }
-
-
-def test_launcher_is_valid_bash_with_sbatch_header():
-    subprocess.run(["bash", "-n", str(LAUNCHER)], check=True)
-    text = LAUNCHER.read_text()
-    assert re.search(r"^#SBATCH --nodes=", text, re.M) and re.search(r"^#SBATCH --gpus-per-node=8", text, re.M)
-
-
-def test_launcher_single_node_command_line(tmp_path):
-    calls = _launch(
-        tmp_path, {"NGPU_PER_NODE": "4", "MASTER_PORT": "29777", "RUN_DESC": "my run"}, "--training.steps", "10"
-    )
-    assert "srun" not in calls
-    argv = calls["torchrun"]
-    assert "--nnodes=1" in argv and "--nproc-per-node=4" in argv and "--rdzv-endpoint=localhost:29777" in argv
-    module_at = argv.index("-m")
-    assert argv[module_at:] == [
-        "-m", "molgen3D.training.pretraining.torchtitan_runner",
-        "--run-desc", "my run",
-        "--train-toml", "src/molgen3D/config/pretrain/qwen3_06b.toml",
-        "--training.steps", "10",
-    ]
-
-
-def test_launcher_defaults_to_one_process_without_gpus_and_leaves_the_run_name_to_the_toml_description(tmp_path):
-    argv = _launch(tmp_path, {"TRAIN_TOML": "configs/cpu_tiny.toml"})["torchrun"]
-    assert "--nproc-per-node=1" in argv and "--rdzv-endpoint=localhost:29500" in argv
-    assert "--run-desc" not in argv  # without $RUN_DESC the runner names the run after [job] description
-    assert argv[argv.index("--train-toml") + 1] == "configs/cpu_tiny.toml"
-
-
-def test_launcher_counts_visible_gpus(tmp_path):
-    argv = _launch(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,1,2"})["torchrun"]
-    assert "--nproc-per-node=3" in argv
-
-
-def test_launcher_under_slurm_starts_one_torchrun_per_node(tmp_path):
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-09]", "NGPU_PER_NODE": "8"}
-    calls = _launch(tmp_path, slurm)
-    assert "torchrun" not in calls  # srun (here a stub) runs it on every node
-    argv = calls["srun"]
-    assert argv[:3] == ["--nodes=3", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    assert argv[3] == "torchrun"
-    assert {
-        "--nnodes=3",
-        "--nproc-per-node=8",
-        "--rdzv-id=4242",
-        "--rdzv-backend=c10d",
-        "--rdzv-endpoint=gpu07:29500",
-    } <= set(argv)
-    assert argv[argv.index("-m") + 1] == "molgen3D.training.pretraining.torchtitan_runner"
-
-
-def test_launcher_exports_wandb_defaults(tmp_path):
-    bin_dir = _fake_tools(tmp_path, "torchrun")
-    (bin_dir / "torchrun").write_text(
-        f'#!/usr/bin/env bash\nenv | grep -E "^(WANDB_|HF_HUB_OFFLINE)" | sort > "{tmp_path}/env.txt"\n'
-    )
-    fake_repo = tmp_path / "repo"
-    fake_repo.mkdir()
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_HUB"))}
-    subprocess.run(
-        ["bash", str(LAUNCHER)],
-        env={**keep, "PATH": f"{bin_dir}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(fake_repo), "WANDB_GROUP": "g1"},
-        check=True,
-        timeout=60,
-    )
-    exported = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
-    assert exported["WANDB_PROJECT"] == "molgen3d" and exported["WANDB_GROUP"] == exported["WANDB_RUN_GROUP"] == "g1"
-    assert exported["HF_HUB_OFFLINE"] == "1" and "WANDB_ENTITY" not in exported
 
 
 def test_an_empty_data_folder_fails_before_the_trainer_with_the_loaders_rule(cfg_factory, tmp_path):
