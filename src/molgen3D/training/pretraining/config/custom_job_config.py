@@ -200,6 +200,9 @@ class Training:
     seed: Optional[int] = None
     """Base seed; None -> debug.seed -> 1234. Also becomes debug.seed (TorchTitan's RNG seed)."""
 
+    global_batch_rounding: str = "exact"
+    """"exact": global_batch_size must divide by local_batch_size x data-parallel ranks; "up": round it up to the next multiple."""
+
 
 @dataclass
 class Model:

@@ -1,0 +1,134 @@
+"""Global batch vs local batch x data-parallel degree, decided from the launch environment.
+
+TorchTitan asserts `global_batch_size % (local_batch_size * dp) == 0` only after the data
+index and the model are built; checking here, at config load, turns a wasted allocation
+into one message naming the keys and the node counts that work. Pure: the environment is
+passed in as a mapping.
+
+`global_batch_rounding` says what a global batch that does not divide means:
+- "exact": an error (the default: the batch is a hyperparameter);
+- "up": the smallest multiple of local x dp that is >= the target, so one TOML runs on
+  1, 2 and 4 nodes of 8 GPUs: 48 stays 48 on 1 (and 3) nodes, becomes 64 on 2 and 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ROUNDING_RULES = ("exact", "up")
+GLOBAL_KEY = "[training] global_batch_size"
+LOCAL_KEY = "[training] local_batch_size"
+RULE_KEY = "[training] global_batch_rounding"
+
+
+class BatchGeometryError(ValueError):
+    """The batch keys do not fit the launch; the message names the keys, the node counts that work and the fix."""
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    local_batch: int
+    dp_degree: int
+    global_batch: int
+    """Sequences per optimizer step (after rounding)."""
+    target_global_batch: int
+    """What the config asked for (-1: local x dp)."""
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.global_batch // (self.local_batch * self.dp_degree)
+
+    @property
+    def rounded(self) -> bool:
+        return self.target_global_batch not in (-1, self.global_batch)
+
+    def tokens_per_step(self, seq_len: int) -> int:
+        return self.global_batch * seq_len
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value.split("(")[0].split(",")[0])  # SLURM_GPUS_ON_NODE may read "8(x2)"
+    except ValueError as exc:
+        raise BatchGeometryError(f"${name} = {value!r} is not a count") from exc
+    if number < 1:
+        raise BatchGeometryError(f"${name} = {value!r} must be >= 1")
+    return number
+
+
+def launch_world_size(env: Mapping[str, str]) -> tuple[int, str]:
+    """Ranks of this launch and where the figure came from.
+
+    WORLD_SIZE (set by torchrun for every rank) wins; before torchrun, Slurm's node count
+    times the GPUs per node (SLURM_GPUS_ON_NODE or NGPU_PER_NODE); else one process.
+    """
+    world = _positive_int(env, "WORLD_SIZE")
+    if world is not None:
+        return world, "$WORLD_SIZE"
+    nodes = _positive_int(env, "SLURM_NNODES")
+    per_node = _positive_int(env, "NGPU_PER_NODE") or _positive_int(env, "SLURM_GPUS_ON_NODE")
+    if nodes is not None and per_node is not None:
+        return nodes * per_node, f"$SLURM_NNODES ({nodes}) x GPUs per node ({per_node})"
+    return 1, "one process (no $WORLD_SIZE or Slurm allocation)"
+
+
+def dp_degree(world_size: int, *, tp: int = 1, cp: int = 1, pp: int = 1, ep: int = 1) -> int:
+    """Data-parallel ranks (replicate x shard) left after the model-parallel degrees."""
+    del ep  # experts are sharded within the data-parallel ranks: they do not reduce dp
+    model_parallel = tp * cp * pp
+    if model_parallel < 1 or world_size % model_parallel:
+        raise BatchGeometryError(
+            f"world size {world_size} is not a multiple of tensor x context x pipeline parallel = {model_parallel}"
+        )
+    return world_size // model_parallel
+
+
+def working_node_counts(global_batch: int, local_batch: int, gpus_per_node: int, max_nodes: int = 16) -> list[int]:
+    """Node counts (1..max_nodes) on which `global_batch` divides exactly."""
+    return [n for n in range(1, max_nodes + 1) if global_batch % (local_batch * gpus_per_node * n) == 0]
+
+
+def resolve_batch_geometry(
+    global_batch: int, local_batch: int, dp: int, rounding: str = "exact", *, gpus_per_node: int = 8, where: str = ""
+) -> BatchGeometry:
+    """The global batch for `dp` data-parallel ranks, or `BatchGeometryError` naming the keys and the fix."""
+    located = f" ({where})" if where else ""
+    if rounding not in ROUNDING_RULES:
+        raise BatchGeometryError(f"{RULE_KEY} = {rounding!r}{located} is not one of {', '.join(ROUNDING_RULES)}")
+    if local_batch < 1:
+        raise BatchGeometryError(f"{LOCAL_KEY} = {local_batch}{located} must be >= 1")
+    if dp < 1:
+        raise BatchGeometryError(f"data-parallel degree {dp} must be >= 1")
+    per_step = local_batch * dp
+    if global_batch == -1:
+        return BatchGeometry(local_batch, dp, per_step, -1)
+    if global_batch < 1:
+        raise BatchGeometryError(f"{GLOBAL_KEY} = {global_batch}{located} must be -1 (local x dp) or >= 1")
+    if global_batch % per_step == 0:
+        return BatchGeometry(local_batch, dp, global_batch, global_batch)
+    if rounding == "up":
+        return BatchGeometry(local_batch, dp, -(-global_batch // per_step) * per_step, global_batch)
+    nodes = working_node_counts(global_batch, local_batch, gpus_per_node)
+    node_text = ", ".join(map(str, nodes)) if nodes else "none up to 16"
+    raise BatchGeometryError(
+        f"{GLOBAL_KEY} = {global_batch}{located} is not a multiple of {LOCAL_KEY} ({local_batch}) x data-parallel "
+        f"degree ({dp}) = {per_step}. Node counts of {gpus_per_node} GPUs where it divides: {node_text}. "
+        f"Fix: use a multiple of {per_step}, -1 (= {per_step}, no accumulation), or {RULE_KEY} = \"up\" "
+        f"(rounds to {-(-global_batch // per_step) * per_step})"
+    )
+
+
+def describe(geometry: BatchGeometry, seq_len: int, source: str) -> str:
+    """One log line: the geometry and, when rounded, what changed."""
+    line = (
+        f"Batch: global {geometry.global_batch} = local {geometry.local_batch} x dp {geometry.dp_degree} "
+        f"x {geometry.grad_accum_steps} accumulation step(s); {geometry.tokens_per_step(seq_len):,} tokens/step "
+        f"(dp from {source})"
+    )
+    if geometry.rounded:
+        line += f"; rounded up from {geometry.target_global_batch} ({RULE_KEY} = \"up\")"
+    return line
