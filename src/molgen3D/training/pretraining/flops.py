@@ -1,0 +1,137 @@
+"""Parameter count, training FLOPs per token and MFU for the tied-head Qwen3 flavors.
+
+TorchTitan 0.2.2 counts the tied weight as embedding only: it subtracts it from the
+parameter count (440M logged for a 596M model) and leaves the LM head's matmul out of the
+FLOPs, so MFU reads ~15% low. Here:
+- parameters: every distinct tensor once (the tied embedding/head counted once);
+- FLOPs/token = 6 x non-embedding parameters + 6 x dim x vocab (the head's forward and
+  backward matmuls, tied or not: the lookup is free, the head is not) + attention;
+- attention convention (TorchTitan's): QK^T and AV over the FULL T x T square,
+  12 x layers x heads x head_dim x T per token, i.e. the causal half is not discounted.
+  With document masking each unit only attends within itself, so a sequence of units of
+  lengths l_i costs 12 x layers x heads x head_dim x sum(l_i^2) / sum(l_i) per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ATTENTION_CONVENTION = "full T^2 (causal half not discounted)"
+
+# Dense bf16 tensor-core peaks (FLOP/s); the sparse figures are twice these and never apply here.
+DENSE_BF16_PEAKS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12))
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    """Distinct parameters (a tied embedding/head once)."""
+    embedding: int
+    """The token embedding (= the tied head)."""
+
+    @property
+    def non_embedding(self) -> int:
+        return self.total - self.embedding
+
+
+def count_params(model: nn.Module) -> ParamCounts:
+    """Distinct parameters of `model` (works on the meta device); the embedding is `tok_embeddings`."""
+    seen: set[int] = set()
+    total = embedding = 0
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if name.split(".")[0] == "tok_embeddings":
+            embedding += param.numel()
+    return ParamCounts(total=total, embedding=embedding)
+
+
+def attention_flops_per_token(n_layers: int, n_heads: int, head_dim: int, seq_len: float) -> float:
+    """QK^T + AV, forward and backward, over a full `seq_len` square (see the module docstring)."""
+    return 12.0 * n_layers * n_heads * head_dim * seq_len
+
+
+def effective_attention_len(unit_lengths: Iterable[int]) -> float:
+    """sum(l^2) / sum(l): the `seq_len` that gives block-diagonal attention's FLOPs per token."""
+    lengths = [int(n) for n in unit_lengths if n > 0]
+    tokens = sum(lengths)
+    return sum(n * n for n in lengths) / tokens if tokens else 0.0
+
+
+def unit_lengths(tokens: torch.Tensor, eos_id: int) -> list[int]:
+    """Lengths of the attention blocks of a [B, L] batch cut after each eos (the last block ends at L).
+
+    The same cut as TorchTitan's document mask: an eos closes the unit before it; padding eos
+    tokens are blocks of one.
+    """
+    lengths: list[int] = []
+    for row in tokens.detach().to("cpu"):
+        ends = (row == eos_id).nonzero().flatten().tolist()
+        if not ends or ends[-1] != row.numel() - 1:
+            ends.append(row.numel() - 1)
+        start = 0
+        for end in ends:
+            lengths.append(end + 1 - start)
+            start = end + 1
+    return lengths
+
+
+def flops_per_token(
+    params: ParamCounts, *, dim: int, vocab_size: int, n_layers: int, n_heads: int, head_dim: int,
+    seq_len: float, tied_head: bool = True,
+) -> float:
+    """Training FLOPs per token: dense matmuls + LM head + attention at `seq_len` (full-square convention)."""
+    head = 6.0 * dim * vocab_size
+    # An untied head is already among the non-embedding parameters.
+    dense = 6.0 * params.non_embedding + (head if tied_head else 0.0)
+    return dense + attention_flops_per_token(n_layers, n_heads, head_dim, seq_len)
+
+
+def model_flops_per_token(model_args, model: nn.Module, seq_len: float) -> tuple[ParamCounts, float]:
+    """`count_params` and `flops_per_token` from a TorchTitan Qwen3ModelArgs and its model."""
+    params = count_params(model)
+    flops = flops_per_token(
+        params, dim=model_args.dim, vocab_size=model_args.vocab_size, n_layers=model_args.n_layers,
+        n_heads=model_args.n_heads, head_dim=model_args.head_dim, seq_len=seq_len,
+        tied_head=bool(getattr(model_args, "enable_weight_tying", False)),
+    )
+    return params, flops
+
+
+def dense_bf16_peak(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a known accelerator, else None (no MFU rather than a wrong one)."""
+    for marker, peak in DENSE_BF16_PEAKS:
+        if marker in device_name:
+            return peak
+    return None
+
+
+def mfu(flops_per_tok: float, tokens_per_second: float, peak_flops: float | None) -> float | None:
+    """Model FLOPs utilisation in percent of `peak_flops` (per device), or None without a peak."""
+    if not peak_flops or peak_flops <= 0:
+        return None
+    return 100.0 * flops_per_tok * tokens_per_second / peak_flops
+
+
+def batch_attention_len(tokens: torch.Tensor, eos_id: int, *, document_masking: bool) -> float:
+    """The attention `seq_len` a batch really costs: L without masking, sum(l^2)/sum(l) with it."""
+    if not document_masking:
+        return float(tokens.shape[-1])
+    return effective_attention_len(unit_lengths(tokens, eos_id))
+
+
+def describe(params: ParamCounts, flops: float, seq_len: float, *, masked: bool = False) -> str:
+    """The startup log line: what is counted and under which attention convention."""
+    seq_text = f"mean effective attention length {seq_len:.0f} (document masking)" if masked else f"seq {seq_len:.0f}"
+    return (
+        f"Model: {params.total:,} parameters ({params.non_embedding:,} non-embedding + {params.embedding:,} "
+        f"tied embedding/head); {flops / 1e9:.3f} GFLOP/token at {seq_text}, LM head included, "
+        f"attention convention {ATTENTION_CONVENTION}"
+    )
+
