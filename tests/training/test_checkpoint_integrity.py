@@ -1,0 +1,104 @@
+"""Checksum manifests, the newest intact step, finite-weight and finite-loss guards."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import save_file
+
+from molgen3D.training.pretraining import checkpoint_integrity as ci
+
+
+def _save_step(folder, seed: int):
+    torch.manual_seed(seed)
+    state = {"w": torch.randn(64, 64), "b": torch.randn(64)}
+    dcp.save(state, checkpoint_id=str(folder))
+    return state
+
+
+def test_manifest_round_trip_on_a_dcp_save(tmp_path):
+    step = tmp_path / "step-10"
+    _save_step(step, 0)
+    manifest = ci.write_manifest(step)
+    listed = json.loads(manifest.read_text())["files"]
+    assert ".metadata" in listed and any(name.endswith(".distcp") for name in listed)
+    assert ci.verify_manifest(step) == []
+
+
+def test_same_size_overwrite_is_named(tmp_path):
+    step = tmp_path / "step-10"
+    _save_step(step, 0)
+    ci.write_manifest(step)
+    shard = next(step.glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[-4096:] = b"\x7f" * 4096  # same size, junk content: DCP itself would load it
+    shard.write_bytes(bytes(data))
+    problems = ci.verify_manifest(step)
+    assert len(problems) == 1 and str(shard) in problems[0] and "content changed" in problems[0]
+
+
+def test_missing_resized_and_extra_files(tmp_path):
+    step = tmp_path / "step-10"
+    _save_step(step, 0)
+    ci.write_manifest(step)
+    shard = next(step.glob("*.distcp"))
+    shard.write_bytes(b"\0" * 10)
+    (step / "stray.bin").write_bytes(b"x")
+    problems = ci.verify_manifest(step)
+    assert any("has 10 bytes" in p for p in problems) and any("stray.bin is not in the manifest" in p for p in problems)
+    (step / ".metadata").unlink()
+    assert any(".metadata is missing" in p for p in ci.verify_manifest(step))
+    bare = tmp_path / "step-20"
+    bare.mkdir()
+    assert "checksums.json is missing" in ci.verify_manifest(bare)[0]
+
+
+def test_newest_intact_falls_back_with_a_warning_naming_the_file(tmp_path):
+    states = {}
+    for n in (10, 20, 30):
+        states[n] = _save_step(tmp_path / f"step-{n}", n)
+        ci.write_manifest(tmp_path / f"step-{n}")
+    shard = next((tmp_path / "step-30").glob("*.distcp"))
+    shard.write_bytes(bytes(shard.stat().st_size))  # zeros, same size
+    warnings: list[str] = []
+    choice = ci.newest_intact([(n, tmp_path / f"step-{n}") for n in (10, 20, 30)], warn=warnings.append)
+    assert choice.step == 20 and list(choice.rejected) == [30]
+    assert len(warnings) == 1 and "step 30" in warnings[0] and shard.name in warnings[0]
+    loaded = {"w": torch.empty(64, 64), "b": torch.empty(64)}
+    dcp.load(loaded, checkpoint_id=str(tmp_path / "step-20"))
+    assert torch.equal(loaded["w"], states[20]["w"])
+
+
+def test_no_intact_step(tmp_path):
+    (tmp_path / "step-5").mkdir()
+    assert ci.newest_intact([(5, tmp_path / "step-5")]).step is None
+
+
+def test_nonfinite_hf_folder_is_refused(tmp_path):
+    good = {"model.embed_tokens.weight": torch.ones(4, 2), "model.norm.weight": torch.ones(2)}
+    save_file(good, str(tmp_path / "model.safetensors"))
+    ci.check_finite_hf_folder(tmp_path)
+    bad = dict(good, **{"model.norm.weight": torch.tensor([1.0, math.nan])})
+    save_file(bad, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ci.NonFiniteWeightsError, match=r"1 of 2 tensors contain NaN/Inf \(model.norm.weight\)"):
+        ci.check_finite_hf_folder(tmp_path)
+    assert ci.nonfinite_tensors({"i": torch.tensor([1, 2]), "inf": torch.tensor([math.inf])}) == ["inf"]
+
+
+def test_nonfinite_loss_guard_stops_after_n_consecutive_steps():
+    guard = ci.NonFiniteLossGuard(3)
+    guard.update(1, math.nan)
+    guard.update(2, 2.0)  # a finite loss resets the count
+    guard.update(3, math.nan)
+    guard.update(4, math.inf)
+    with pytest.raises(ci.NonFiniteLossError, match=r"3 consecutive step\(s\) since step 3.*max_nonfinite_loss_steps = 3"):
+        guard.update(5, math.nan)
+    off = ci.NonFiniteLossGuard(0)
+    for step in range(10):
+        off.update(step, math.nan)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ci.NonFiniteLossGuard(-1)
