@@ -1,0 +1,47 @@
+"""benchmarks/gpu_smoke.py: its figures from made-up timings, and a real (tiny, CPU) run of the script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_smoke.py"
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_figures(smoke):
+    losses = [10.0 - 0.1 * i for i in range(30)]
+    r = smoke.summarize([9.0, 1.0, 1.0, 1.0], losses, 8192, 6.395e9, 989e12, 35.0, warmup=1, world=8)
+    assert r["tokens_per_s_per_gpu"] == 8192.0 and r["gpus"] == 8 and r["timed_steps"] == 3
+    assert r["mfu_percent"] == pytest.approx(100 * 8192 * 6.395e9 / 989e12, abs=0.01)
+    assert r["loss_falls"] and r["loss_first"] > r["loss_last"]
+    flat = smoke.summarize([1.0, 1.0], [5.0, 5.0, 5.0, 5.0], 1, 1.0, None, 1.0, warmup=0, world=1)
+    assert flat["mfu_percent"] is None and not flat["loss_falls"]
+    assert not smoke.loss_falls([3.0])
+
+
+def test_gpu_counts(smoke):
+    assert smoke.gpu_counts("1,all", 8) == [1, 8]
+    assert smoke.gpu_counts("1,all", 1) == [1]
+    with pytest.raises(SystemExit, match="4 GPUs asked, 2 visible"):
+        smoke.gpu_counts("4", 2)
+
+
+@pytest.mark.slow
+def test_cpu_run_of_the_tiny_flavor(smoke, tmp_path):
+    out = tmp_path / "smoke.json"
+    smoke.main(["--steps", "8", "--warmup", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    (run,) = result["runs"]
+    assert result["flavor"] == "tiny" and run["steps"] == 8 and run["tokens_per_s_per_gpu"] > 0
+    assert run["mfu_percent"] is None and run["peak_memory_gib"] > 0 and run["loss_first"] is not None
