@@ -84,15 +84,16 @@ def has_manifest(step_dir: str | os.PathLike) -> bool:
     return (Path(step_dir) / MANIFEST).is_file()
 
 
-def verify_manifest(step_dir: str | os.PathLike, *, workers: int = 4) -> list[str]:
-    """Problems with `step_dir` against its manifest, one per file ("" list: intact).
+def verify_manifest(step_dir: str | os.PathLike, *, workers: int = 4, require: bool = True) -> list[str]:
+    """Problems with `step_dir` against its manifest, one per file (empty: intact).
 
-    A missing manifest is a problem: every save this code makes writes one.
+    Without a manifest: a problem when `require`, else nothing to check (a save from before
+    checksums, or one whose manifest was still being written when the job died).
     """
     root = Path(step_dir)
     path = root / MANIFEST
     if not path.is_file():
-        return [f"{path} is missing (the save never completed, or predates checksums)"]
+        return [f"{path} is missing (the save never completed, or predates checksums)"] if require else []
     try:
         manifest = json.loads(path.read_text())
         listed: Mapping[str, Mapping[str, object]] = manifest["files"]
@@ -126,12 +127,13 @@ class IntactChoice:
 
 
 def newest_intact(
-    steps: Iterable[tuple[int, str | os.PathLike]], *, warn: Callable[[str], None] | None = None, workers: int = 4
+    steps: Iterable[tuple[int, str | os.PathLike]], *, warn: Callable[[str], None] | None = None, workers: int = 4,
+    require: bool = True,
 ) -> IntactChoice:
     """Walk `(step, folder)` newest first; the first that verifies wins. Each rejected step is warned with its files."""
     rejected: dict[int, list[str]] = {}
     for step, folder in sorted(steps, key=lambda item: item[0], reverse=True):
-        problems = verify_manifest(folder, workers=workers)
+        problems = verify_manifest(folder, workers=workers, require=require)
         if not problems:
             return IntactChoice(step, rejected)
         rejected[step] = problems

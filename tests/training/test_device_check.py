@@ -1,0 +1,30 @@
+"""A GPU-sized flavor never falls back to the CPU silently."""
+
+from __future__ import annotations
+
+import pytest
+
+from molgen3D.training.pretraining import device_check as dc
+
+
+def test_cpu_flavors_and_accelerators_pass():
+    assert dc.cpu_fallback_problem("tiny", False, accelerator=False) is None
+    assert dc.cpu_fallback_problem("small", False, accelerator=False) is None
+    assert dc.cpu_fallback_problem("0.6B", False, accelerator=True) is None
+    assert dc.cpu_fallback_problem("0.6B", True, accelerator=False) is None  # the explicit override
+
+
+def test_gpu_flavor_on_cpu_names_the_problem_and_the_override():
+    text = dc.cpu_fallback_problem("0.6B", False, accelerator=False, problem="torch.cuda.init() failed: driver too old")
+    assert "flavor = '0.6B'" in text and "driver too old" in text and "[molgen_run] allow_cpu = true" in text
+
+
+def test_check_device_raises_with_torchs_own_reason(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(dc.NoAcceleratorError) as info:
+        dc.check_device("0.6B", allow_cpu=False, accelerator=False)
+    text = str(info.value)
+    assert "CUDA_VISIBLE_DEVICES=''" in text
+    # This machine has no GPU: torch either is built without CUDA or fails to initialise it.
+    assert "built without CUDA" in text or "torch.cuda.init() failed" in text or "torch warned" in text
+    dc.check_device("tiny", allow_cpu=False, accelerator=False)
