@@ -1,7 +1,7 @@
 """A numerical check during training: sample a few validation molecules and measure RMSD.
 
-The validator calls `sample_and_score` every N steps with a plain forward of the TorchTitan
-model (no KV cache). It uses the same constrained decoding as `molgen3d generate`, so every
+The validator calls `sample_and_score` every N steps, with a transformers copy of the model
+(KV cache, `hf_model=`) or a plain forward of the TorchTitan model (`logits_fn`). It uses the same constrained decoding as `molgen3d generate`, so every
 sample has the prompt's graph unless it runs out of tokens, and reports:
 - conformer_validity: valid samples / samples;
 - conformer_mean_best_rmsd: over valid samples, the mean of each sample's best heavy-atom RMSD
@@ -22,7 +22,7 @@ from rdkit import Chem
 
 from molgen3D.evaluation.references import load_jsonl_references, seeded_choice
 from molgen3D.evaluation.rmsd import best_rms
-from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SamplingConfig, run_without_cache, sample_molecules
+from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SamplingConfig, run_with_cache, run_without_cache, sample_molecules
 
 PRECISION_PROP = "molgen3d_precision"
 """Mol property carrying the data's coordinate decimals from `load_references` to `sample_and_score`."""
@@ -72,11 +72,13 @@ def sample_and_score(
     seed: int,
     max_matches: int = 1000,
     device: torch.device | str | None = None,
+    hf_model=None,
 ) -> dict[str, float | int]:
     """Constrained samples for each reference molecule, scored by best RMSD (see the module docstring).
 
     `logits_fn` gets a LongTensor [B, T] on `device` (CPU when None) and returns logits [B, T, V>=len(tokenizer)].
-    `tokenizer`: see `as_hf_tokenizer`.
+    `tokenizer`: see `as_hf_tokenizer`. With `hf_model` (a transformers causal LM holding the same
+    weights) decoding uses its KV cache instead of a full `logits_fn` forward per new token.
     """
     tokenizer = as_hf_tokenizer(tokenizer)
     if not references:
@@ -89,7 +91,10 @@ def sample_and_score(
         temperature=temperature, max_new_tokens=max_new_tokens, batch_size=samples_per_molecule,
         constrained=True, precision=precision, seed=seed,
     )
-    runner = functools.partial(run_without_cache, logits_fn, device=device)
+    if hf_model is not None:
+        runner = functools.partial(run_with_cache, hf_model)
+    else:
+        runner = functools.partial(run_without_cache, logits_fn, device=device)
     outcomes = sample_molecules(
         runner, tokenizer, [s for s, _ in references], [samples_per_molecule] * len(references), cfg
     )
