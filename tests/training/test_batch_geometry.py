@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from molgen3D.training.pretraining.config.batch_geometry import (
+    apply_launch_geometry,
+    hsdp_degrees,
     BatchGeometryError,
     describe,
     dp_degree,
@@ -75,3 +77,32 @@ def test_real_toml_runs_unchanged_on_1_2_4_nodes(nodes):
         training.get("global_batch_rounding", "exact"),
     )
     assert g.global_batch == (48 if nodes == 1 else 64)
+
+
+def test_hsdp_degrees():
+    assert hsdp_degrees(16, 8) == (2, 8) and hsdp_degrees(8, 8) == (1, 8)
+    with pytest.raises(BatchGeometryError, match="not a whole number of nodes"):
+        hsdp_degrees(12, 8)
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 4])
+def test_apply_to_the_real_config_before_anything_is_built(nodes):
+    """The 0.6B config at load: HSDP degrees and the batch in force for 1, 2, 4 nodes of 8 GPUs."""
+    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+
+    cfg = load_job_config(QWEN3_06B_TOML)
+    lines = []
+    env = {"WORLD_SIZE": str(8 * nodes), "LOCAL_WORLD_SIZE": "8"}
+    g = apply_launch_geometry(cfg, env, log=lines.append)
+    assert cfg.training.global_batch_size == g.global_batch == (48 if nodes == 1 else 64)
+    assert (cfg.parallelism.data_parallel_replicate_degree, cfg.parallelism.data_parallel_shard_degree) == (nodes, 8)
+    assert lines and f"dp {8 * nodes}" in lines[0]
+
+
+def test_exact_rule_fails_at_load_naming_keys():
+    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+
+    cfg = load_job_config(QWEN3_06B_TOML, ["--training.global_batch_rounding", "exact"])
+    with pytest.raises(BatchGeometryError) as info:
+        apply_launch_geometry(cfg, {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"})
+    assert info.value.key == "training.global_batch_size" and "where it divides: 1, 3" in info.value.problem

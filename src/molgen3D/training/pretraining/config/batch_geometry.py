@@ -25,6 +25,10 @@ RULE_KEY = "[training] global_batch_rounding"
 class BatchGeometryError(ValueError):
     """The batch keys do not fit the launch; the message names the keys, the node counts that work and the fix."""
 
+    def __init__(self, problem: str, fix: str = "", key: str = "training.global_batch_size") -> None:
+        self.problem, self.fix, self.key = problem, fix, key
+        super().__init__(f"{problem}. Fix: {fix}" if fix else problem)
+
 
 @dataclass(frozen=True)
 class BatchGeometry:
@@ -54,9 +58,9 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     try:
         number = int(value.split("(")[0].split(",")[0])  # SLURM_GPUS_ON_NODE may read "8(x2)"
     except ValueError as exc:
-        raise BatchGeometryError(f"${name} = {value!r} is not a count") from exc
+        raise BatchGeometryError(f"${name} = {value!r} is not a count", "launch with torchrun or the launcher") from exc
     if number < 1:
-        raise BatchGeometryError(f"${name} = {value!r} must be >= 1")
+        raise BatchGeometryError(f"${name} = {value!r} must be >= 1", "launch with torchrun or the launcher")
     return number
 
 
@@ -82,7 +86,8 @@ def dp_degree(world_size: int, *, tp: int = 1, cp: int = 1, pp: int = 1, ep: int
     model_parallel = tp * cp * pp
     if model_parallel < 1 or world_size % model_parallel:
         raise BatchGeometryError(
-            f"world size {world_size} is not a multiple of tensor x context x pipeline parallel = {model_parallel}"
+            f"world size {world_size} is not a multiple of tensor x context x pipeline parallel = {model_parallel}",
+            "change the [parallelism] degrees", key="parallelism.tensor_parallel_degree",
         )
     return world_size // model_parallel
 
@@ -98,16 +103,19 @@ def resolve_batch_geometry(
     """The global batch for `dp` data-parallel ranks, or `BatchGeometryError` naming the keys and the fix."""
     located = f" ({where})" if where else ""
     if rounding not in ROUNDING_RULES:
-        raise BatchGeometryError(f"{RULE_KEY} = {rounding!r}{located} is not one of {', '.join(ROUNDING_RULES)}")
+        raise BatchGeometryError(f"{RULE_KEY} = {rounding!r}{located} is not one of {', '.join(ROUNDING_RULES)}",
+                                 'set "exact" or "up"', key="training.global_batch_rounding")
     if local_batch < 1:
-        raise BatchGeometryError(f"{LOCAL_KEY} = {local_batch}{located} must be >= 1")
+        raise BatchGeometryError(f"{LOCAL_KEY} = {local_batch}{located} must be >= 1", "set a positive value",
+                                 key="training.local_batch_size")
     if dp < 1:
-        raise BatchGeometryError(f"data-parallel degree {dp} must be >= 1")
+        raise BatchGeometryError(f"data-parallel degree {dp} must be >= 1", "check the launch")
     per_step = local_batch * dp
     if global_batch == -1:
         return BatchGeometry(local_batch, dp, per_step, -1)
     if global_batch < 1:
-        raise BatchGeometryError(f"{GLOBAL_KEY} = {global_batch}{located} must be -1 (local x dp) or >= 1")
+        raise BatchGeometryError(f"{GLOBAL_KEY} = {global_batch}{located} must be -1 (local x dp) or >= 1",
+                                 "set -1 or a positive multiple of local_batch_size")
     if global_batch % per_step == 0:
         return BatchGeometry(local_batch, dp, global_batch, global_batch)
     if rounding == "up":
@@ -116,9 +124,9 @@ def resolve_batch_geometry(
     node_text = ", ".join(map(str, nodes)) if nodes else "none up to 16"
     raise BatchGeometryError(
         f"{GLOBAL_KEY} = {global_batch}{located} is not a multiple of {LOCAL_KEY} ({local_batch}) x data-parallel "
-        f"degree ({dp}) = {per_step}. Node counts of {gpus_per_node} GPUs where it divides: {node_text}. "
-        f"Fix: use a multiple of {per_step}, -1 (= {per_step}, no accumulation), or {RULE_KEY} = \"up\" "
-        f"(rounds to {-(-global_batch // per_step) * per_step})"
+        f"degree ({dp}) = {per_step}. Node counts of {gpus_per_node} GPUs where it divides: {node_text}",
+        f"use a multiple of {per_step}, -1 (= {per_step}, no accumulation), or {RULE_KEY} = \"up\" "
+        f"(rounds to {-(-global_batch // per_step) * per_step})",
     )
 
 
@@ -132,3 +140,41 @@ def describe(geometry: BatchGeometry, seq_len: int, source: str) -> str:
     if geometry.rounded:
         line += f"; rounded up from {geometry.target_global_batch} ({RULE_KEY} = \"up\")"
     return line
+
+
+def gpus_per_node(env: Mapping[str, str], world_size: int) -> int:
+    """Ranks per node: torchrun's LOCAL_WORLD_SIZE, else NGPU_PER_NODE / SLURM_GPUS_ON_NODE, else all on one node."""
+    for name in ("LOCAL_WORLD_SIZE", "NGPU_PER_NODE", "SLURM_GPUS_ON_NODE"):
+        value = _positive_int(env, name)
+        if value is not None:
+            return value
+    return world_size
+
+
+def hsdp_degrees(world_size: int, per_node: int) -> tuple[int, int]:
+    """(replicate, shard) for HSDP: shard over a node's GPUs (NVLink), replicate across nodes (InfiniBand)."""
+    if per_node < 1 or world_size % per_node:
+        raise BatchGeometryError(
+            f"world size {world_size} is not a whole number of nodes of {per_node} ranks",
+            "launch the same number of GPUs on every node, or set [parallelism] hsdp_across_nodes = false",
+            key="parallelism.hsdp_across_nodes",
+        )
+    return world_size // per_node, per_node
+
+
+def apply_launch_geometry(cfg, env: Mapping[str, str], log=None) -> BatchGeometry:
+    """Set the data-parallel degrees (HSDP) and the global batch of a job config for this launch, in place."""
+    world, source = launch_world_size(env)
+    par = cfg.parallelism
+    if getattr(par, "hsdp_across_nodes", False):
+        par.data_parallel_replicate_degree, par.data_parallel_shard_degree = hsdp_degrees(world, gpus_per_node(env, world))
+    dp = dp_degree(world, tp=par.tensor_parallel_degree, cp=par.context_parallel_degree, pp=par.pipeline_parallel_degree)
+    t = cfg.training
+    geometry = resolve_batch_geometry(
+        t.global_batch_size, t.local_batch_size, dp, getattr(t, "global_batch_rounding", "exact"),
+        gpus_per_node=gpus_per_node(env, world) if world > 1 else 8,
+    )
+    t.global_batch_size = geometry.global_batch
+    if log is not None:
+        log(describe(geometry, t.seq_len, source))
+    return geometry

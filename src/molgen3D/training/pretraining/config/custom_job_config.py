@@ -62,6 +62,12 @@ class MolGenRunConfig:
     logs_root: str = "base_paths:outputs_root"
     """Root of pretrain_logs/<run-name>/ (runtime.log, tb/): a base_paths key, an alias or a path."""
 
+    allow_cpu: bool = False
+    """Let a GPU-sized flavor (above "tiny"/"small") run on the CPU when no accelerator works (else an error)."""
+
+    reinit_tag_rows: str = "auto"
+    """Tag-token embedding rows after the initial load: "auto" (scratch, or a base model without trained tag rows), "always", "never"."""
+
 
 @dataclass
 class MolGenDataConfig:
@@ -143,6 +149,9 @@ class Checkpoint:
     save_hf_per_checkpoint: bool = False
     """Also write a complete Hugging Face folder next to every DCP save (not only the last)."""
 
+    checksums: bool = True
+    """Write a sha256 manifest into every saved step and verify it at load (a mismatch falls back to an older step)."""
+
 
 @dataclass
 class Validation:
@@ -203,6 +212,9 @@ class Training:
     global_batch_rounding: str = "exact"
     """"exact": global_batch_size must divide by local_batch_size x data-parallel ranks; "up": round it up to the next multiple."""
 
+    max_nonfinite_loss_steps: int = 3
+    """Consecutive steps with a non-finite loss/gradient (each skipped, weights untouched) before the run stops; 0 = never stop."""
+
 
 @dataclass
 class Model:
@@ -213,6 +225,20 @@ class Model:
 
     hf_assets_path: str = ""
     """HF assets folder (its safetensors index shards HF saves); "" -> the base model for hf_pretrain, else none."""
+
+    document_masking: bool = False
+    """Block-causal attention: each packed unit attends only to itself (cut after every <|endoftext|>)."""
+
+    attention_backend: str = "auto"
+    """With document_masking: "auto" (flex on CUDA, SDPA with an explicit mask on CPU), "flex", "varlen" or "sdpa"."""
+
+
+@dataclass
+class Parallelism:
+    """MolGen3D extra of `[parallelism]`."""
+
+    hsdp_across_nodes: bool = False
+    """HSDP: shard within a node (its GPUs), replicate across nodes; sets the replicate/shard degrees at launch."""
 
 
 @dataclass
@@ -236,4 +262,5 @@ class JobConfig:
     lr_scheduler: LRScheduler = field(default_factory=LRScheduler)
     training: Training = field(default_factory=Training)
     model: Model = field(default_factory=Model)
+    parallelism: Parallelism = field(default_factory=Parallelism)
     experimental: Experimental = field(default_factory=Experimental)

@@ -9,10 +9,12 @@ checkpointer read instead of working anything out again. Every error names the T
 """
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from molgen3D.training.pretraining.config.batch_geometry import BatchGeometryError, apply_launch_geometry
 from molgen3D.training.pretraining.config.custom_job_config import (
     DATASET_NAME,
     DEFAULT_LR,
@@ -67,6 +69,7 @@ def finalize_job_config(job_config):
     if cfg.lr_scheduler.wsds is not None:
         raise err("lr_scheduler.wsds", "is internal and was set", "set the WSDS options under [wsds_scheduler]")
     _check_training(cfg, err)
+    _apply_launch_geometry(cfg, err)
     paths = resolve_molgen_paths(cfg)
     _apply_paths(cfg, paths, err)
     _apply_init_mode(cfg, paths, err)
@@ -120,6 +123,16 @@ def _check_training(cfg, err) -> None:
             f"{t.global_batch_size} is not a positive multiple of local_batch_size = {t.local_batch_size}",
             "use -1 (local batch x data-parallel degree) or a multiple of local_batch_size x data-parallel degree",
         )
+
+
+def _apply_launch_geometry(cfg, err) -> None:
+    """HSDP degrees and the global batch for this launch's world size, before any data or model is built."""
+    from torchtitan.tools.logging import logger
+
+    try:
+        apply_launch_geometry(cfg, os.environ, log=logger.info)
+    except BatchGeometryError as e:
+        raise err(e.key, e.problem, e.fix) from None
 
 
 def _apply_paths(cfg, paths: MolGenPaths, err) -> None:
@@ -304,6 +317,14 @@ def _apply_lr_and_wsds(cfg, err) -> WSDSSchedule | None:
             "wsds_scheduler.checkpoints",
             f"{points} must lie within 1..training.steps = {steps}",
             "drop the steps beyond training.steps or raise training.steps",
+        )
+    if wsds.enable and max(points) < steps:
+        raise err(
+            "wsds_scheduler.checkpoints",
+            f"{points} ends at step {max(points)} but training.steps = {steps}: steps {max(points) + 1}-{steps} "
+            f"would train at lr_min = {wsds.lr_min}",
+            f"add {steps} as a new decay end (checkpoints = {points + [steps]}: the extension becomes a new annealed "
+            f"mini run), or set training.steps = {max(points)}",
         )
     try:
         # The schedule's own rules live in WSDSSchedule. A disabled section is still checked,
