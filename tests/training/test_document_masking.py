@@ -103,3 +103,39 @@ def test_gradients_flow_and_labels_are_not_touched():
     loss.backward()
     assert torch.equal(labels, before) and model.tok_embeddings.weight.grad is not None
     assert dm.model_inputs(model, tokens, tokenizer=None) == {}  # sdpa path: the model builds its own mask
+
+
+def test_unit_length_stats_feed_the_masked_flops():
+    from molgen3D.training.pretraining import flops
+
+    tokens = torch.tensor([[5, 6, EOS, 7, EOS, EOS, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8]])
+    squares, total = dm.unit_length_stats(tokens, EOS).tolist()
+    assert total == 16 and squares == sum(n * n for n in flops.unit_lengths(tokens, EOS))
+    model = _model(masking=True).train()
+    model(tokens)
+    model(tokens)
+    assert model.pop_attention_len() == pytest.approx(squares / total)
+    assert model.pop_attention_len() is None  # reset after reading
+    with torch.no_grad():
+        model(tokens)  # validation forwards are not training FLOPs
+    assert model.pop_attention_len() is None
+
+
+def test_toml_option_selects_block_causal_sdpa_on_cpu(make_tiny_toml):
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+
+    spec = get_train_spec("molgen_qwen3")
+    on = spec.model_args["tiny"]
+    on.update_from_config(load_job_config(make_tiny_toml("mask", model={"flavor": "tiny", "document_masking": True})))
+    assert (on.attn_type, on.attn_mask_type) == ("sdpa", "block_causal")
+    model = spec.model_cls(on)
+    assert isinstance(model.layers["0"].attention.inner_attention, dm.MaskedSdpa)
+    off = spec.model_args["tiny"]
+    off.update_from_config(load_job_config(make_tiny_toml("nomask", model={"flavor": "tiny"})))
+    assert (off.attn_type, off.attn_mask_type) == ("sdpa", "causal")
+    flex = spec.model_args["tiny"]
+    toml = make_tiny_toml("flex", model={"flavor": "tiny", "document_masking": True, "attention_backend": "flex"})
+    with pytest.raises(ValueError, match="attention_backend = 'flex' needs CUDA"):
+        flex.update_from_config(load_job_config(toml))

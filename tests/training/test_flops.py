@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torchtitan.models.qwen3 import Qwen3Model
+from torchtitan.models.qwen3 import Qwen3Model, Qwen3ModelArgs
 
 from molgen3D.training.pretraining import flops
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
@@ -38,9 +38,11 @@ def test_06b_flops_per_token_by_hand(meta_06b):
     assert per_token == dense + head + attention
     assert round(per_token / 1e9, 3) == 6.395
     # TorchTitan's own figure leaves the head out (and logs 440M parameters): ~15% lower.
-    titan_params, titan_flops = args.get_nparams_and_flops(model, 4096)
+    titan_params, titan_flops = Qwen3ModelArgs.get_nparams_and_flops(args, model, 4096)
     assert titan_params == 440_467_456 and titan_flops == dense + attention
     assert 0.14 < per_token / titan_flops - 1 < 0.18
+    # The molgen_qwen3 args hand the Trainer (and so the MFU) the corrected figures.
+    assert args.get_nparams_and_flops(model, 4096) == (596_049_920, dense + head + attention)
 
 
 def test_untied_head_is_not_counted_twice():

@@ -81,3 +81,20 @@ def test_reinit_rule(init_mode, mode, trained, expected):
 def test_reinit_mode_checked():
     with pytest.raises(ValueError, match="reinit_tag_rows = 'sometimes'"):
         hf_base.should_reinit_tag_rows("hf_pretrain", "sometimes", False)
+
+
+def test_model_args_refuse_a_base_folder_of_another_flavor(make_tiny_toml, tmp_path):
+    """hf_pretrain: the flavor is checked against the folder's config.json before any weight is read."""
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps(QWEN3_06B_CONFIG))
+    toml = make_tiny_toml("hfbase", molgen_run={"init_mode": "hf_pretrain", "base_model_tag": str(base)},
+                          checkpoint={"enable": True})
+    args = get_train_spec("molgen_qwen3").model_args["tiny"]
+    with pytest.raises(hf_base.BaseModelMismatch) as info:
+        args.update_from_config(load_job_config(toml))
+    assert "[model] flavor = 'tiny'" in str(info.value) and "That is flavor '0.6B'" in str(info.value)

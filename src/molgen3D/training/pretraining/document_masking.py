@@ -85,21 +85,55 @@ class MaskedSdpa(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=enable_gqa)
 
 
+def unit_length_stats(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """[sum of squared unit lengths, sum of lengths] of a [B, L] batch (float64, on its device, no sync)."""
+    batch, length = tokens.shape
+    seg = segment_ids(tokens, eos_id).to(torch.int64)
+    rows = torch.arange(batch, device=tokens.device, dtype=torch.int64)[:, None] * length
+    lengths = torch.bincount((seg + rows).flatten(), minlength=batch * length).to(torch.float64)
+    return torch.stack([(lengths * lengths).sum(), lengths.sum()])
+
+
 class MolGenQwen3Model(Qwen3Model):
-    """TorchTitan's Qwen3, plus "sdpa" with a block-causal mask built from the input tokens."""
+    """TorchTitan's Qwen3, plus "sdpa" with a block-causal mask built from the input tokens.
+
+    With block-causal attention it also sums the unit lengths it sees (`pop_attention_len`),
+    so MFU counts the attention FLOPs the masked batches really cost.
+    """
 
     def __init__(self, model_args):
         super().__init__(model_args)
-        self.explicit_block_mask = model_args.attn_type == "sdpa" and model_args.attn_mask_type == BLOCK_CAUSAL
+        self.block_causal = model_args.attn_mask_type == BLOCK_CAUSAL
+        self.explicit_block_mask = model_args.attn_type == "sdpa" and self.block_causal
         self._mask_slot = _MaskSlot()
+        self._unit_stats: torch.Tensor | None = None
         if self.explicit_block_mask:
             for layer in self.layers.values():
                 layer.attention.inner_attention = MaskedSdpa(self._mask_slot)
+
+    def _count_units(self, tokens: torch.Tensor) -> None:
+        stats = unit_length_stats(tokens, self.model_args.eos_id)
+        self._unit_stats = stats if self._unit_stats is None else self._unit_stats + stats
+
+    def pop_attention_len(self) -> float | None:
+        """sum(l^2) / sum(l) over the units seen since the last call (None: no masking, or nothing seen)."""
+        if self._unit_stats is None:
+            return None
+        squares, tokens = self._unit_stats.tolist()
+        self._unit_stats = None
+        return squares / tokens if tokens else None
+
+    def get_attention_masks(self, input_batch: torch.Tensor, tokenizer: Any, extra_inputs: Any = None):
+        if self.block_causal and torch.is_grad_enabled():
+            self._count_units(input_batch)
+        return super().get_attention_masks(input_batch, tokenizer, extra_inputs)
 
     def forward(self, tokens: torch.Tensor, attention_masks: Any = None, positions: torch.Tensor | None = None):
         if self.explicit_block_mask:
             # Kept until the next forward: activation recompute in backward reads it again.
             self._mask_slot.mask = block_causal_mask(tokens, self.model_args.eos_id)
+            if torch.is_grad_enabled():
+                self._count_units(tokens)
         return super().forward(tokens, attention_masks, positions)
 
 

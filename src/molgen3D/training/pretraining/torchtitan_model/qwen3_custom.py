@@ -5,6 +5,10 @@ Importing this module (the Trainer does it first thing) installs the TorchTitan 
 folder) and registers the spec once per process. What the spec changes against TorchTitan's `qwen3`:
 - flavors "tiny"/"small" that train in minutes on 2 CPU cores, and "0.6B" (Qwen3-0.6B);
   all tie the LM head to the embedding;
+- `[model] document_masking` makes attention block-causal per unit (flex/varlen on CUDA, SDPA
+  with an explicit mask on CPU: document_masking.py);
+- parameter count and FLOPs/token count the tied head (flops.py), so MFU is not ~15% low;
+- hf_pretrain checks the base folder's config.json against the flavor (hf_base.py);
 - the vocabulary follows the tokenizer (`molgen_run.tokenizer_tag`, resolved once by finalize):
   len(tokenizer) rounded up to a multiple of 64, except that a flavor with Qwen3's padded
   151,936 rows keeps them when they cover the tokenizer (so Qwen3 HF weights load as is);
@@ -15,24 +19,26 @@ folder) and registers the spec once per process. What the spec changes against T
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from torchtitan.components.loss import build_cross_entropy_loss
 from torchtitan.components.optimizer import build_optimizers
 from torchtitan.components.tokenizer import HuggingFaceTokenizer
-from torchtitan.models.qwen3 import Qwen3Model, Qwen3ModelArgs
+from torchtitan.models.qwen3 import Qwen3ModelArgs
 from torchtitan.protocols.train_spec import TrainSpec, get_train_spec, register_train_spec
 from torchtitan.tools.logging import logger
 
 from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 from molgen3D.tokenization.load import load_titan_tokenizer
-from molgen3D.training.pretraining import patches
+from molgen3D.training.pretraining import flops, hf_base, patches
 from molgen3D.training.pretraining.components.lr_scheduler import build_wsds_lr_schedulers
 from molgen3D.training.pretraining.components.metrics import build_molgen_metrics_processor, offer_train_loader
 from molgen3D.training.pretraining.components.validate import build_molgen_validator
 from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME
 from molgen3D.training.pretraining.config.finalize import resolved
+from molgen3D.training.pretraining.document_masking import MolGenQwen3Model, resolve_attention
 from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
 from molgen3D.training.pretraining.torchtitan_model.parallelize import parallelize_molgen_qwen3
 
@@ -89,6 +95,35 @@ class MolGenQwen3ModelArgs(Qwen3ModelArgs):
         self.vocab_size = resolve_vocab_size(n_tokens, self.vocab_size)
         self.eos_id = int(tokenizer.eos_id)
         logger.info(f"Vocabulary: {n_tokens} tokenizer ids -> {self.vocab_size} embedding rows; eos_id {self.eos_id}")
+        model = job_config.model
+        try:
+            self.attn_type, self.attn_mask_type = resolve_attention(
+                bool(getattr(model, "document_masking", False)), getattr(model, "attention_backend", "auto"),
+                cuda=patches.accelerator_available(),
+            )
+        except ValueError as err:
+            raise ValueError(f"{err} (model.document_masking = {getattr(model, 'document_masking', False)})") from None
+        if self.attn_mask_type != "causal":
+            logger.info(f"Document masking: {self.attn_type} attention, block-causal per unit (cut after eos {self.eos_id})")
+        self._check_hf_base(job_config)
+
+    def _check_hf_base(self, job_config) -> None:
+        """hf_pretrain from a local folder: its config.json must describe this flavor and vocabulary."""
+        if job_config.molgen_run.init_mode != "hf_pretrain":
+            return
+        base = resolved(job_config).paths.base_model
+        if not base or not os.path.isdir(base):
+            return  # a hub id: the runner's pre-flight check says it must be a local folder
+        config = hf_base.read_base_config(base)
+        hf_base.check_base_matches(
+            config, job_config.model.flavor, self, MOLGEN_FLAVORS, os.path.join(base, "config.json")
+        )
+
+    def get_nparams_and_flops(self, model, seq_len: int) -> tuple[int, int]:
+        """Distinct parameters and FLOPs/token with the tied LM head counted (TorchTitan's leave it out)."""
+        params, per_token = flops.model_flops_per_token(self, model, seq_len)
+        logger.info(flops.describe(params, per_token, seq_len))
+        return params.total, int(per_token)
 
 
 def _flavor(**overrides) -> MolGenQwen3ModelArgs:
@@ -138,7 +173,7 @@ class FreshFlavors(Mapping):
 
 def build_molgen_train_spec() -> TrainSpec:
     return TrainSpec(
-        model_cls=Qwen3Model,
+        model_cls=MolGenQwen3Model,
         model_args=FreshFlavors(MOLGEN_FLAVORS),
         parallelize_fn=parallelize_molgen_qwen3,
         pipelining_fn=None,
