@@ -16,7 +16,7 @@ def test_cpu_flavors_and_accelerators_pass():
 
 def test_gpu_flavor_on_cpu_names_the_problem_and_the_override():
     text = dc.cpu_fallback_problem("0.6B", False, accelerator=False, problem="torch.cuda.init() failed: driver too old")
-    assert "flavor = '0.6B'" in text and "driver too old" in text and "[molgen_run] allow_cpu = true" in text
+    assert "flavor = '0.6B'" in text and "driver too old" in text and "[molgen_run] allow_cpu = true" in dc.FIX
 
 
 def test_check_device_raises_with_torchs_own_reason(monkeypatch):
@@ -24,7 +24,18 @@ def test_check_device_raises_with_torchs_own_reason(monkeypatch):
     with pytest.raises(dc.NoAcceleratorError) as info:
         dc.check_device("0.6B", allow_cpu=False, accelerator=False)
     text = str(info.value)
-    assert "CUDA_VISIBLE_DEVICES=''" in text
+    assert "CUDA_VISIBLE_DEVICES=''" in text and "allow_cpu = true" in text
     # This machine has no GPU: torch either is built without CUDA or fails to initialise it.
     assert "built without CUDA" in text or "torch.cuda.init() failed" in text or "torch warned" in text
     dc.check_device("tiny", allow_cpu=False, accelerator=False)
+
+
+def test_runner_refuses_a_gpu_flavor_on_this_cpu(make_tiny_toml):
+    """The runner's pre-flight check: no silent CPU run of 0.6B; the override lets it through that check."""
+    from molgen3D.training.pretraining import torchtitan_runner as runner
+    from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+
+    toml = make_tiny_toml("gpu", model={"flavor": "0.6B"})
+    with pytest.raises(MolGenConfigError) as info:
+        runner.run_pretraining(toml)
+    assert info.value.key == "molgen_run.allow_cpu" and "flavor = '0.6B' is sized for GPUs" in str(info.value)

@@ -19,6 +19,10 @@ OVERRIDE_KEY = "[molgen_run] allow_cpu"
 class NoAcceleratorError(RuntimeError):
     """A GPU-sized flavor would run on the CPU; the message names the CUDA problem and the override."""
 
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}. Fix: {fix}")
+
 
 def cuda_problem(env: Mapping[str, str] | None = None) -> str:
     """Why CUDA is unusable here, in words (what torch says when it tries, and the visible-devices setting)."""
@@ -43,20 +47,21 @@ def cuda_problem(env: Mapping[str, str] | None = None) -> str:
     return "; ".join(reasons)
 
 
+FIX = (
+    f"repair the node's CUDA (nvidia-smi, the driver, the allocation's GPUs), or set {OVERRIDE_KEY} = true "
+    "(--molgen_run.allow_cpu) to run it on the CPU anyway (fp32, gloo, very slow)"
+)
+
+
 def cpu_fallback_problem(flavor: str, allow_cpu: bool, accelerator: bool, problem: str = "") -> str | None:
     """The error text when a non-CPU flavor is about to run on the CPU without the override, else None."""
     if accelerator or allow_cpu or flavor in CPU_FLAVORS:
         return None
-    return (
-        f"[model] flavor = {flavor!r} is sized for GPUs, but no accelerator is usable: {problem or 'CUDA unavailable'}. "
-        f"Fix the node's CUDA (nvidia-smi, the driver, the allocation's GPUs), or set {OVERRIDE_KEY} = true "
-        f"(--molgen_run.allow_cpu) to run it on the CPU anyway (fp32, gloo, very slow)"
-    )
+    return f"[model] flavor = {flavor!r} is sized for GPUs, but no accelerator is usable: {problem or 'CUDA unavailable'}"
 
 
 def check_device(flavor: str, allow_cpu: bool, accelerator: bool) -> None:
     """Raise `NoAcceleratorError` for a silent CPU run of a GPU flavor (asks torch why only then)."""
     if accelerator or allow_cpu or flavor in CPU_FLAVORS:
         return
-    message = cpu_fallback_problem(flavor, allow_cpu, accelerator, cuda_problem())
-    raise NoAcceleratorError(message)
+    raise NoAcceleratorError(cpu_fallback_problem(flavor, allow_cpu, accelerator, cuda_problem()), FIX)

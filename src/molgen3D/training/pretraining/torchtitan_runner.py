@@ -134,6 +134,13 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
 
 def check_inputs(job_config, paths: MolGenPaths) -> None:
     """Everything the run reads must exist before the Trainer starts; errors name the key and how to make it."""
+    from molgen3D.training.pretraining.device_check import NoAcceleratorError, check_device
+    from molgen3D.training.pretraining.patches import accelerator_available
+
+    try:
+        check_device(job_config.model.flavor, job_config.molgen_run.allow_cpu, accelerator_available())
+    except NoAcceleratorError as err:
+        raise MolGenConfigError("molgen_run.allow_cpu", err.problem, err.fix) from None
     if (
         not (paths.tokenizer_dir / "tokenizer.json").is_file()
         and not (paths.tokenizer_dir / "tokenizer_config.json").is_file()
