@@ -14,8 +14,17 @@ What it adds to TorchTitan 0.2.2:
   until the new one is renamed in). So: the probe files are removed first before a folder is
   purged or re-saved, and the load step is the newest folder whose metadata reads and whose
   every referenced file is present and long enough;
+- content checksums (`checkpoint_integrity.py`, `[checkpoint] checksums`): rank 0 writes a
+  sha256 manifest into each step once its files are all on disk (after an async save's
+  future completes); the load step is the newest one that also verifies, each newer one
+  skipped with a warning naming its bad file. A step folder that already exists is moved
+  aside (`step-N.replaced-<time>`), never written over in place;
+- an HF folder whose tensors are not all finite is never completed (its index is removed
+  and the run stops); the non-finite loss guard (`nonfinite_patch.py`) is armed here;
 - after the initial load of a `scratch` or `hf_pretrain` run, the rows of the tag tokens are
-  re-initialised N(0, dim**-0.5), so the new tags do not start as copies of unrelated rows.
+  re-initialised N(0, dim**-0.5), so the new tags do not start as copies of unrelated rows,
+  unless the hf_pretrain base already has trained tag rows (`[molgen_run] reinit_tag_rows`,
+  hf_base.py).
 
 Installation: TorchTitan's Trainer builds `CheckpointManager(...)` by the name bound in
 `torchtitan.train`, and TrainSpec has no hook for it; `patches.py` rebinds that name, guarded.
@@ -28,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from molgen3D.chem.units import TAGS
 from molgen3D.hf.export import complete_hf_folder
 from molgen3D.hf.state_dict_adapter import reinit_token_rows
 from molgen3D.training.pretraining.config.finalize import resolved
+from molgen3D.training.pretraining import checkpoint_integrity as integrity
 
 STEP_DIR = re.compile(r"step-(\d+)")
 DCP_METADATA = ".metadata"
@@ -148,7 +159,7 @@ def latest_complete_step(folder: str | os.PathLike, *, resumable: bool = False) 
 
 def disarm(step_dir: str | os.PathLike) -> None:
     """Remove the probe files, so a folder about to be deleted or rewritten never looks complete."""
-    for name in PROBES:
+    for name in (*PROBES, integrity.MANIFEST):
         try:
             os.unlink(os.path.join(step_dir, name))
         except FileNotFoundError:
@@ -177,6 +188,15 @@ class MolGenCheckpointManager(CheckpointManager):
         self.save_hf_per_checkpoint = bool(getattr(checkpoint_config, "save_hf_per_checkpoint", False))
         if self.enable and self.save_hf_per_checkpoint and self.sd_adapter is None:
             raise ValueError("[checkpoint] save_hf_per_checkpoint = true needs the train spec's state_dict_adapter")
+        metrics_processor = getattr(self.trainer, "metrics_processor", None)
+        if hasattr(metrics_processor, "attach_model") and MODEL in self.states:
+            metrics_processor.attach_model(self.states[MODEL].model)
+        self.checksums = bool(getattr(checkpoint_config, "checksums", False))
+        if self.is_molgen_run and self.trainer is not None:
+            from molgen3D.training.pretraining.torchtitan_model import nonfinite_patch
+
+            trainer = self.trainer
+            nonfinite_patch.configure(self.job_config.training.max_nonfinite_loss_steps, lambda: trainer.step)
         if self.enable and self.decay_end_steps:
             logger.info(f"Checkpoints also at the WSDS decay ends {sorted(self.decay_end_steps)} (never purged)")
 
@@ -204,19 +224,46 @@ class MolGenCheckpointManager(CheckpointManager):
             self._complete_hf(step_dir)
         elif self.save_hf_per_checkpoint:
             self._save_hf_copy(step_dir)
+        self._seal(step_dir, last_step)
 
     def _clear_stale_step(self, step: int) -> None:
-        """A `step-N` left by an earlier attempt loses its probes before it is written over.
+        """A `step-N` left by an earlier attempt is moved aside, never written over in place.
 
         Rank 0 decides and the others wait for it: a rank that looked for itself could
         already see the folder another rank just started writing.
         """
         step_dir = self._create_checkpoint_id(step)
         if _rank() == 0 and os.path.isdir(step_dir):
-            logger.warning(f"Overwriting the existing checkpoint folder {step_dir}")
-            disarm(step_dir)
-            disarm(os.path.join(step_dir, HF_SUBDIR))
+            aside = f"{step_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            logger.warning(f"{step_dir} already exists: moved to {aside} (a step folder is never overwritten in place)")
+            os.rename(step_dir, aside)
         _barrier()
+
+    # --- checksums -----------------------------------------------------------------------
+
+    def _seal(self, step_dir: str, last_step: bool) -> None:
+        """Rank 0 writes the step's manifest once every rank's files are on disk.
+
+        DCP's coordinator writes `.metadata` after gathering every rank's write results, so
+        rank 0's save future completing means the folder is whole.
+        """
+        if not self.checksums or _rank() != 0:
+            return
+        future = None if last_step or self.async_mode == AsyncMode.DISABLED else self.save_future
+        if future is None:
+            integrity.write_manifest(step_dir)
+            return
+
+        def after_save(done) -> None:
+            if done.exception() is not None:
+                logger.warning(f"no checksum manifest for {step_dir}: the async save failed ({done.exception()})")
+                return
+            try:
+                integrity.write_manifest(step_dir)
+            except Exception as err:  # a callback must not die silently
+                logger.warning(f"no checksum manifest for {step_dir}: {type(err).__name__}: {err}")
+
+        future.add_done_callback(after_save)
 
     # --- Hugging Face folders ------------------------------------------------------------
 
@@ -231,16 +278,36 @@ class MolGenCheckpointManager(CheckpointManager):
     def _complete_hf(self, hf_dir: str) -> None:
         if not self.is_molgen_run or _rank() != 0:
             return
+        try:
+            integrity.check_finite_hf_folder(hf_dir)
+        except integrity.NonFiniteWeightsError:
+            disarm(hf_dir)  # without its index the folder is never taken for a model
+            raise
         complete_hf_folder(hf_dir, self.trainer.model_args, self.resolved.tokenizer_dir)
         logger.info(f"Hugging Face model folder complete: {hf_dir}")
 
     # --- which step to load --------------------------------------------------------------
 
     def _find_load_step(self, folder: str = "") -> int:
-        step, skipped = latest_complete_step(folder or self.folder, resumable=True)
-        for path, problem in skipped:
-            logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
+        """The newest resumable step whose checksums verify; rank 0 reads the files, every rank gets its answer."""
+        step = self._newest_intact_step(folder or self.folder) if _rank() == 0 else -1
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            box = [step]
+            dist.broadcast_object_list(box, src=0)
+            step = box[0]
         return step
+
+    def _newest_intact_step(self, folder: str) -> int:
+        for step, path in reversed(step_dirs(folder)):
+            problem = resume_problem(path)
+            if problem is not None:
+                logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
+                continue
+            bad = integrity.verify_manifest(path, require=False) if self.checksums else []
+            if not bad:
+                return step
+            logger.warning(f"Ignoring checkpoint {path}, it fails its checksums: {'; '.join(bad)}")
+        return -1
 
     def _purge_stale_checkpoints(self) -> None:
         if self.keep_latest_k <= 0 or _rank() != 0 or not os.path.isdir(self.folder):
@@ -262,6 +329,9 @@ class MolGenCheckpointManager(CheckpointManager):
         if resuming and step != -1:
             named = self._create_checkpoint_id(step)
             problem = checkpoint_problem(named) if os.path.isdir(named) else None
+            if problem is None and os.path.isdir(named) and self.checksums:
+                bad = integrity.verify_manifest(named, require=False)
+                problem = "checksum mismatch: " + "; ".join(bad) if bad else None
             if problem is not None:
                 raise ValueError(
                     f"checkpoint.load_step = {step}: {named} is incomplete ({problem}); "
@@ -291,14 +361,25 @@ class MolGenCheckpointManager(CheckpointManager):
         return loaded
 
     def _reinit_tag_rows(self) -> None:
-        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load."""
+        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load (hf_base.should_reinit_tag_rows)."""
         if not self.is_molgen_run or self.job_config.molgen_run.init_mode not in ("scratch", "hf_pretrain"):
             return
+        from molgen3D.training.pretraining import hf_base
+
         tokenizer = self.trainer.tokenizer
-        ids = [tokenizer.token_to_id(tag) for tag in TAGS]
-        ids = [i for i in ids if i is not None]
+        run_ids = {tag: tokenizer.token_to_id(tag) for tag in TAGS}
+        run_ids = {tag: i for tag, i in run_ids.items() if i is not None}
+        ids = list(run_ids.values())
         if not ids:
             logger.info("Tokenizer has none of the tag tokens; no embedding rows re-initialised")
+            return
+        run = self.job_config.molgen_run
+        base = self.resolved.paths.base_model if run.init_mode == "hf_pretrain" else None
+        trained = bool(base) and os.path.isdir(base) and hf_base.has_trained_tag_rows(base, run_ids)
+        mode = getattr(run, "reinit_tag_rows", "auto")
+        if not hf_base.should_reinit_tag_rows(run.init_mode, mode, trained):
+            why = "the base model's tokenizer has them at the same ids (trained rows)" if trained else f"reinit_tag_rows = {mode!r}"
+            logger.info(f"Kept the embedding rows of the tag tokens {ids}: {why}")
             return
         dim = self.trainer.model_args.dim
         for model in self.states[MODEL].model:

@@ -3,7 +3,8 @@
 Every `metrics.log_freq` steps the runtime log, TensorBoard and WandB get: loss,
 global_max_loss, grad_norm, lr, tokens/s and units/s (per device, like TorchTitan's tps),
 padding fraction of the window, skipped and truncated units (cumulative, all ranks), memory,
-and MFU against the device's DENSE bf16 peak. TorchTitan 0.2.2's `get_peak_flops` table is
+and MFU against the device's DENSE bf16 peak. FLOPs/token count the tied LM head (flops.py);
+with document masking the attention part follows the window's real unit lengths. TorchTitan 0.2.2's `get_peak_flops` table is
 dense (H100 SXM 989e12, not the 1979e12 sparse figure an earlier MolGen used); on a CPU there
 is no meaningful peak, so no MFU is reported ("n/a").
 
@@ -84,6 +85,31 @@ class MolGenMetricsProcessor(MetricsProcessor):
         """Training loss of every logged step."""
         if _offered_loaders:
             self.attach_loader(_offered_loaders.pop())
+        self.model_parts: list[Any] = []
+
+    def attach_model(self, model_parts: list[Any]) -> None:
+        """The model parts, whose unit-length counts make masked attention FLOPs exact (see `window_flops_per_token`)."""
+        self.model_parts = list(model_parts)
+
+    def window_flops_per_token(self) -> tuple[float, float | None]:
+        """FLOPs/token of this window, and the attention length used (None: the full seq_len).
+
+        `num_flops_per_token` (set by the Trainer from the model args) counts attention over the
+        full seq_len; a block-causal model reports sum(l^2)/sum(l) of the units it trained on.
+        """
+        attention_len = None
+        for part in self.model_parts:
+            pop = getattr(part, "pop_attention_len", None)
+            attention_len = pop() if callable(pop) else None
+        if attention_len is None or not self.model_parts:
+            return float(self.num_flops_per_token), None
+        from molgen3D.training.pretraining.flops import attention_flops_per_token
+
+        args = self.model_parts[0].model_args
+        seq_len = self.job_config.training.seq_len
+        full = attention_flops_per_token(args.n_layers, args.n_heads, args.head_dim, seq_len)
+        masked = attention_flops_per_token(args.n_layers, args.n_heads, args.head_dim, attention_len)
+        return float(self.num_flops_per_token) - full + masked, attention_len
 
     def attach_loader(self, loader: Any) -> None:
         """Read unit/padding/skip counters from `loader.metrics()` (the packed train loader); a new
@@ -135,8 +161,9 @@ class MolGenMetricsProcessor(MetricsProcessor):
         extra = dict(extra_metrics or {})
         time_delta = max(time.perf_counter() - self.time_last_log, 1e-9)
         tps = self.ntokens_since_last_log / (time_delta * self.parallel_dims.non_data_parallel_size)
-        tflops = self.num_flops_per_token * tps / 1e12
-        mfu = None if self.peak_flops is None else 100 * self.num_flops_per_token * tps / self.peak_flops
+        flops_per_token, attention_len = self.window_flops_per_token()
+        tflops = flops_per_token * tps / 1e12
+        mfu = None if self.peak_flops is None else 100 * flops_per_token * tps / self.peak_flops
         data_time = sum(self.data_loading_times)
         n_loads = max(len(self.data_loading_times), 1)
         mem = self.device_memory_monitor.get_peak_stats()
@@ -161,6 +188,8 @@ class MolGenMetricsProcessor(MetricsProcessor):
         }
         if mfu is not None:
             metrics["mfu(%)"] = mfu
+        if attention_len is not None:
+            metrics["attention_len_effective"] = attention_len
         if lr is not None:
             metrics["lr"] = lr
         if window is not None:
