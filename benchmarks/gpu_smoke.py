@@ -87,7 +87,7 @@ def run_here(args, overrides: list[str]) -> dict:
     from torchtitan.train import Trainer
 
     from molgen3D.training.pretraining import flops
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args, run_pretraining
 
     times: list[float] = []

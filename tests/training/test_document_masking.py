@@ -124,7 +124,7 @@ def test_unit_length_stats_feed_the_masked_flops():
 def test_toml_option_selects_block_causal_sdpa_on_cpu(make_tiny_toml):
     from torchtitan.protocols.train_spec import get_train_spec
 
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
 
     spec = get_train_spec("molgen_qwen3")
     on = spec.model_args["tiny"]

@@ -87,7 +87,7 @@ def test_model_args_refuse_a_base_folder_of_another_flavor(make_tiny_toml, tmp_p
     """hf_pretrain: the flavor is checked against the folder's config.json before any weight is read."""
     from torchtitan.protocols.train_spec import get_train_spec
 
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
 
     base = tmp_path / "base"
     base.mkdir()

@@ -12,7 +12,9 @@ or local to one folder:
 - `nonfinite_tensors(state)` / `check_finite_hf_folder(dir)`: an HF folder with a NaN or
   Inf tensor is refused before it is written or published;
 - `NonFiniteLossGuard`: stops the run with a clear error after `max_steps` consecutive
-  non-finite losses (a finite loss resets the count).
+  non-finite losses (a finite loss resets the count). The checkpoint manager arms one per
+  Trainer (`arm_loss_guard`); patches.py feeds it every step's global gradient norm
+  (`check_step_gradients`), which a NaN/Inf loss makes non-finite on every rank at once.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchtitan.tools.logging import logger
 
 MANIFEST = "checksums.json"
 FORMAT = "molgen3d-checksums-v1"
@@ -201,3 +204,35 @@ class NonFiniteLossGuard:
                 f"{self.first_bad_step} ({self.key} = {self.max_steps}); stopping before it reaches a checkpoint. "
                 "Resume from the last checkpoint with a lower [optimizer] lr, or check the data at these steps."
             )
+
+
+class _ArmedGuard:
+    guard: NonFiniteLossGuard | None = None
+    step: Callable[[], int] = staticmethod(lambda: -1)
+
+
+def arm_loss_guard(max_steps: int, step_source: Callable[[], int]) -> None:
+    """Check every following training step (`step_source` names it in messages)."""
+    _ArmedGuard.guard = NonFiniteLossGuard(max_steps)
+    _ArmedGuard.step = step_source
+
+
+def disarm_loss_guard() -> None:
+    _ArmedGuard.guard = None
+
+
+def check_step_gradients(params: Sequence[torch.Tensor], grad_norm: torch.Tensor) -> None:
+    """After the step's gradient norm: a non-finite one drops every gradient (the optimizer then
+    skips those parameters, so the weights stay as they were) and counts towards the guard's stop."""
+    guard = _ArmedGuard.guard
+    if guard is None:
+        return
+    value = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    if not math.isfinite(value):
+        for param in params:
+            param.grad = None
+        logger.warning(
+            f"step {_ArmedGuard.step()}: gradient norm {value} (non-finite loss or gradient): update skipped, "
+            f"weights unchanged ({guard.streak + 1} in a row; the run stops at {guard.max_steps or 'never'})"
+        )
+    guard.update(_ArmedGuard.step(), value)

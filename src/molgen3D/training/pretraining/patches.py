@@ -7,7 +7,11 @@
   HF folders, torn-step safety, tag-row re-init): the Trainer builds its checkpointer by that
   module-level name and TrainSpec has no hook for it;
 - `torchtitan.components.metrics.WandBLogger` -> `RunFolderWandBLogger` (WandB files in
-  $WANDB_DIR): `_build_metric_logger` builds it by that module-level name.
+  $WANDB_DIR): `_build_metric_logger` builds it by that module-level name;
+- `torchtitan.distributed.utils.clip_grad_norm_` -> `guarded_clip_grad_norm_`: the Trainer calls
+  it once per step between backward and optimizer; a non-finite norm skips the update and
+  stops the run after `[training] max_nonfinite_loss_steps` such steps in a row
+  (checkpoint_integrity.check_step_gradients). Reading the norm is one scalar sync per step.
 Each patch checks that its target is still TorchTitan's original (or already ours) and that the
 code that uses it still looks the name up, and otherwise fails loudly naming the pinned version:
 an upgrade that builds these objects another way must not silently drop our behaviour.
@@ -263,8 +267,30 @@ def install_wandb_folder() -> None:
     )
 
 
+def guarded_clip_grad_norm_(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """TorchTitan's clip_grad_norm_, then the non-finite check of the step (no-op until a guard is armed)."""
+    from molgen3D.training.pretraining.checkpoint_integrity import check_step_gradients
+
+    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    norm = ORIGINALS["torchtitan.distributed.utils.clip_grad_norm_"](params, max_norm, *args, **kwargs)
+    check_step_gradients(params, norm)
+    return norm
+
+
+def install_nonfinite_guard() -> None:
+    """Make the Trainer's per-step gradient clipping check for a non-finite loss."""
+    import torchtitan.train
+
+    _require_lookup(torchtitan.train.Trainer.train_step, "clip_grad_norm_", "torchtitan.train.Trainer.train_step")
+    _replace(
+        "torchtitan.distributed.utils", "clip_grad_norm_", guarded_clip_grad_norm_,
+        _defined_as("torchtitan.distributed.utils", "clip_grad_norm_"),
+    )
+
+
 def install() -> None:
     """Every patch above (idempotent)."""
     apply_cpu_layer()
     install_checkpoint_manager()
     install_wandb_folder()
+    install_nonfinite_guard()

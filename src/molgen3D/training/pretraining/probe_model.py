@@ -31,8 +31,8 @@ def hf_model_for_probe(
     """A transformers Qwen3ForCausalLM with the TorchTitan weights, in eval mode on `device`."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from molgen3D.training.pretraining.helpers.hf_export import hf_config
-    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
+    from molgen3D.hf.export import hf_config
+    from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 
     config = hf_config(model_args, eot_id=eot_id, torch_dtype=str(dtype).removeprefix("torch."))
     config.pop("torch_dtype", None)

@@ -193,10 +193,8 @@ class MolGenCheckpointManager(CheckpointManager):
             metrics_processor.attach_model(self.states[MODEL].model)
         self.checksums = bool(getattr(checkpoint_config, "checksums", False))
         if self.is_molgen_run and self.trainer is not None:
-            from molgen3D.training.pretraining.torchtitan_model import nonfinite_patch
-
             trainer = self.trainer
-            nonfinite_patch.configure(self.job_config.training.max_nonfinite_loss_steps, lambda: trainer.step)
+            integrity.arm_loss_guard(self.job_config.training.max_nonfinite_loss_steps, lambda: trainer.step)
         if self.enable and self.decay_end_steps:
             logger.info(f"Checkpoints also at the WSDS decay ends {sorted(self.decay_end_steps)} (never purged)")
 

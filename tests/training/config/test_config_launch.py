@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError, load_job_config
+from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+from molgen3D.training.pretraining.config.loading import load_job_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURE_TOML = REPO / "tests" / "training" / "fixture_tiny.toml"
 QWEN3_06B_TOML = REPO / "src" / "molgen3D" / "config" / "pretrain" / "qwen3_06b.toml"
 

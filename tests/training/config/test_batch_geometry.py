@@ -18,7 +18,7 @@ from molgen3D.training.pretraining.config.batch_geometry import (
     working_node_counts,
 )
 
-QWEN3_06B_TOML = Path(__file__).resolve().parents[2] / "src" / "molgen3D" / "config" / "pretrain" / "qwen3_06b.toml"
+QWEN3_06B_TOML = Path(__file__).resolve().parents[3] / "src" / "molgen3D" / "config" / "pretrain" / "qwen3_06b.toml"
 
 
 def test_world_size_from_torchrun_then_slurm_then_one():
@@ -88,7 +88,7 @@ def test_hsdp_degrees():
 @pytest.mark.parametrize("nodes", [1, 2, 4])
 def test_apply_to_the_real_config_before_anything_is_built(nodes):
     """The 0.6B config at load: HSDP degrees and the batch in force for 1, 2, 4 nodes of 8 GPUs."""
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
 
     cfg = load_job_config(QWEN3_06B_TOML)
     lines = []
@@ -100,7 +100,7 @@ def test_apply_to_the_real_config_before_anything_is_built(nodes):
 
 
 def test_exact_rule_fails_at_load_naming_keys():
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
+    from molgen3D.training.pretraining.config.loading import load_job_config
 
     cfg = load_job_config(QWEN3_06B_TOML, ["--training.global_batch_rounding", "exact"])
     with pytest.raises(BatchGeometryError) as info:

@@ -8,17 +8,17 @@ import pytest
 import torch
 from torchtitan.distributed import utils as dist_utils
 
-from molgen3D.training.pretraining.checkpoint_integrity import NonFiniteLossError
-from molgen3D.training.pretraining.torchtitan_model import nonfinite_patch
+from molgen3D.training.pretraining import checkpoint_integrity as ci
+from molgen3D.training.pretraining import patches
 
 
 @pytest.fixture
 def armed():
-    nonfinite_patch.install()
+    patches.install_nonfinite_guard()
     step = {"n": 0}
-    nonfinite_patch.configure(2, lambda: step["n"])
+    ci.arm_loss_guard(2, lambda: step["n"])
     yield step
-    nonfinite_patch.disarm()
+    ci.disarm_loss_guard()
 
 
 def _train_step(model, optimizer, loss_scale: float) -> None:
@@ -43,16 +43,15 @@ def test_nonfinite_step_is_skipped_then_the_run_stops(armed):
     armed["n"] = 4
     _train_step(model, optimizer, math.inf)
     armed["n"] = 5
-    with pytest.raises(NonFiniteLossError, match=r"step 5, non-finite for 2 consecutive step\(s\) since step 4"):
+    with pytest.raises(ci.NonFiniteLossError, match=r"step 5, non-finite for 2 consecutive step\(s\) since step 4"):
         _train_step(model, optimizer, math.nan)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_unarmed_wrapper_is_transparent():
-    nonfinite_patch.install()
-    nonfinite_patch.install()  # idempotent: wraps once
-    assert dist_utils.clip_grad_norm_ is nonfinite_patch.guarded_clip_grad_norm_
-    assert nonfinite_patch._State.original is not nonfinite_patch.guarded_clip_grad_norm_
+    patches.install_nonfinite_guard()
+    patches.install_nonfinite_guard()  # idempotent: wraps once
+    assert dist_utils.clip_grad_norm_ is patches.guarded_clip_grad_norm_
     model = torch.nn.Linear(2, 1)
     model(torch.ones(1, 2)).sum().backward()
     assert math.isfinite(float(dist_utils.clip_grad_norm_(list(model.parameters()), 1.0)))
