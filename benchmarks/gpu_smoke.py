@@ -192,7 +192,8 @@ def launch_workers(args, n: int, work: Path, tokenizer_dir: Path) -> dict:
     """One torchrun --standalone launch of this script on `n` local GPUs; rank 0 writes the figures."""
     result = work / f"result-{n}.json"
     forwarded = ["--toml", str(args.toml), "--flavor", args.flavor, "--data", args.data, "--valid-data",
-                 args.valid_data, "--init-mode", args.init_mode, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                 args.valid_data, "--init-mode", args.init_mode, "--steps", str(args.steps),
+                 "--warmup", str(args.warmup)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", __file__, *forwarded,
            "--worker-result", str(result), "--work", str(work / f"gpus-{n}"), "--tokenizer-dir", str(tokenizer_dir)]
     env = {**os.environ, "PYTORCH_ALLOC_CONF": os.environ.get("PYTORCH_ALLOC_CONF", "expandable_segments:True")}
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         mfu_text = f"{r['mfu_percent']:.1f}%" if r["mfu_percent"] is not None else "n/a"
         loss_text = f"{r['loss_first']} -> {r['loss_last']}" + (" ok" if r["loss_falls"] else " FLAT")
-        print(f"{r['gpus']:>5}{r['tokens_per_s_per_gpu']:>14,.0f}{mfu_text:>9}{r['peak_memory_gib']:>10.1f}  {loss_text}")
+        figures = f"{r['gpus']:>5}{r['tokens_per_s_per_gpu']:>14,.0f}{mfu_text:>9}{r['peak_memory_gib']:>10.1f}"
+        print(f"{figures}  {loss_text}")
     result = {"device": device, "torch": torch.__version__, "flavor": args.flavor, "toml": args.toml.name, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

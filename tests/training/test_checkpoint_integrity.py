@@ -96,7 +96,8 @@ def test_nonfinite_loss_guard_stops_after_n_consecutive_steps():
     guard.update(2, 2.0)  # a finite loss resets the count
     guard.update(3, math.nan)
     guard.update(4, math.inf)
-    with pytest.raises(ci.NonFiniteLossError, match=r"3 consecutive step\(s\) since step 3.*max_nonfinite_loss_steps = 3"):
+    expected = r"3 consecutive step\(s\) since step 3.*max_nonfinite_loss_steps = 3"
+    with pytest.raises(ci.NonFiniteLossError, match=expected):
         guard.update(5, math.nan)
     off = ci.NonFiniteLossGuard(0)
     for step in range(10):

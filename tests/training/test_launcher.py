@@ -15,7 +15,9 @@ LAUNCHER = REPO / "scripts" / "launch_torchtitan.sh"
 TOML = "src/molgen3D/config/pretrain/qwen3_06b.toml"
 RUNNER = ["-m", "molgen3D.training.pretraining.torchtitan_runner"]
 RECORD = '#!/usr/bin/env bash\nprintf "%q " "$@" >> "{out}/{name}.argv"\n'
-NVIDIA_SMI_8 = "#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo \"GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)\"; done\n"
+NVIDIA_SMI_8 = (
+    "#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo \"GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)\"; done\n"
+)
 SCONTROL = '#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] || exit 1\nfor h in gpu07 gpu08; do echo $h; done\n'
 
 
@@ -36,7 +38,8 @@ class Launch:
         torchrun = self.bin / "torchrun"
         torchrun.write_text(
             RECORD.format(out=tmp_path, name="torchrun")
-            + f'env | grep -E "^(PYTORCH_ALLOC_CONF|PET_|SRUN_CPUS|HF_HUB_OFFLINE|WANDB_)" | sort > "{tmp_path}/env.txt"\n'
+            + 'env | grep -E "^(PYTORCH_ALLOC_CONF|PET_|SRUN_CPUS|HF_HUB_OFFLINE|WANDB_)" | sort'
+            + f' > "{tmp_path}/env.txt"\n'
         )
         torchrun.chmod(0o755)
 
@@ -90,7 +93,8 @@ def test_one_node_explicit_port_and_visible_devices(tmp_path):
 
 def test_two_nodes_exact_command(tmp_path):
     launch = Launch(tmp_path, {"srun": None, "scontrol": SCONTROL, "nvidia-smi": NVIDIA_SMI_8})
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_CPUS_PER_TASK": "64"}
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",
+             "SLURM_CPUS_PER_TASK": "64"}
     done = launch.run(slurm, "--training.steps", "10")
     assert done.returncode == 0, done.stderr
     assert launch.argv("torchrun") is None  # srun (a stub here) starts it on every node
@@ -156,7 +160,8 @@ def test_missing_toml_is_an_error(tmp_path):
 @pytest.mark.parametrize("env, message", [
     ({"SLURM_NNODES": "0"}, "SLURM_NNODES=0 is not a positive node count"),
     ({"SLURM_NNODES": "two"}, "SLURM_NNODES=two is not a positive node count"),
-    ({"SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-08]"}, "SLURM_NNODES=3 but SLURM_JOB_NODELIST=gpu[07-08] names 2 hosts"),
+    ({"SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-08]"},
+     "SLURM_NNODES=3 but SLURM_JOB_NODELIST=gpu[07-08] names 2 hosts"),
     ({"NGPU_PER_NODE": "0"}, "NGPU_PER_NODE=0 is not a positive integer"),
 ])
 def test_bad_node_or_gpu_count_is_an_error(tmp_path, env, message):

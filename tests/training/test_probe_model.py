@@ -1,4 +1,4 @@
-"""The probe's transformers copy of the TorchTitan model: same logits, and KV-cache sampling gives the probe's result."""
+"""The probe's transformers copy of the TorchTitan model: same logits; KV-cache sampling gives the probe's result."""
 
 from __future__ import annotations
 

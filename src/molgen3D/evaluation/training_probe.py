@@ -1,8 +1,9 @@
 """A numerical check during training: sample a few validation molecules and measure RMSD.
 
 The validator calls `sample_and_score` every N steps, with a transformers copy of the model
-(KV cache, `hf_model=`) or a plain forward of the TorchTitan model (`logits_fn`). It uses the same constrained decoding as `molgen3d generate`, so every
-sample has the prompt's graph unless it runs out of tokens, and reports:
+(KV cache, `hf_model=`) or a plain forward of the TorchTitan model (`logits_fn`). It uses the
+same constrained decoding as `molgen3d generate`, so every sample has the prompt's graph unless
+it runs out of tokens, and reports:
 - conformer_validity: valid samples / samples;
 - conformer_mean_best_rmsd: over valid samples, the mean of each sample's best heavy-atom RMSD
   to any reference conformer of its molecule (the MAT-P of the GEOM protocol), NaN if none;
@@ -22,7 +23,13 @@ from rdkit import Chem
 
 from molgen3D.evaluation.references import load_jsonl_references, seeded_choice
 from molgen3D.evaluation.rmsd import best_rms
-from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SamplingConfig, run_with_cache, run_without_cache, sample_molecules
+from molgen3D.evaluation.sampling import (
+    DEFAULT_PRECISION,
+    SamplingConfig,
+    run_with_cache,
+    run_without_cache,
+    sample_molecules,
+)
 
 PRECISION_PROP = "molgen3d_precision"
 """Mol property carrying the data's coordinate decimals from `load_references` to `sample_and_score`."""

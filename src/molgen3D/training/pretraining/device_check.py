@@ -57,7 +57,8 @@ def cpu_fallback_problem(flavor: str, allow_cpu: bool, accelerator: bool, proble
     """The error text when a non-CPU flavor is about to run on the CPU without the override, else None."""
     if accelerator or allow_cpu or flavor in CPU_FLAVORS:
         return None
-    return f"[model] flavor = {flavor!r} is sized for GPUs, but no accelerator is usable: {problem or 'CUDA unavailable'}"
+    reason = problem or "CUDA unavailable"
+    return f"[model] flavor = {flavor!r} is sized for GPUs, but no accelerator is usable: {reason}"
 
 
 def check_device(flavor: str, allow_cpu: bool, accelerator: bool) -> None:

@@ -76,7 +76,9 @@ def check_base_matches(
         if config.get("tie_word_embeddings") is False and getattr(model_args, "enable_weight_tying", False):
             raise BaseModelMismatch(f"{where} has an untied LM head; molgen_qwen3 flavors tie it to the embedding")
         return
-    match = next((name for name, args in flavors.items() if all(have.get(k) == v for k, v in shape_of(args).items())), None)
+    match = next(
+        (name for name, args in flavors.items() if all(have.get(k) == v for k, v in shape_of(args).items())), None
+    )
     hint = f" That is flavor {match!r}: set [model] flavor = {match!r}." if match else " No molgen_qwen3 flavor has it."
     raise BaseModelMismatch(
         f"[model] flavor = {flavor!r} ({_describe(want)}) does not match {where} ({_describe(have)}).{hint}"

@@ -359,7 +359,7 @@ class MolGenCheckpointManager(CheckpointManager):
         return loaded
 
     def _reinit_tag_rows(self) -> None:
-        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load (hf_base.should_reinit_tag_rows)."""
+        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load (see hf_base)."""
         if not self.is_molgen_run or self.job_config.molgen_run.init_mode not in ("scratch", "hf_pretrain"):
             return
         from molgen3D.training.pretraining import hf_base
@@ -376,7 +376,9 @@ class MolGenCheckpointManager(CheckpointManager):
         trained = bool(base) and os.path.isdir(base) and hf_base.has_trained_tag_rows(base, run_ids)
         mode = getattr(run, "reinit_tag_rows", "auto")
         if not hf_base.should_reinit_tag_rows(run.init_mode, mode, trained):
-            why = "the base model's tokenizer has them at the same ids (trained rows)" if trained else f"reinit_tag_rows = {mode!r}"
+            why = f"reinit_tag_rows = {mode!r}"
+            if trained:
+                why = "the base model's tokenizer has them at the same ids (trained rows)"
             logger.info(f"Kept the embedding rows of the tag tokens {ids}: {why}")
             return
         dim = self.trainer.model_args.dim

@@ -4,9 +4,9 @@ Every `metrics.log_freq` steps the runtime log, TensorBoard and WandB get: loss,
 global_max_loss, grad_norm, lr, tokens/s and units/s (per device, like TorchTitan's tps),
 padding fraction of the window, skipped and truncated units (cumulative, all ranks), memory,
 and MFU against the device's DENSE bf16 peak. FLOPs/token count the tied LM head (flops.py);
-with document masking the attention part follows the window's real unit lengths. TorchTitan 0.2.2's `get_peak_flops` table is
-dense (H100 SXM 989e12, not the 1979e12 sparse figure an earlier MolGen used); on a CPU there
-is no meaningful peak, so no MFU is reported ("n/a").
+with document masking the attention part follows the window's real unit lengths.
+TorchTitan 0.2.2's `get_peak_flops` table is dense (H100 SXM 989e12, not the 1979e12 sparse
+figure an earlier MolGen used); on a CPU there is no meaningful peak, so no MFU ("n/a").
 
 The loader counters are cumulative and restored on resume, so the processor measures windows
 between snapshots. The Trainer builds the train loader just before this processor and hands the
@@ -88,7 +88,7 @@ class MolGenMetricsProcessor(MetricsProcessor):
         self.model_parts: list[Any] = []
 
     def attach_model(self, model_parts: list[Any]) -> None:
-        """The model parts, whose unit-length counts make masked attention FLOPs exact (see `window_flops_per_token`)."""
+        """The model parts, whose unit-length counts make masked attention FLOPs exact."""
         self.model_parts = list(model_parts)
 
     def window_flops_per_token(self) -> tuple[float, float | None]:

@@ -167,8 +167,11 @@ def apply_launch_geometry(cfg, env: Mapping[str, str], log=None) -> BatchGeometr
     world, source = launch_world_size(env)
     par = cfg.parallelism
     if getattr(par, "hsdp_across_nodes", False):
-        par.data_parallel_replicate_degree, par.data_parallel_shard_degree = hsdp_degrees(world, gpus_per_node(env, world))
-    dp = dp_degree(world, tp=par.tensor_parallel_degree, cp=par.context_parallel_degree, pp=par.pipeline_parallel_degree)
+        degrees = hsdp_degrees(world, gpus_per_node(env, world))
+        par.data_parallel_replicate_degree, par.data_parallel_shard_degree = degrees
+    dp = dp_degree(
+        world, tp=par.tensor_parallel_degree, cp=par.context_parallel_degree, pp=par.pipeline_parallel_degree
+    )
     t = cfg.training
     geometry = resolve_batch_geometry(
         t.global_batch_size, t.local_batch_size, dp, getattr(t, "global_batch_rounding", "exact"),

@@ -66,7 +66,8 @@ class MolGenRunConfig:
     """Let a GPU-sized flavor (above "tiny"/"small") run on the CPU when no accelerator works (else an error)."""
 
     reinit_tag_rows: str = "auto"
-    """Tag-token embedding rows after the initial load: "auto" (scratch, or a base model without trained tag rows), "always", "never"."""
+    """Tag-token embedding rows after the initial load: "auto" (scratch, or a base without trained tag rows),
+    "always", "never"."""
 
 
 @dataclass
@@ -210,10 +211,12 @@ class Training:
     """Base seed; None -> debug.seed -> 1234. Also becomes debug.seed (TorchTitan's RNG seed)."""
 
     global_batch_rounding: str = "exact"
-    """"exact": global_batch_size must divide by local_batch_size x data-parallel ranks; "up": round it up to the next multiple."""
+    """"exact": global_batch_size must divide by local_batch_size x data-parallel ranks; "up": round it up
+    to the next multiple."""
 
     max_nonfinite_loss_steps: int = 3
-    """Consecutive steps with a non-finite loss/gradient (each skipped, weights untouched) before the run stops; 0 = never stop."""
+    """Consecutive steps with a non-finite loss/gradient (each skipped, weights untouched) before the run
+    stops; 0 = never stop."""
 
 
 @dataclass

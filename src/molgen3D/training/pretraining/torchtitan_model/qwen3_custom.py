@@ -104,7 +104,9 @@ class MolGenQwen3ModelArgs(Qwen3ModelArgs):
         except ValueError as err:
             raise ValueError(f"{err} (model.document_masking = {getattr(model, 'document_masking', False)})") from None
         if self.attn_mask_type != "causal":
-            logger.info(f"Document masking: {self.attn_type} attention, block-causal per unit (cut after eos {self.eos_id})")
+            logger.info(
+                f"Document masking: {self.attn_type} attention, block-causal per unit (cut after eos {self.eos_id})"
+            )
         self._check_hf_base(job_config)
 
     def _check_hf_base(self, job_config) -> None:
