@@ -46,6 +46,27 @@ def _validator(toml) -> MolGenValidator:
 
 
 @pytest.fixture
+def qwen(compact_tokenizer_dir):
+    """A random tiny TorchTitan Qwen3 for the compact tokenizer: the probe rebuilds it as a transformers model."""
+    import copy
+
+    from torchtitan.models.qwen3 import Qwen3Model
+    from tokenizers import Tokenizer
+
+    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS, resolve_vocab_size
+
+    tok = Tokenizer.from_file(str(compact_tokenizer_dir / "tokenizer.json"))
+    args = copy.deepcopy(MOLGEN_FLAVORS["tiny"])
+    args.vocab_size = resolve_vocab_size(tok.get_vocab_size(with_added_tokens=True), args.vocab_size)
+    args.eos_id, args.max_seq_len = tok.token_to_id("<|endoftext|>"), 256
+    torch.manual_seed(0)
+    model = Qwen3Model(args)
+    with torch.no_grad():
+        model.init_weights()
+    return model
+
+
+@pytest.fixture
 def model(compact_tokenizer_dir) -> BigramModel:
     from tokenizers import Tokenizer
 
@@ -89,7 +110,8 @@ def test_sampling_schedule_is_separate_from_the_loss_schedule(make_tiny_toml):
     assert not validator.sampling_due(10), "sample_conformers_freq = 0 means off"
 
 
-def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model, monkeypatch, compact_tokenizer_dir):
+def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, qwen, monkeypatch, compact_tokenizer_dir):
+    """The probe decodes a transformers copy of the model's full weights (KV cache), not the FSDP forward."""
     from molgen3D.evaluation import training_probe
 
     calls = {}
@@ -99,10 +121,12 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
         return [("CCO", [])]
 
     def sample_and_score(
-        logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device
+        logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device,
+        hf_model,
     ):
+        assert logits_fn is None
         calls["ids"] = torch.tensor([tokenizer.encode("[SMILES]C[/SMILES]", add_special_tokens=False)])
-        calls["logits"] = logits_fn(calls["ids"])
+        calls["logits"] = hf_model(input_ids=calls["ids"]).logits
         calls["settings"] = (references, samples_per_molecule, max_new_tokens, temperature, seed)
         return {"conformer_validity": 0.5, "conformer_mean_best_rmsd": 1.25, "conformer_samples": 4}
 
@@ -129,10 +153,11 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
         log_sampling=lambda step, metrics: logged.append((step, None, metrics)),
     )
     assert [s for s in range(1, 11) if validator.should_validate(s)] == [1, 4, 8, 10]
-    validator.validate([model], 8)
+    validator.validate([qwen], 8)
     assert calls["references"][1:] == (3, 1234)
     assert calls["settings"] == ([("CCO", [])], 2, 50, 0.7, 1234)
-    assert torch.equal(calls["logits"], model(calls["ids"])), "logits_fn is the model's forward"
+    with torch.no_grad():
+        torch.testing.assert_close(calls["logits"], qwen(calls["ids"]), atol=1e-4, rtol=1e-4)
     assert logged == [
         (
             8,
@@ -144,13 +169,13 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, model
             },
         )
     ]
-    validator.validate([model], 10)  # a loss step; sampling only every 4
+    validator.validate([qwen], 10)  # a loss step; sampling only every 4
     step, loss, extra = logged[-1]
     assert step == 10 and loss is not None and "validation_metrics/conformer_validity" not in extra
-    assert model.training, "validate() puts the model back in train mode"
+    assert qwen.training, "validate() puts the model back in train mode"
 
 
-def test_the_real_training_probe_scores_samples(make_tiny_toml, model):
+def test_the_real_training_probe_scores_samples(make_tiny_toml, qwen):
     toml = make_tiny_toml(
         "val",
         validation={
@@ -163,9 +188,35 @@ def test_the_real_training_probe_scores_samples(make_tiny_toml, model):
             "sample_max_new_tokens": 4096,
         },
     )
-    metrics = _validator(toml).sample_conformers(model)
+    metrics = _validator(toml).sample_conformers(qwen)
     assert metrics["validation_metrics/conformer_samples"] == 2
     validity = metrics["validation_metrics/conformer_validity"]
     assert 0.0 <= validity <= 1.0
     rmsd = metrics["validation_metrics/conformer_mean_best_rmsd"]
     assert math.isnan(rmsd) if validity == 0 else rmsd >= 0.0
+
+
+def test_a_flex_model_gets_its_document_masks(make_tiny_toml, model, compact_tokenizer_dir):
+    """A block-causal flex/varlen model asserts on a forward without masks; validation passes them."""
+
+    class FlexStandIn(BigramModel):
+        model_args = SimpleNamespace(attn_type="flex")
+
+        def __init__(self, vocab):
+            super().__init__(vocab)
+            self.mask_calls = []
+
+        def get_attention_masks(self, input_batch, tokenizer, extra_inputs=None):
+            self.mask_calls.append(input_batch.shape)
+            return ("mask", input_batch.shape)
+
+        def forward(self, tokens, attention_masks=None):
+            assert attention_masks == ("mask", tokens.shape), "flex attention needs the batch's block mask"
+            return super().forward(tokens)
+
+    flex = FlexStandIn(model.table.num_embeddings)
+    flex.load_state_dict(model.state_dict())
+    validator = _validator(make_tiny_toml("val", validation={"enable": True, "steps": 1, "freq": 5}))
+    loss, batches, _ = validator.validation_loss(flex)
+    assert batches == 1 and len(flex.mask_calls) == 1
+    assert loss == validator.validation_loss(model)[0], "masks change attention, never the labels or the loss rule"

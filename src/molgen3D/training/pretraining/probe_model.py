@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 
-def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's unsharded state (collective under FSDP: call it on every rank)."""
+def full_state_dict(model: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The model's unsharded state (collective under FSDP: call it on every rank; `keep` only where it is used)."""
     out = {}
     for name, tensor in model.state_dict().items():
-        out[name] = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+        full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+        if keep:
+            out[name] = full
     return out
 
 

@@ -7,10 +7,15 @@ and the ranks agree before each batch with an all-reduce: while any rank still h
 others feed a batch that is all padding (labels -100), keeping FSDP's collectives in step and
 adding nothing to the loss. The loss is the token-weighted mean over everything evaluated.
 
+A block-causal model (`[model] document_masking`) gets its flex/varlen masks here as the
+Trainer gives them (`document_masking.model_inputs`); labels are the loader's, unchanged.
+
 With `validation.sample_conformers_freq > 0`, every that-many steps the model also samples
 conformers for a few validation molecules and scores them with
 `molgen3D.evaluation.training_probe.sample_and_score` (validity, mean best RMSD). Every rank
-runs the same sampling (same seed, same inputs), because an FSDP forward is a collective.
+takes part in gathering the full weights once; rank 0 alone decodes them as a transformers
+Qwen3 with a KV cache (probe_model.py) while the others go on: one gather instead of a full
+FSDP forward per generated token on every rank.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from molgen3D.chem.units import format_prompt
 from molgen3D.evaluation import training_probe
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.training.pretraining.config.finalize import resolved
+from molgen3D.training.pretraining.document_masking import model_inputs
+from molgen3D.training.pretraining.probe_model import full_state_dict, hf_model_for_probe
 from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
 
 
@@ -56,6 +63,7 @@ class MolGenValidator(BaseValidator):
             raise NotImplementedError("molgen_qwen3 validation does not support pipeline parallelism")
         v = job_config.validation
         self.parallel_dims = parallel_dims
+        self.titan_tokenizer = tokenizer
         self.loss_fn = loss_fn
         self.validation_context = validation_context
         self.maybe_enable_amp = maybe_enable_amp
@@ -130,7 +138,8 @@ class MolGenValidator(BaseValidator):
                 self.metrics_processor.ntokens_since_last_log += batch[1].numel()
             inputs, labels = batch[0]["input"].to(device), batch[1].to(device)
             with self.validation_context(), self.maybe_enable_amp:
-                loss_sum += self.loss_fn(model(inputs), labels).double()
+                logits = model(inputs, **model_inputs(model, inputs, self.titan_tokenizer))
+                loss_sum += self.loss_fn(logits, labels).double()
             tokens += (labels != IGNORE_INDEX).sum()
             done += 1
         if self.parallel_dims.dp_enabled:
@@ -168,13 +177,15 @@ class MolGenValidator(BaseValidator):
             logger.warning(f"conformer sampling skipped: a prompt of {longest_prompt} tokens fills training.seq_len")
             return {}
         device = torch.device(utils.device_type)
-
-        def logits_fn(input_ids: torch.Tensor) -> torch.Tensor:
-            with self.validation_context(), self.maybe_enable_amp:
-                return model(input_ids.to(device)).float()
-
+        rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        state = full_state_dict(model, keep=rank0)  # a collective: every rank gathers, rank 0 keeps
+        if not rank0:
+            return {}
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        hf_model = hf_model_for_probe(state, model.model_args, self.pad_id, device=device, dtype=dtype)
+        del state
         result = training_probe.sample_and_score(
-            logits_fn,
+            None,
             tokenizer,
             self._references,
             samples_per_molecule=v.sample_conformers_per_molecule,
@@ -182,7 +193,9 @@ class MolGenValidator(BaseValidator):
             temperature=v.sample_temperature,
             seed=seed,
             device=device,
+            hf_model=hf_model,
         )
+        del hf_model
         return {f"validation_metrics/{name}": value for name, value in result.items()}
 
     # --- the Trainer's entry point -------------------------------------------------------
