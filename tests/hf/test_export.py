@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -166,6 +167,16 @@ def test_export_step_from_dcp_reproduces_logits(titan_model, tokenizer_dir, batc
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
     diff = (_hf_logits(out, batch) - _titan_logits(titan_model, batch)).abs().max().item()
     assert diff <= 1e-4
+
+
+def test_export_step_refuses_nonfinite_weights(titan_model, tokenizer_dir, tmp_path):
+    broken = copy.deepcopy(titan_model)
+    with torch.no_grad():
+        broken.norm.weight[0] = float("nan")
+    step_dir = _save_titan_step(broken, tmp_path / "run", 7, tokenizer_dir)
+    with pytest.raises(HFExportError, match=r"1 tensors contain NaN/Inf \(model.norm.weight\); no HF folder"):
+        export_step(step_dir, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_export_step_of_an_hf_format_step(titan_model, tokenizer_dir, batch, tmp_path):

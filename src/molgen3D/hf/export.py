@@ -267,6 +267,12 @@ def export_step(
         hf_state = MolGenQwen3StateDictAdapter(args, None).to_hf(state)
         if dtype is not None:
             hf_state = {k: v.to(getattr(torch, dtype)) for k, v in hf_state.items()}
+        bad = [k for k, v in hf_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise HFExportError(
+                f"{step_dir}: {len(bad)} tensors contain NaN/Inf ({', '.join(bad[:5])}); no HF folder is written. "
+                "Export an earlier step (the run's loss went non-finite before this save)"
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         save_file(
             {k: v.contiguous() for k, v in hf_state.items()},
