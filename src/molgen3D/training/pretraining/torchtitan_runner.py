@@ -399,17 +399,34 @@ def _train(job_config) -> tuple[int, dict[int, float]]:
             gc.enable()
 
 
+def step_kind(step_dir: Path) -> str:
+    """What a saved step really is, checked (files, checksums), for the end-of-run summary."""
+    from molgen3D.training.pretraining.checkpoint_integrity import verify_manifest
+    from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem, resume_problem
+
+    problem = checkpoint_problem(step_dir) or "; ".join(verify_manifest(step_dir, require=False))
+    if problem:
+        return f"{step_dir.name} BROKEN ({problem})"
+    if resume_problem(step_dir) is None:
+        kind = "resumable"
+    elif (step_dir / "config.json").is_file():
+        kind = "HF model"
+    else:
+        kind = "model only"
+    hf = step_dir / "hf"
+    if (hf / "config.json").is_file() and checkpoint_problem(hf) is None:
+        kind += " + HF model in hf/"
+    return f"{step_dir.name} ({kind})"
+
+
 def summary(result: RunResult, job_config) -> str:
     from molgen3D.training.pretraining.components.checkpoint import step_dirs
 
     steps = [path for _, path in step_dirs(result.checkpoint_dir)]
-    hf = [p.name for p in steps if (p / "config.json").is_file()]
-    hf += [f"{p.name}/hf" for p in steps if (p / "hf" / "config.json").is_file()]
     lines = [
         f"run {result.run_name}: finished at step {result.final_step}"
         + (f", last logged loss {result.last_loss:.4f}" if result.last_loss is not None else ""),
-        f"  checkpoints   {result.checkpoint_dir}: {', '.join(p.name for p in steps) or 'none'}"
-        + (f" (complete HF folders: {', '.join(hf)})" if hf else ""),
+        f"  checkpoints   {result.checkpoint_dir}: {', '.join(step_kind(p) for p in steps) or 'none'}",
         f"  run meta      {result.run_meta}",
     ]
     if (result.run_dir / "lr_schedule.png").is_file():
