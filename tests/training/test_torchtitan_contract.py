@@ -43,6 +43,12 @@ MEMBERS = [
     ("torchtitan.components.checkpoint", "CheckpointManager.save"),
     ("torchtitan.components.checkpoint", "MODEL"),
     ("torchtitan.components.checkpoint", "AsyncMode.DISABLED"),
+    # patches.py: the per-step gradient clipping the non-finite guard wraps
+    ("torchtitan.distributed.utils", "clip_grad_norm_"),
+    # document_masking.py / flops.py: Qwen3 internals the masked model and the FLOP count use
+    ("torchtitan.models.qwen3.model.model", "Qwen3Model.get_attention_masks"),
+    ("torchtitan.models.qwen3.model.model", "Attention.forward"),
+    ("torchtitan.models.qwen3.model.args", "Qwen3ModelArgs.get_nparams_and_flops"),
     # components/metrics.py: MolGenMetricsProcessor replaces `log` and extends `log_validation`
     ("torchtitan.components.metrics", "MetricsProcessor.log"),
     ("torchtitan.components.metrics", "MetricsProcessor.log_validation"),
@@ -83,8 +89,13 @@ INSTANCE_ATTRIBUTES = [
             "purge_queue",
             "enable_ft_dataloader_checkpoints",
             "ft_manager",
+            "async_mode",
+            "save_future",
         ),
     ),
+    ("torchtitan.models.qwen3.model.model", "Qwen3Model", "__init__", ("model_args", "layers")),
+    ("torchtitan.models.qwen3.model.model", "Attention", "__init__", ("inner_attention",)),
+    ("torchtitan.train", "Trainer", "__init__", ("step", "gradient_accumulation_steps")),
     (
         "torchtitan.components.metrics",
         "MetricsProcessor",
@@ -119,6 +130,7 @@ INSTANCE_ATTRIBUTES = [
 LOOKUPS = [
     ("torchtitan.train", "Trainer.__init__", "CheckpointManager"),
     ("torchtitan.components.metrics", "_build_metric_logger", "WandBLogger"),
+    ("torchtitan.train", "Trainer.train_step", "clip_grad_norm_"),
 ]
 
 
