@@ -25,6 +25,13 @@ LAYERS = {
     "molgen3D.evaluation": 3,
     "molgen3D.training": 4,
     "molgen3D.training.pretraining.wsds": 4,
+    # pure or torch-only helpers the layers above share
+    "molgen3D.training.pretraining.flops": 4,
+    "molgen3D.training.pretraining.document_masking": 4,
+    "molgen3D.training.pretraining.checkpoint_integrity": 4,
+    "molgen3D.training.pretraining.device_check": 4,
+    "molgen3D.training.pretraining.hf_base": 4,
+    "molgen3D.training.pretraining.probe_model": 4,
     "molgen3D.training.pretraining.config": 5,
     "molgen3D.training.pretraining.dataprocessing": 5,
     "molgen3D.training.pretraining.run_layout": 6,
