@@ -33,12 +33,20 @@ WINDOW = 10
 def overrides_for(args, tokenizer_dir: Path, work: Path, run_name: str) -> list[str]:
     """A bare timing run of the TOML: its model, batch, compile and memory settings; no saves or evaluation."""
     steps = str(args.steps)
-    return [
+    # From scratch no HF weights are read: do not depend on a local snapshot of the base model.
+    assets = ["--model.hf_assets_path", ""] if args.init_mode == "scratch" else []
+    return [*assets,
         "--training.steps", steps,
         "--training.dataset_path", args.data,
         "--validation.dataset_path", args.valid_data,
         "--molgen_run.init_mode", args.init_mode,
         "--molgen_run.tokenizer_tag", str(tokenizer_dir),
+        # qwen3_06b.toml states data and tokenizer twice; both statements must name the same place
+        "--molgen_data.train_path_key", args.data,
+        "--molgen_data.valid_path_key", args.valid_data,
+        "--molgen_data.tokenizer_key", str(tokenizer_dir),
+        # no gradient accumulation: tokens/s per GPU is the figure, and 50 steps stay short on one GPU
+        "--training.global_batch_size", "-1",
         "--molgen_run.run_name", run_name,
         "--molgen_run.logs_root", str(work / "outputs"),
         "--job.dump_folder", str(work / "ckpts"),

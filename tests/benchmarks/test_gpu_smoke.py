@@ -45,3 +45,16 @@ def test_cpu_run_of_the_tiny_flavor(smoke, tmp_path):
     (run,) = result["runs"]
     assert result["flavor"] == "tiny" and run["steps"] == 8 and run["tokens_per_s_per_gpu"] > 0
     assert run["mfu_percent"] is None and run["peak_memory_gib"] > 0 and run["loss_first"] is not None
+
+
+def test_the_cuda_run_config_loads(smoke, compact_tokenizer_dir, tmp_path):
+    """What the CUDA path trains (no GPU here to run it): the real 0.6B TOML with the smoke overrides."""
+    from molgen3D.training.pretraining.config.loading import load_job_config
+
+    args = smoke.parse(["--toml", str(smoke.PRETRAIN / "qwen3_06b.toml"), "--flavor", "0.6B", "--steps", "50",
+                        "--warmup", "10"])
+    cfg = load_job_config(args.toml, smoke.overrides_for(args, compact_tokenizer_dir, tmp_path, "smoke"))
+    assert cfg.model.flavor == "0.6B" and cfg.training.seq_len == 4096 and cfg.compile.enable
+    assert cfg.activation_checkpoint.mode == "none" and cfg.training.steps == 50
+    assert not cfg.checkpoint.enable and not cfg.validation.enable and cfg.molgen_run.init_mode == "scratch"
+    assert cfg.training.global_batch_size == cfg.training.local_batch_size  # one GPU, no accumulation
