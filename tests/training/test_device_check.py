@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from molgen3D.training.pretraining import device_check as dc
 
@@ -39,3 +40,22 @@ def test_runner_refuses_a_gpu_flavor_on_this_cpu(make_tiny_toml):
     with pytest.raises(MolGenConfigError) as info:
         runner.run_pretraining(toml)
     assert info.value.key == "molgen_run.allow_cpu" and "flavor = '0.6B' is sized for GPUs" in str(info.value)
+
+
+def test_parallelize_refuses_a_gpu_flavor_on_the_cpu_layer(make_tiny_toml):
+    """TorchTitan's own entry point skips the runner: the train spec's parallelize step checks too."""
+    from types import SimpleNamespace
+
+    from molgen3D.training.pretraining import patches
+    from molgen3D.training.pretraining.config.loading import load_job_config
+    from molgen3D.training.pretraining.torchtitan_model.parallelize import parallelize_molgen_qwen3
+
+    patches.apply_cpu_layer()
+    dims = SimpleNamespace(tp_enabled=False, cp_enabled=False, ep_enabled=False, pp_enabled=False)
+    cfg = load_job_config(make_tiny_toml("gpu", model={"flavor": "0.6B"}))
+    with pytest.raises(dc.NoAcceleratorError, match="flavor = '0.6B' is sized for GPUs"):
+        parallelize_molgen_qwen3(torch.nn.Linear(1, 1), dims, cfg)
+    allowed = load_job_config(make_tiny_toml("gpu2", model={"flavor": "0.6B"}, molgen_run={"allow_cpu": True}))
+    single = SimpleNamespace(**vars(dims), fsdp_enabled=False, dp_replicate_enabled=False)
+    module = torch.nn.Linear(1, 1)
+    assert parallelize_molgen_qwen3(module, single, allowed) is module  # the override lets it through

@@ -28,6 +28,7 @@ from torchtitan.models.qwen3.infra.parallelize import _op_sac_save_list
 from torchtitan.tools.logging import logger
 
 from molgen3D.training.pretraining import patches
+from molgen3D.training.pretraining.device_check import check_device
 
 _UNSUPPORTED = (
     ("tp_enabled", "parallelism.tensor_parallel_degree"),
@@ -95,6 +96,9 @@ def parallelize_molgen_qwen3(model: nn.Module, parallel_dims: ParallelDims, job_
             raise NotImplementedError(
                 f"molgen_qwen3 supports data parallelism only (FSDP/HSDP/DDP); set {option} = 1"
             )
+    # The runner checks this before anything is built; TorchTitan's own entry point reaches only here.
+    run = getattr(job_config, "molgen_run", None)
+    check_device(job_config.model.flavor, bool(getattr(run, "allow_cpu", False)), not patches.is_cpu_run())
     compile_model = job_config.compile.enable and "model" in job_config.compile.components
     if job_config.activation_checkpoint.mode != "none":
         apply_ac(
