@@ -48,3 +48,17 @@ def test_kv_cache_probe_matches_the_full_forward_probe(models, fixture_data, com
         cached = sample_and_score(None, compact_tokenizer, refs, hf_model=hf, **kwargs)
     assert cached["conformer_samples"] == plain["conformer_samples"] == 2
     assert cached["conformer_validity"] == plain["conformer_validity"]
+
+
+def test_full_state_dict_has_plain_names_under_compile_and_recompute(models):
+    """The GPU run compiles each block (and may wrap it for recompute): keys must still map to HF names."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    titan, _ = models
+    wrapped = copy.deepcopy(titan)
+    for name, block in list(wrapped.layers.named_children()):
+        wrapped.layers.register_module(name, torch.compile(checkpoint_wrapper(block)))
+    assert any("_orig_mod" in k for k in wrapped.state_dict())
+    state = full_state_dict(wrapped)
+    assert sorted(state) == sorted(titan.state_dict())
+    assert full_state_dict(wrapped, keep=False) == {}

@@ -17,13 +17,13 @@ from torch import nn
 
 
 def full_state_dict(model: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
-    """The model's unsharded state (collective under FSDP: call it on every rank; `keep` only where it is used)."""
-    out = {}
-    for name, tensor in model.state_dict().items():
-        full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-        if keep:
-            out[name] = full
-    return out
+    """The model's unsharded state under its plain names (collective under FSDP: call it on every rank;
+    `keep` it only where it is used). torch's state-dict API strips the `_orig_mod.` of compiled blocks
+    and the activation-checkpoint wrapper's prefix, which `model.state_dict()` would keep."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return dict(state) if keep else {}
 
 
 def hf_model_for_probe(
