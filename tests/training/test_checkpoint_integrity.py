@@ -68,7 +68,7 @@ def test_newest_intact_falls_back_with_a_warning_naming_the_file(tmp_path):
     warnings: list[str] = []
     choice = ci.newest_intact([(n, tmp_path / f"step-{n}") for n in (10, 20, 30)], warn=warnings.append)
     assert choice.step == 20 and list(choice.rejected) == [30]
-    assert len(warnings) == 1 and "step 30" in warnings[0] and shard.name in warnings[0]
+    assert len(warnings) == 1 and "step-30, it fails its checksums" in warnings[0] and shard.name in warnings[0]
     loaded = {"w": torch.empty(64, 64), "b": torch.empty(64)}
     dcp.load(loaded, checkpoint_id=str(tmp_path / "step-20"))
     assert torch.equal(loaded["w"], states[20]["w"])
@@ -77,6 +77,19 @@ def test_newest_intact_falls_back_with_a_warning_naming_the_file(tmp_path):
 def test_no_intact_step(tmp_path):
     (tmp_path / "step-5").mkdir()
     assert ci.newest_intact([(5, tmp_path / "step-5")]).step is None
+
+
+def test_precheck_problems_are_warned_as_incomplete(tmp_path):
+    for n in (10, 20):
+        _save_step(tmp_path / f"step-{n}", n)
+        ci.write_manifest(tmp_path / f"step-{n}")
+    warnings: list[str] = []
+
+    def torn(folder):
+        return "no .metadata" if folder.name == "step-20" else None
+
+    choice = ci.newest_intact([(n, tmp_path / f"step-{n}") for n in (10, 20)], warn=warnings.append, precheck=torn)
+    assert choice.step == 10 and warnings == [f"Ignoring incomplete checkpoint {tmp_path / 'step-20'}: no .metadata"]
 
 
 def test_nonfinite_hf_folder_is_refused(tmp_path):

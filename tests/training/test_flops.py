@@ -65,8 +65,7 @@ def test_masked_attention_flops_follow_the_unit_lengths():
     row = [5] * 99 + [eos] + [5] * 299 + [eos] + [eos] * 112  # units of 100 and 300, 112 pads of 1
     tokens = torch.tensor([row])
     expected = (100**2 + 300**2 + 112) / 512
-    assert math.isclose(flops.batch_attention_len(tokens, eos, document_masking=True), expected)
-    assert flops.batch_attention_len(tokens, eos, document_masking=False) == 512
+    assert math.isclose(flops.effective_attention_len(flops.unit_lengths(tokens, eos)), expected)
     assert flops.effective_attention_len([4096]) == 4096 and flops.effective_attention_len([]) == 0
 
 

@@ -131,17 +131,25 @@ class IntactChoice:
 
 def newest_intact(
     steps: Iterable[tuple[int, str | os.PathLike]], *, warn: Callable[[str], None] | None = None, workers: int = 4,
-    require: bool = True,
+    require: bool = True, precheck: Callable[[Path], str | None] | None = None,
 ) -> IntactChoice:
-    """Walk `(step, folder)` newest first; the first that verifies wins. Each rejected step is warned with its files."""
+    """Walk `(step, folder)` newest first; the first that passes `precheck` (a structural check: the
+    problem, or None) and verifies wins. Each newer one is warned about with its problem or its files."""
     rejected: dict[int, list[str]] = {}
     for step, folder in sorted(steps, key=lambda item: item[0], reverse=True):
+        folder = Path(folder)
+        problem = precheck(folder) if precheck is not None else None
+        if problem is not None:
+            rejected[step] = [problem]
+            if warn is not None:
+                warn(f"Ignoring incomplete checkpoint {folder}: {problem}")
+            continue
         problems = verify_manifest(folder, workers=workers, require=require)
         if not problems:
             return IntactChoice(step, rejected)
         rejected[step] = problems
         if warn is not None:
-            warn(f"Checkpoint step {step} fails its checksum and is skipped: " + "; ".join(problems))
+            warn(f"Ignoring checkpoint {folder}, it fails its checksums: " + "; ".join(problems))
     return IntactChoice(None, rejected)
 
 

@@ -119,19 +119,11 @@ def mfu(flops_per_tok: float, tokens_per_second: float, peak_flops: float | None
     return 100.0 * flops_per_tok * tokens_per_second / peak_flops
 
 
-def batch_attention_len(tokens: torch.Tensor, eos_id: int, *, document_masking: bool) -> float:
-    """The attention `seq_len` a batch really costs: L without masking, sum(l^2)/sum(l) with it."""
-    if not document_masking:
-        return float(tokens.shape[-1])
-    return effective_attention_len(unit_lengths(tokens, eos_id))
-
-
-def describe(params: ParamCounts, flops: float, seq_len: float, *, masked: bool = False) -> str:
+def describe(params: ParamCounts, flops: float, seq_len: float) -> str:
     """The startup log line: what is counted and under which attention convention."""
-    seq_text = f"mean effective attention length {seq_len:.0f} (document masking)" if masked else f"seq {seq_len:.0f}"
     return (
         f"Model: {params.total:,} parameters ({params.non_embedding:,} non-embedding + {params.embedding:,} "
-        f"tied embedding/head); {flops / 1e9:.3f} GFLOP/token at {seq_text}, LM head included, "
-        f"attention convention {ATTENTION_CONVENTION}"
+        f"tied embedding/head); {flops / 1e9:.3f} GFLOP/token at seq {seq_len:.0f}, LM head included, "
+        f"attention convention {ATTENTION_CONVENTION} (with document masking, MFU uses the units' real lengths)"
     )
 

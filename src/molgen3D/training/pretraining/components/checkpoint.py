@@ -296,16 +296,13 @@ class MolGenCheckpointManager(CheckpointManager):
         return step
 
     def _newest_intact_step(self, folder: str) -> int:
-        for step, path in reversed(step_dirs(folder)):
-            problem = resume_problem(path)
-            if problem is not None:
+        if not self.checksums:
+            step, skipped = latest_complete_step(folder, resumable=True)
+            for path, problem in skipped:
                 logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
-                continue
-            bad = integrity.verify_manifest(path, require=False) if self.checksums else []
-            if not bad:
-                return step
-            logger.warning(f"Ignoring checkpoint {path}, it fails its checksums: {'; '.join(bad)}")
-        return -1
+            return step
+        choice = integrity.newest_intact(step_dirs(folder), warn=logger.warning, require=False, precheck=resume_problem)
+        return -1 if choice.step is None else choice.step
 
     def _purge_stale_checkpoints(self) -> None:
         if self.keep_latest_k <= 0 or _rank() != 0 or not os.path.isdir(self.folder):
