@@ -85,8 +85,8 @@ def time_plain(args, overrides: list[str]) -> tuple[list[float], int]:
     """Per-step seconds of a bare loop over the same model, batches, optimizer and schedule."""
     from torchtitan.models.qwen3.model.model import Qwen3Model
 
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
-    from molgen3D.training.pretraining.wsds import wsds_lr
+    from molgen3D.training.pretraining.config.finalize import resolved
+    from molgen3D.training.pretraining.config.loading import load_job_config
     from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args
 
@@ -99,7 +99,7 @@ def time_plain(args, overrides: list[str]) -> tuple[list[float], int]:
     with torch.no_grad():
         model.init_weights(buffer_device=device)
     model.train()
-    opt_cfg, wsds = job.optimizer, job.lr_scheduler.wsds
+    opt_cfg, wsds = job.optimizer, resolved(job).wsds
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=opt_cfg.lr,
@@ -109,11 +109,7 @@ def time_plain(args, overrides: list[str]) -> tuple[list[float], int]:
         foreach=opt_cfg.implementation == "foreach",
         fused=opt_cfg.implementation == "fused",
     )
-    schedule = dict(
-        warmup_steps=wsds.warmup_steps, checkpoints=wsds.checkpoints, lr_max=wsds.lr_max,
-        lr_min=wsds.lr_min, decay_frac=wsds.decay_frac, decay_steps=wsds.decay_steps,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: wsds_lr(s, **schedule) / opt_cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: wsds.lr(s) / opt_cfg.lr)
     loader = build_molgen_dataloader(1, 0, None, job)
     batches = iter(loader)
     bf16 = device.type == "cuda" and job.training.mixed_precision_param == "bfloat16"
@@ -149,16 +145,16 @@ def mfu(tokens_per_s: float, job_overrides: list[str], toml: Path) -> float | No
         return None
     from torchtitan.models.qwen3.model.model import Qwen3Model
 
-    from molgen3D.training.pretraining.config.custom_job_config import load_job_config
-    from molgen3D.training.pretraining.components.metrics import dense_peak_flops
+    from molgen3D.training.pretraining.config.loading import load_job_config
+    from molgen3D.training.pretraining.flops import dense_bf16_peak, model_flops_per_token
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args
 
     job = load_job_config(toml, job_overrides)
     model_args = final_model_args(job)
     with torch.device("meta"):
         model = Qwen3Model(model_args)
-    _, flops_per_token = model_args.get_nparams_and_flops(model, job.training.seq_len)
-    peak = dense_peak_flops(torch.cuda.get_device_name())
+    _, flops_per_token = model_flops_per_token(model_args, model, job.training.seq_len)
+    peak = dense_bf16_peak(torch.cuda.get_device_name())
     return None if peak is None else tokens_per_s * flops_per_token / peak
 
 
