@@ -1,12 +1,14 @@
-"""Conformers per second on CPU: the model (constrained and free decoding) vs RDKit ETKDGv3, same molecules.
+"""Conformers per second: the model by batch size and worker count (constrained, canonical) vs RDKit ETKDGv3.
 
-    .venv/bin/python benchmarks/generation.py [--model HF_DIR] [--molecules 5] [--samples 8]
+    PYTHONPATH=src .venv/bin/python benchmarks/generation.py [--model HF_DIR] [--molecules 3] [--samples 8]
 
 Without --model, a randomly initialised Qwen3 of the `tiny` training flavor's shape (dim 128,
 4 layers) with the compact tokenizer stands in: its coordinates are noise, but its speed is
-the speed of the CPU demo model. A random model never closes a free-running sample, so free
-decoding runs to --max-new-tokens; tokens/s compares the two decoders per token. Prints a table
-and writes benchmarks/results/generation.json.
+the speed of the CPU demo model. Every configuration samples the same molecules with the same
+seed. Besides samples/s, it times the sampler's own work per generated token (grammar,
+canonical check, drawing: CPU work that a GPU does not speed up) and projects the wall time of
+the GEOM-DRUGS test set on 8 H100s from it and a memory-bandwidth model of bf16 decoding (the
+assumptions are printed and saved). Writes benchmarks/results/generation.json.
 """
 
 from __future__ import annotations
@@ -16,19 +18,34 @@ import json
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from molgen3D.evaluation import sampling as sampling_module  # noqa: E402
 from molgen3D.evaluation.baseline import etkdg_baseline  # noqa: E402
-from molgen3D.evaluation.generate import load_model, sample_with_model  # noqa: E402
+from molgen3D.evaluation.generate import load_model  # noqa: E402
+from molgen3D.evaluation.parallel import sample_parallel  # noqa: E402
 from molgen3D.evaluation.references import read_references  # noqa: E402
 from molgen3D.evaluation.sampling import SamplingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "generation.json"
+
+# GEOM-DRUGS test set and Qwen3-0.6B decoding, for the projection.
+GEOM_SAMPLES = 200_000
+"""K = 2L summed over the ~1,000 test molecules."""
+TOKENS_PER_SAMPLE = 550
+"""A conformer of a GEOM-DRUGS molecule with Qwen3's tokenizer (digits are single tokens)."""
+PROMPT_TOKENS = 60
+QWEN3_06B = {"parameters": 0.6e9, "layers": 28, "kv_heads": 8, "head_dim": 128}
+H100_BANDWIDTH = 3.35e12
+"""Bytes/s of H100 SXM HBM3."""
+BANDWIDTH_EFFICIENCY = 0.6
+"""Share of peak bandwidth a batched decode step reaches (weights + KV cache reads dominate a step)."""
 
 
 def random_tiny_model(folder: Path) -> Path:
@@ -51,15 +68,73 @@ def random_tiny_model(folder: Path) -> Path:
     return model_dir
 
 
-def run_model(model, tokenizer, smiles, counts, cfg: SamplingConfig) -> dict:
-    outcomes, seconds = sample_with_model(model, tokenizer, smiles, counts, cfg)
+class StepTimer:
+    """Wraps `BatchSampler.step` to add up the sampler's own seconds and the rows it advanced."""
+
+    def __init__(self):
+        self.seconds, self.rows = 0.0, 0
+        self._orig = sampling_module.BatchSampler.step
+
+    def __enter__(self):
+        timer, orig = self, self._orig
+
+        def step(sampler, logits, rows):
+            start = time.perf_counter()
+            try:
+                return orig(sampler, logits, rows)
+            finally:
+                timer.seconds += time.perf_counter() - start
+                timer.rows += len(rows)
+
+        sampling_module.BatchSampler.step = step
+        return self
+
+    def __exit__(self, *exc):
+        sampling_module.BatchSampler.step = self._orig
+
+
+def run(model_dir, smiles, counts, cfg: SamplingConfig, workers: int, loaded=None) -> dict:
+    with StepTimer() as timer:
+        outcomes, seconds = sample_parallel(model_dir, None, smiles, counts, cfg, workers=workers, device="cpu",
+                                            threads=1, loaded=loaded)
     samples = [o for per_mol in outcomes for o in per_mol]
-    valid = sum(o.mol is not None for o in samples)
     tokens = sum(o.num_tokens for o in samples)
+    valid = sum(o.mol is not None for o in samples)
+    result = {"batch_size": cfg.batch_size, "workers": workers, "samples": len(samples), "valid": valid,
+              "tokens": tokens, "seconds": round(seconds, 3), "samples_per_s": len(samples) / seconds,
+              "tokens_per_s": tokens / seconds}
+    if workers == 1:
+        result["sampler_us_per_token"] = 1e6 * timer.seconds / max(timer.rows, 1)
+    return result
+
+
+def project_geom_drugs(sampler_s_per_token: float, batch: int = 256, gpus: int = 8) -> dict:
+    """Wall time of the GEOM-DRUGS test set on `gpus` H100s, one sampling process per GPU.
+
+    A decode step reads the bf16 weights and the batch's KV cache (bandwidth-bound at these
+    sizes), and the process's sampler then handles every row on one CPU core.
+    """
+    m = QWEN3_06B
+    kv_bytes_per_token = 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * 2
+    mean_context = PROMPT_TOKENS + TOKENS_PER_SAMPLE / 2
+    step_bytes = 2 * m["parameters"] + batch * mean_context * kv_bytes_per_token
+    gpu_step = step_bytes / (H100_BANDWIDTH * BANDWIDTH_EFFICIENCY)
+    cpu_step = batch * sampler_s_per_token
+    tokens_per_s_per_gpu = batch / (gpu_step + cpu_step)
+    total_tokens = GEOM_SAMPLES * TOKENS_PER_SAMPLE
+    wall = total_tokens / (gpus * tokens_per_s_per_gpu)
+    gpu_only = total_tokens / (gpus * batch / gpu_step)
     return {
-        "samples": len(samples), "valid": valid, "tokens": tokens, "seconds": round(seconds, 3),
-        "samples_per_s": len(samples) / seconds, "valid_conformers_per_s": valid / seconds,
-        "tokens_per_s": tokens / seconds,
+        "assumptions": {
+            "samples": GEOM_SAMPLES, "tokens_per_sample": TOKENS_PER_SAMPLE, "prompt_tokens": PROMPT_TOKENS,
+            "model": "Qwen3-0.6B bf16", **m, "batch": batch, "gpus": gpus, "h100_bandwidth_bytes_per_s": H100_BANDWIDTH,
+            "bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
+            "sampler_us_per_token": 1e6 * sampler_s_per_token,
+            "sampler": "one process per GPU, its sampler on one CPU core, measured here on the tiny model",
+        },
+        "gpu_step_ms": 1e3 * gpu_step, "sampler_step_ms": 1e3 * cpu_step,
+        "tokens_per_s_per_gpu": tokens_per_s_per_gpu,
+        "wall_hours": wall / 3600, "wall_hours_if_sampler_were_free": gpu_only / 3600,
     }
 
 
@@ -68,69 +143,68 @@ def main() -> int:
     parser.add_argument("--model", help="HF model folder or alias; default: a random tiny-flavor model")
     parser.add_argument("--references", default=str(REPO / "tests" / "fixtures" / "conformers" / "test"),
                         help="JSONL split whose molecules are sampled")
-    parser.add_argument("--molecules", type=int, default=5)
+    parser.add_argument("--molecules", type=int, default=3)
     parser.add_argument("--samples", type=int, default=8, help="conformers per molecule (both methods)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (ETKDG uses one thread)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--max-new-tokens", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     references, precision = read_references(args.references, max_molecules=args.molecules)
     smiles = [r.smiles for r in references]
     counts = [args.samples] * len(smiles)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or random_tiny_model(Path(tmp))
-        model, tokenizer, resolved = load_model(model_dir)
-        n_params = sum(p.numel() for p in model.parameters())
-        base = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=precision, seed=0)
-        sample_with_model(
-            model, tokenizer, smiles[:1], [1], SamplingConfig(**base)
-        )  # warm-up: token table, first grammar
-        constrained = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=True, **base))
-        free = run_model(model, tokenizer, smiles, counts, SamplingConfig(constrained=False, **base))
+        model_dir = Path(args.model) if args.model else random_tiny_model(Path(tmp))
+        loaded = load_model(model_dir, device="cpu")[:2]
+        n_params = sum(p.numel() for p in loaded[0].parameters())
+        base = dict(max_new_tokens=args.max_new_tokens, precision=precision, seed=0)
+        run(model_dir, smiles[:1], [1], SamplingConfig(batch_size=1, **base), 1, loaded)  # warm-up: tables, grammar
+        for batch in args.batch_sizes:
+            for workers in args.workers:
+                cfg = SamplingConfig(batch_size=batch, **base)
+                rows.append(run(model_dir, smiles, counts, cfg, workers, loaded if workers == 1 else None))
+                print(f"  batch {batch:>3}, {workers} worker(s): {rows[-1]['samples_per_s']:.2f} samples/s", flush=True)
+        free = run(model_dir, smiles, counts, SamplingConfig(batch_size=max(args.batch_sizes), constrained=False,
+                                                             **base), 1, loaded)
     outcomes, seconds = etkdg_baseline(smiles, counts, seed=2718, num_threads=1)
     valid = sum(o.mol is not None for per_mol in outcomes for o in per_mol)
     etkdg = {"samples": sum(counts), "valid": valid, "seconds": round(seconds, 3),
-             "samples_per_s": sum(counts) / seconds, "valid_conformers_per_s": valid / seconds}
-
+             "samples_per_s": sum(counts) / seconds}
+    sampler_cost = min(r["sampler_us_per_token"] for r in rows if "sampler_us_per_token" in r) / 1e6
+    projection = project_geom_drugs(sampler_cost)
     result = {
-        "model": "random tiny-flavor Qwen3 (compact tokenizer)" if args.model is None else str(resolved),
-        "parameters": n_params,
-        "molecules": len(smiles),
+        "model": "random tiny-flavor Qwen3 (compact tokenizer)" if args.model is None else str(args.model),
+        "parameters": n_params, "molecules": len(smiles),
         "mean_heavy_atoms": sum(r.conformers[0].GetNumAtoms() for r in references) / len(references),
-        "samples_per_molecule": args.samples,
-        "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens,
-        "torch_threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "samples_per_molecule": args.samples, "max_new_tokens": args.max_new_tokens,
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
-        "constrained": constrained,
-        "free": free,
-        "etkdg": etkdg,
-        "ratios": {
-            "constrained_vs_etkdg_valid_conformers_per_s": constrained["valid_conformers_per_s"]
-            / etkdg["valid_conformers_per_s"],
-            "constrained_vs_free_tokens_per_s": constrained["tokens_per_s"] / free["tokens_per_s"],
-        },
+        "constrained_canonical": rows, "free_decoding": free, "etkdg_1_thread": etkdg,
+        "geom_drugs_8xh100_projection": projection,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers each, "
-        f"{n_params / 1e6:.2f}M-parameter model, {args.threads} torch thread(s), "
-        f"load avg {result['load_average_1min']:.1f}"
-    )
-    print(f"{'method':<22}{'samples/s':>11}{'valid/s':>10}{'tokens/s':>10}{'validity':>10}")
-    for name, r in (("model, constrained", constrained), ("model, free", free), ("ETKDGv3 (1 thread)", etkdg)):
-        tps = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"
-        print(f"{name:<22}{r['samples_per_s']:>11.2f}{r['valid_conformers_per_s']:>10.2f}{tps:>10}"
-              f"{r['valid'] / r['samples']:>10.0%}")
-    ratios = result["ratios"]
-    print(f"constrained / ETKDG valid conformers per s: {ratios['constrained_vs_etkdg_valid_conformers_per_s']:.3f}x; "
-          f"constrained / free tokens per s: {ratios['constrained_vs_free_tokens_per_s']:.2f}x")
+    print(f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers "
+          f"each, {n_params / 1e6:.2f}M-parameter model, 1 torch thread per process, "
+          f"load avg {result['load_average_1min']:.1f}")
+    print(f"{'method':<34}{'samples/s':>10}{'tokens/s':>10}{'validity':>10}{'vs ETKDG':>10}")
+    for r in rows:
+        name = f"model, batch {r['batch_size']}, {r['workers']} worker(s)"
+        print(f"{name:<34}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>10.0f}{r['valid'] / r['samples']:>10.0%}"
+              f"{r['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x")
+    print(f"{'model, free decoding':<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
+          f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x")
+    print(f"{'ETKDGv3, 1 thread':<34}{etkdg['samples_per_s']:>10.2f}{'-':>10}{etkdg['valid'] / etkdg['samples']:>10.0%}"
+          f"{1:>9.2f}x")
+    p = projection
+    print(f"sampler work: {1e6 * sampler_cost:.0f} us per generated token (grammar + canonical check + draw, one core)")
+    print(f"GEOM-DRUGS test set ({GEOM_SAMPLES:,} samples x {TOKENS_PER_SAMPLE} tokens) on 8 H100, batch 256: "
+          f"{p['wall_hours']:.1f} h ({p['tokens_per_s_per_gpu']:.0f} tokens/s per GPU; "
+          f"GPU step {p['gpu_step_ms']:.1f} ms, sampler {p['sampler_step_ms']:.1f} ms per step; "
+          f"{p['wall_hours_if_sampler_were_free']:.2f} h if the sampler were free)")
     print(f"wrote {args.out}")
     return 0
 

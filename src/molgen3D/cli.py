@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "molgen3D.evaluation.evaluate",
         "score sampled conformers against references (COV/MAT), with an ETKDG baseline",
     ),
+    "rescore": ("molgen3D.evaluation.rescore", "recompute every metric and the plot from saved samples"),
     "demo": (
         "molgen3D.demo",
         "the main job on the embedded default: data, tokenizers, pretrain, export, sample, score",

@@ -131,3 +131,58 @@ def test_structure_is_forced(compact_tokenizer):
     texts = allowed_texts(compact_tokenizer, grammar, state)
     literal = ">(=[O]<"
     assert texts and all(literal.startswith(t) or t.startswith(literal) for t in texts)
+
+
+def test_is_canonical_tells_a_split_from_the_tokenizers_own(qwen_custom_tokenizer):
+    from molgen3D.evaluation.canonical import is_canonical
+
+    tok = qwen_custom_tokenizer
+    own = tok.encode("[C]<-1.5,0.0,2.0>", add_special_tokens=False)
+    split = [tok.convert_tokens_to_ids("["), tok.convert_tokens_to_ids("C"), *own[1:]]
+    assert tok.decode(split) == tok.decode(own) and own[0] != split[0]
+    assert is_canonical(tok, own) and not is_canonical(tok, split)
+
+
+def test_canonical_filter_rejects_split_fractions_and_literals(compact_tokenizer):
+    """`.23` where four decimals are due would merge with the next digits; `[` before `C]<` would merge too."""
+    from molgen3D.evaluation.canonical import CanonicalFilter
+
+    tok = compact_tokenizer
+    grammar = MoleculeGrammar("CO", token_table(tok), NumberDfa(4, 3))
+    state, history = grammar.start, []
+    for i in tok.encode("[CONFORMER][C]<-1", add_special_tokens=False):
+        state = grammar.advance(state, i)
+        history.append(i)
+    canon = CanonicalFilter(tok)
+    whole, short = tok.convert_tokens_to_ids(".2345"), tok.convert_tokens_to_ids(".23")
+    assert tok.unk_token_id not in (whole, short)
+    assert canon.accepts(history, whole, grammar, grammar.advance(state, whole))
+    assert not canon.accepts(history, short, grammar, grammar.advance(state, short))
+    opened = grammar.advance(grammar.start, history[0])
+    bracket, atom = tok.convert_tokens_to_ids("["), tok.convert_tokens_to_ids("[C]")
+    assert canon.accepts(history[:1], atom, grammar, grammar.advance(opened, atom))
+    assert not canon.accepts(history[:1], bracket, grammar, grammar.advance(opened, bracket))
+
+
+@pytest.mark.parametrize("which", ["compact", "qwen"])
+def test_canonical_constrained_samples_retokenize_to_the_same_ids(which, fixture_data, compact_tokenizer,
+                                                                   qwen_custom_tokenizer):
+    """With the filter every sample decodes and re-tokenizes to the ids drawn; without it a random model splits."""
+    import functools
+
+    from molgen3D.evaluation.canonical import is_canonical
+    from molgen3D.evaluation.sampling import SamplingConfig, plan_jobs, run_batches, run_with_cache
+
+    from .helpers import smallest_molecules, tiny_qwen3
+
+    tokenizer = compact_tokenizer if which == "compact" else qwen_custom_tokenizer
+    model = tiny_qwen3(len(tokenizer), seed=4)
+    smiles = smallest_molecules(fixture_data, "train", 1)
+    rates = {}
+    for canonical in (True, False):
+        cfg = SamplingConfig(canonical=canonical, batch_size=4, seed=2, max_new_tokens=1500)
+        batches, _ = plan_jobs(tokenizer, smiles, [4], cfg)
+        results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg)
+        ids = [r.token_ids for batch in results for r in batch]
+        rates[canonical] = sum(is_canonical(tokenizer, i) for i in ids) / len(ids)
+    assert rates[True] == 1.0 and rates[False] < 1.0

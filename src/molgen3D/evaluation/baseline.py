@@ -10,6 +10,7 @@ from rdkit.Chem import AllChem
 from rdkit.rdBase import BlockLogs
 from tqdm.auto import tqdm
 
+from molgen3D.evaluation.checks import single_conformer
 from molgen3D.evaluation.sampling import SampleOutcome
 
 EMBED_FAILED = "embed_failed"
@@ -19,6 +20,7 @@ BAD_SMILES = "invalid_smiles"
 def etkdg_samples(smiles: str, count: int, *, seed: int = 42, num_threads: int = 1) -> list[SampleOutcome]:
     """`count` ETKDGv3 conformers of `smiles` as heavy-atom molecules; missing ones are failures.
 
+    Each sample holds one conformer with id 0, as tools that address "the" conformer expect.
     `seed` must be positive: RDKit derives each conformer's seed from it, and seed 0 gives
     `count` identical conformers.
     """
@@ -34,7 +36,7 @@ def etkdg_samples(smiles: str, count: int, *, seed: int = 42, num_threads: int =
         params.numThreads = num_threads
         conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=count, params=params))
         heavy = Chem.RemoveHs(mol)
-    outcomes = [SampleOutcome(k, Chem.Mol(heavy, confId=cid), None, "", 0) for k, cid in enumerate(conf_ids)]
+    outcomes = [SampleOutcome(k, single_conformer(heavy, cid), None, "", 0) for k, cid in enumerate(conf_ids)]
     outcomes += [SampleOutcome(k, None, EMBED_FAILED, smiles, 0) for k in range(len(conf_ids), count)]
     return outcomes
 

@@ -1,7 +1,7 @@
 """`molgen3d generate`: sample conformers for the molecules of a SMILES file from a trained model.
 
 The model is a Hugging Face folder (what `molgen3d export-hf` writes) or an alias to one; a
-TorchTitan DCP step directory is exported to a temporary folder first. Sampling is
+TorchTitan DCP step directory is converted once into the cache (`cache_root()`) and reused. Sampling is
 structure-constrained by default (every sample has the prompt's graph); failures are counted
 by reason in the printed summary and in `<out stem>.summary.json`, never dropped.
 """
@@ -9,8 +9,10 @@ by reason in the printed summary and in `<out stem>.summary.json`, never dropped
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -18,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -29,6 +32,8 @@ from molgen3D.evaluation.sample_io import (
     summary_path,
     write_samples,
 )
+from molgen3D.evaluation.hydrogens import add_hydrogens
+from molgen3D.evaluation.parallel import sample_parallel
 from molgen3D.evaluation.sampling import (
     DEFAULT_PRECISION,
     SampleOutcome,
@@ -42,29 +47,89 @@ class ModelLoadError(ValueError):
     """The --model path or alias is not a loadable model; the message says what to run."""
 
 
-def load_model(model: str | Path, tokenizer: str | Path | None = None):
-    """(model in eval mode on CPU, tokenizer, model dir) from an HF folder, an alias, or a DCP step dir (exported)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def cache_root() -> Path:
+    """Where converted checkpoints are kept: $MOLGEN3D_CACHE, else $XDG_CACHE_HOME/molgen3d, else ~/.cache/molgen3d."""
+    if os.environ.get("MOLGEN3D_CACHE"):
+        return Path(os.environ["MOLGEN3D_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "molgen3d"
 
+
+def exported_step(step_dir: Path) -> Path:
+    """The HF folder of a training step, converted once into the cache and reused while the step is unchanged.
+
+    The cache key is the step's absolute path and the size and mtime of its files, so a
+    rewritten step is converted again; the conversion is written next to the key and renamed
+    into place, so an interrupted one never looks finished.
+    """
+    step_dir = step_dir.resolve()
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(step_dir.iterdir()) if p.is_file()]
+    key = hashlib.sha256(json.dumps([str(step_dir), stamp]).encode()).hexdigest()[:16]
+    target = cache_root() / "exports" / f"{step_dir.parent.parent.name}-{step_dir.name}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from molgen3D.hf.export import export_step
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        print(f"{step_dir} is a training checkpoint step: converting it once into {target}", file=sys.stderr)
+        export_step(step_dir, partial, overwrite=True)
+        partial.rename(target)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def resolve_device(device: str):
+    """`auto` -> the first CUDA device when there is one, else CPU; `cuda` without a GPU is an error."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu (or auto)")
+    return torch.device(device)
+
+
+def model_dtype(device, dtype: str = "auto"):
+    """bf16 on CUDA (what the model trained in), float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def model_directory(model: str | Path) -> Path:
+    """The HF folder behind --model: the folder itself, an alias to it, or the cached conversion of a training step."""
     from molgen3D.config.paths import resolve_path
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = resolve_path(str(model), default_section="models")
     if not directory.is_dir():
         raise ModelLoadError(f"--model {model!r} resolves to {directory}, which is not a directory")
-    if not (directory / "config.json").is_file():
-        if not (directory / ".metadata").is_file() and not any(directory.glob("*.safetensors")):
-            raise ModelLoadError(
-                f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
-                "pass the folder written by `molgen3d export-hf`"
-            )
-        from molgen3D.hf.export import export_step
+    if (directory / "config.json").is_file():
+        return directory
+    if not (directory / ".metadata").is_file() and not any(directory.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
+            "pass the folder written by `molgen3d export-hf`"
+        )
+    return exported_step(directory)
 
-        target = Path(tempfile.mkdtemp(prefix="molgen3d-export-"))
-        print(f"{directory} is a training checkpoint step: exporting it to {target}", file=sys.stderr)
-        directory = export_step(directory, target, overwrite=True)
-    lm = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True).eval()
+
+def load_model(model: str | Path, tokenizer: str | Path | None = None, *, device: str = "cpu", dtype: str = "auto"):
+    """(model in eval mode on `device`, tokenizer, HF folder it was read from)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    directory = model_directory(model)
+    target = resolve_device(device)
+    lm = AutoModelForCausalLM.from_pretrained(
+        str(directory), dtype=model_dtype(target, dtype), local_files_only=True
+    ).to(target).eval()
     if tokenizer is None:
         tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     else:
@@ -73,11 +138,15 @@ def load_model(model: str | Path, tokenizer: str | Path | None = None):
         tok = load_tokenizer(tokenizer)
     if lm.config.vocab_size < len(tok):
         raise ModelLoadError(
-            f"{directory}: the model has {lm.config.vocab_size} embedding rows "
-            f"but the tokenizer has {len(tok)} tokens; "
+            f"{directory}: the model has {lm.config.vocab_size} embedding rows but the tokenizer has {len(tok)} tokens; "
             "pair the model with the tokenizer it was trained with (--tokenizer)"
         )
     return lm, tok, directory
+
+
+def model_context(model) -> int | None:
+    """The longest sequence the model was trained for (`max_position_embeddings` of the exported config)."""
+    return getattr(model.config, "max_position_embeddings", None)
 
 
 def sample_with_model(
@@ -85,29 +154,43 @@ def sample_with_model(
 ) -> tuple[list[list[SampleOutcome]], float]:
     """Samples from a transformers causal LM (KV cache) and the wall time spent."""
     start = time.perf_counter()
-    outcomes = sample_molecules(
-        functools.partial(run_with_cache, model), tokenizer, smiles, counts, cfg, progress=progress
-    )
+    outcomes = sample_molecules(functools.partial(run_with_cache, model), tokenizer, smiles, counts, cfg,
+                                progress=progress, max_context=model_context(model))
     return outcomes, time.perf_counter() - start
 
 
 @dataclass
 class GenerateConfig:
-    """Sample conformers for the molecules of a SMILES file."""
+    """Sample conformers for the molecules of a SMILES, GEOM CSV or SDF file."""
 
     model: str
-    """HF model folder (from `molgen3d export-hf`) or an alias (`ckpts:...`, `models:...`); a DCP step dir is
-    exported first."""
+    """HF model folder (from `molgen3d export-hf`) or an alias (`ckpts:...`, `models:...`);
+    a DCP step dir is converted once into the cache."""
     smiles: Path
-    """Molecules: .smi/.txt (`SMILES [name]` per line) or .csv/.tsv with a `smiles` column (optional `name`)."""
+    """Molecules: .smi/.txt (`SMILES [name]`), .csv/.tsv with a `smiles` column (the GEOM test CSV
+    `smiles,n_conformers,corrected_smiles` samples corrected_smiles), or a 3D .sdf."""
     out: Path
     """Output file: .sdf (valid samples; failures in the sidecar summary) or .jsonl (every sample)."""
     num_samples: int = 1
     """Samples per molecule."""
+    samples_per_conformer: int | None = None
+    """K = this x L per molecule when the input gives L (GEOM CSV n_conformers, SDF records); 2 = the GEOM protocol."""
     tokenizer: str | None = None
     """Tokenizer dir or alias; default: the one in the model folder."""
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda or cuda:N."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype: auto = bf16 on CUDA, float32 on CPU."""
+    workers: int = 1
+    """Sampling processes (one per GPU on CUDA); the samples do not depend on it."""
     threads: int | None = None
-    """torch CPU threads (1 is fastest for small models on a busy machine); default: torch's choice."""
+    """torch CPU threads per process (1 is fastest for small models on a busy machine); default: torch's choice."""
+    add_hs: bool = False
+    """Write samples with hydrogens (placed by RDKit from the heavy-atom geometry)."""
+    mmff: bool = False
+    """With --add-hs: relax each sample with MMFF94 (molecules MMFF cannot type are counted and kept unrelaxed)."""
+    mmff_max_iters: int = 200
+    """Maximum MMFF iterations per sample."""
     progress: bool = True
     """Show a progress bar on stderr."""
     sampling: tyro.conf.OmitArgPrefixes[SamplingConfig] = field(default_factory=SamplingConfig)
@@ -116,6 +199,12 @@ class GenerateConfig:
     def __post_init__(self):
         if self.num_samples < 1:
             raise ValueError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.samples_per_conformer is not None and self.samples_per_conformer < 1:
+            raise ValueError(f"--samples-per-conformer must be >= 1, got {self.samples_per_conformer}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.mmff and not self.add_hs:
+            raise ValueError("--mmff relaxes the molecule with its hydrogens: pass --add-hs too")
         if Path(self.out).suffix.lower() not in (".sdf", ".jsonl"):
             raise ValueError(f"--out {self.out}: use a .sdf or .jsonl file")
 
@@ -132,6 +221,17 @@ def molecule_summaries(molecules: Sequence[MoleculeInput], outcomes: Sequence[Se
     ]
 
 
+def sample_counts(molecules: Sequence[MoleculeInput], cfg: GenerateConfig) -> list[int]:
+    """K per molecule: `samples_per_conformer` x L where the input gives L, else `num_samples`."""
+    if cfg.samples_per_conformer is None:
+        return [cfg.num_samples] * len(molecules)
+    missing = [m.where for m in molecules if m.n_conformers is None]
+    if missing:
+        raise ValueError(f"--samples-per-conformer needs L per molecule, which {missing[0]} does not give "
+                         "(use a GEOM CSV with n_conformers or an SDF, or --num-samples)")
+    return [cfg.samples_per_conformer * m.n_conformers for m in molecules]
+
+
 def generate(cfg: GenerateConfig) -> dict:
     """Sample, write the samples and the summary sidecar; return the summary."""
     if cfg.threads:
@@ -143,16 +243,22 @@ def generate(cfg: GenerateConfig) -> dict:
         sampling = replace(sampling, precision=DEFAULT_PRECISION)
     skips = SkipLog()
     molecules = read_smiles_inputs(cfg.smiles, skips)
-    model, tokenizer, model_dir = load_model(cfg.model, cfg.tokenizer)
-    outcomes, seconds = sample_with_model(
-        model, tokenizer, [m.smiles for m in molecules], [cfg.num_samples] * len(molecules), sampling,
-        progress=cfg.progress,
+    counts = sample_counts(molecules, cfg)
+    directory = model_directory(cfg.model)
+    loaded = None
+    if cfg.workers == 1:
+        loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]
+    outcomes, seconds = sample_parallel(
+        directory, cfg.tokenizer, [m.smiles for m in molecules], counts, sampling, workers=cfg.workers,
+        device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress, loaded=loaded,
     )
+    hydrogens = add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters) if cfg.add_hs else None
     write_samples(cfg.out, molecules, outcomes)
     requested = sum(map(len, outcomes))
     valid = sum(o.mol is not None for samples in outcomes for o in samples)
     summary = {
-        "model": str(model_dir),
+        "model": str(cfg.model),
+        "model_folder": str(directory),
         "smiles_file": str(cfg.smiles),
         "out": str(cfg.out),
         "samples_requested": requested,
@@ -160,8 +266,11 @@ def generate(cfg: GenerateConfig) -> dict:
         "validity": valid / requested if requested else None,
         "failures": failure_report(molecules, outcomes),
         "input_skipped": skips.as_dict(),
+        "hydrogens": hydrogens,
         "seconds": round(seconds, 3),
         "samples_per_second": requested / seconds if seconds > 0 else None,
+        "device": cfg.device,
+        "workers": cfg.workers,
         "settings": asdict(sampling),
         "molecules": molecule_summaries(molecules, outcomes),
     }
@@ -176,6 +285,9 @@ def format_summary(summary: dict) -> str:
     ]
     for reason, entry in summary["failures"].items():
         lines.append(f"  failed {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
+    hydrogens = summary.get("hydrogens")
+    if hydrogens:
+        lines.append("  hydrogens: " + ", ".join(f"{k} {v}" for k, v in hydrogens.items()))
     for reason, entry in summary["input_skipped"].items():
         lines.append(f"  input skipped {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
     lines.append(f"summary: {summary_path(Path(summary['out']))}")

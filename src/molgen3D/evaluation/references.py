@@ -20,9 +20,15 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
+from molgen3D.datasets.conformers import sdf_conformer
 from molgen3D.datasets.geom import geom_references, is_geom_reference
+from molgen3D.datasets.inputs import read_sdf
 from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 from molgen3D.datasets.skips import SkipLog
+
+
+DEFAULT_SDF_PRECISION = 4
+"""Decimals `prepare-data` writes by default; SDF records it could not write at that precision are skipped here too."""
 
 
 @dataclass
@@ -113,29 +119,47 @@ def load_jsonl_references(
     return molecules, precision
 
 
-def load_sdf_references(path: str | Path, *, max_conformers: int | None = None,
-                        skips: SkipLog | None = None) -> list[ReferenceMolecule]:
-    """Molecules of a 3D SDF grouped by canonical heavy-atom SMILES (first-appearance order)."""
-    skips = skips if skips is not None else SkipLog()
+def iter_sdf_conformers(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, Chem.Mol, str]]:
+    """(where, canonical SMILES, heavy-atom conformer, title) per usable SDF record.
+
+    Records are read exactly as `prepare-data` reads them (`inputs.read_sdf` splits on `$$$$`,
+    so a valid record after an unreadable one is kept; `conformers.sdf_conformer` decides what
+    is usable), and skipped ones go to `skips` under the same reasons.
+    """
     file = resolve_path(str(path))
-    groups: dict[str, ReferenceMolecule] = {}
-    with BlockLogs():
-        supplier = Chem.SDMolSupplier(str(file), removeHs=False)
-        for index, mol in enumerate(supplier):
-            where = f"{file}: record {index + 1}"
-            if mol is None:
-                skips.add("unreadable_record", where, unit="record")
-                continue
-            if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-                skips.add("not_3d", where, unit="record")
-                continue
+    for record in read_sdf(file):
+        canonical, outcome = sdf_conformer(record.text, DEFAULT_SDF_PRECISION)
+        if outcome.reason:
+            skips.add(outcome.reason, f"{record.where}: {outcome.detail}")
+            continue
+        with BlockLogs():
+            mol = Chem.MolFromMolBlock(record.text, removeHs=False)
             heavy = Chem.RemoveHs(mol)
-            smiles = canonical_smiles(heavy)
-            name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else smiles
-            group = groups.setdefault(smiles, ReferenceMolecule(smiles, [], name=name))
-            if max_conformers is None or len(group.conformers) < max_conformers:
-                group.conformers.append(heavy)
+        title = record.text.split("\n", 1)[0].strip()
+        yield record.where, canonical, heavy, title
+
+
+def load_sdf_references(path: str | Path, *, max_molecules: int | None = None, max_conformers: int | None = None,
+                        skips: SkipLog | None = None) -> list[ReferenceMolecule]:
+    """Molecules of a 3D SDF grouped by canonical heavy-atom SMILES (first-appearance order).
+
+    Records of molecules beyond the first `max_molecules` are counted as `prepare-data` counts them.
+    """
+    skips = skips if skips is not None else SkipLog()
+    groups: dict[str, ReferenceMolecule] = {}
+    for where, smiles, heavy, title in iter_sdf_conformers(path, skips):
+        if smiles not in groups and max_molecules is not None and len(groups) >= max_molecules:
+            skips.add("beyond_max_molecules", f"{where}: {smiles}", unit="conformer")
+            continue
+        group = groups.setdefault(smiles, ReferenceMolecule(smiles, [], name=title or smiles))
+        if max_conformers is None or len(group.conformers) < max_conformers:
+            group.conformers.append(heavy)
     return list(groups.values())
+
+
+def is_sdf(path: Path) -> bool:
+    """`.sdf`, `.sd` or `.mol`, optionally gzipped (what `prepare-data` reads as SDF)."""
+    return Path(path).name.lower().removesuffix(".gz").endswith((".sdf", ".sd", ".mol"))
 
 
 def read_references(
@@ -151,11 +175,12 @@ def read_references(
                                 skips=skips if skips is not None else SkipLog())
         return [ReferenceMolecule(smiles, conformers, name=name) for smiles, name, conformers in found], None
     resolved = resolve_path(str(path))
-    if resolved.suffix.lower() in (".sdf", ".sd"):
+    if is_sdf(resolved):
         if not resolved.is_file():
             raise FileNotFoundError(f"reference SDF {path!r} (resolved to {resolved}) does not exist")
-        molecules = load_sdf_references(resolved, max_conformers=max_conformers, skips=skips)
-        return (molecules if max_molecules is None else molecules[:max_molecules]), None
+        molecules = load_sdf_references(resolved, max_molecules=max_molecules, max_conformers=max_conformers,
+                                        skips=skips)
+        return molecules, None
     select = None if max_molecules is None else (lambda all_smiles: all_smiles[:max_molecules])
     return load_jsonl_references(resolved, select=select, max_conformers=max_conformers, skips=skips)
 

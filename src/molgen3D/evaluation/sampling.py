@@ -12,18 +12,20 @@ tokens, temperature, top-p, draw. Two drivers feed it logits:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.rdBase import BlockLogs
 from tqdm.auto import tqdm
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, format_prompt
-from molgen3D.evaluation.constrained import MoleculeGrammar, NumberDfa, TokenTable, token_table
+from molgen3D.evaluation.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
+from molgen3D.evaluation.canonical import CanonicalFilter
+from molgen3D.evaluation.constrained import Allowed, MoleculeGrammar, NumberDfa, TokenTable, token_table
 
 # Failure reasons (a sample is valid iff it has none).
 MAX_NEW_TOKENS = "max_new_tokens"
@@ -31,8 +33,9 @@ DEAD_END = "grammar_dead_end"
 NO_OPEN_TAG = "no_conformer_tag"
 UNTERMINATED = "unterminated"
 PARSE_ERROR = "parse_error"
-GRAPH_MISMATCH = "graph_mismatch"
 UNREPRESENTABLE = "unrepresentable_smiles"
+PROMPT_TOO_LONG = "prompt_too_long"
+CONTEXT_FULL = "context_full"
 
 DEFAULT_PRECISION = 4
 
@@ -51,6 +54,8 @@ class SamplingConfig:
     """Sequences decoded together."""
     constrained: bool = True
     """Force the prompt's structure and let the model write only the coordinates (--no-constrained: free decoding)."""
+    canonical: bool = True
+    """Under constrained decoding, only the tokenizer's own tokenizations of the text (--no-canonical: any split)."""
     precision: int | None = None
     """Decimals of every coordinate in the training data, enforced by constrained decoding; None = the reference
     data's (evaluate) or 4."""
@@ -83,6 +88,8 @@ class SampleOutcome:
     text: str
     """The conformer body (or the raw text for failures)."""
     num_tokens: int
+    extra: dict | None = None
+    """Per-sample facts written next to the conformer (`stereo_ok`, `mmff`)."""
 
 
 @dataclass
@@ -94,8 +101,13 @@ class SequenceResult:
     """None when it ended normally ([/CONFORMER], <|endoftext|> or grammar end), else a failure reason."""
 
 
-def draw(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Row-wise choice from unnormalised `scores` (-inf = forbidden): greedy at temperature 0, else nucleus sampling."""
+def draw(scores: torch.Tensor, temperature: float, top_p: float,
+         generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Row-wise choice from unnormalised `scores` (-inf = forbidden): greedy at temperature 0, else nucleus sampling.
+
+    `generator` may be one generator per row: then each row's draw depends only on its own
+    generator, so a sample does not change with the batch it lands in (workers, resume).
+    """
     if temperature <= 0:
         return scores.argmax(dim=-1)
     probs = torch.softmax(scores.float() / temperature, dim=-1)
@@ -106,7 +118,10 @@ def draw(scores: torch.Tensor, temperature: float, top_p: float, generator: torc
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
     # Inverse-CDF draw: exact, and much faster than torch.multinomial on wide rows.
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator) * cdf[:, -1:]
+    if isinstance(generator, (list, tuple)):
+        u = torch.cat([torch.rand((1, 1), generator=g) for g in generator]) * cdf[:, -1:]
+    else:
+        u = torch.rand((probs.shape[0], 1), generator=generator) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
@@ -120,8 +135,10 @@ class BatchSampler:
         *,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        max_new_tokens: int = 2500,
-        generator: torch.Generator | None = None,
+        max_new_tokens: int | Sequence[int] = 2500,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        cut_reasons: Sequence[str] | None = None,
+        canonical: CanonicalFilter | None = None,
     ):
         self.table = table
         self.grammars = list(grammars)
@@ -130,8 +147,12 @@ class BatchSampler:
         self.texts = ["" for _ in self.grammars]
         self.stops: list[str | None] = [None] * len(self.grammars)
         self.done = np.zeros(len(self.grammars), dtype=bool)
-        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        n = len(self.grammars)
+        self.limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        self.cut_reasons = list(cut_reasons) if cut_reasons is not None else [MAX_NEW_TOKENS] * n
+        self.temperature, self.top_p = temperature, top_p
         self.generator = generator
+        self.canonical = canonical
 
     def step(self, logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
         """Next token of each sequence in `rows` from its last-position `logits` [len(rows), V].
@@ -145,7 +166,7 @@ class BatchSampler:
         if constrained:
             self._step_constrained(logits, constrained, out)
         if free:
-            picked = draw(logits[[k for k, _ in free]], self.temperature, self.top_p, self.generator)
+            picked = draw(logits[[k for k, _ in free]], self.temperature, self.top_p, self._generators(free))
             for (k, r), tok in zip(free, picked.tolist()):
                 out[k] = tok
                 self._append(r, tok)
@@ -167,8 +188,13 @@ class BatchSampler:
                 ids[j, : sizes[row]] = allowed[row].ids
             valid = torch.from_numpy(np.arange(width)[None, :] < sizes[open_rows][:, None])
             scores = logits[[pairs[row][0] for row in open_rows]].gather(1, torch.from_numpy(ids))
-            picked = draw(scores.masked_fill(~valid, float("-inf")), self.temperature, self.top_p, self.generator)
-            choice[open_rows] = picked.numpy()
+            scores = scores.masked_fill(~valid, float("-inf"))
+            pending = list(range(open_rows.size))
+            while pending:
+                picked = draw(scores[pending], self.temperature, self.top_p,
+                              self._generators([pairs[open_rows[j]] for j in pending]))
+                pending = [j for j, c in zip(pending, picked.tolist()) if not self._accept(
+                    scores, j, open_rows[j], pairs[open_rows[j]][1], allowed[open_rows[j]], c, choice)]
         for (k, r), a, c in zip(pairs, allowed, choice.tolist()):
             if len(a.ids) == 0:
                 self.done[r], self.stops[r] = True, DEAD_END
@@ -182,13 +208,37 @@ class BatchSampler:
             else:
                 self._check_length(r)
 
+    def _accept(self, scores: torch.Tensor, j: int, row: int, r: int, a: Allowed, c: int, choice: np.ndarray) -> bool:
+        """Keep draw `c` of row `r` unless the canonical filter rejects it; a rejected token is masked for the redraw.
+
+        Drawing again from the masked scores is drawing from the distribution renormalised over
+        the canonical tokens, without testing every allowed token. When every token is rejected
+        the last draw is kept and counted as a fallback.
+        """
+        if self.canonical is None or self.canonical.accepts(
+            self.tokens[r], int(a.ids[c]), self.grammars[r], (int(a.next_items[c]), int(a.next_subs[c]))
+        ):
+            choice[row] = c
+            return True
+        scores[j, c] = float("-inf")
+        if torch.isinf(scores[j]).all():
+            self.canonical.fallbacks += 1
+            choice[row] = c
+            return True
+        return False
+
+    def _generators(self, pairs):
+        if isinstance(self.generator, (list, tuple)):
+            return [self.generator[r] for _, r in pairs]
+        return self.generator
+
     def _append(self, r: int, tok: int) -> None:
         self.tokens[r].append(tok)
         self.texts[r] += self.table.strings[tok]
 
     def _check_length(self, r: int) -> None:
-        if len(self.tokens[r]) >= self.max_new_tokens:
-            self.done[r], self.stops[r] = True, MAX_NEW_TOKENS
+        if len(self.tokens[r]) >= self.limits[r]:
+            self.done[r], self.stops[r] = True, self.cut_reasons[r]
 
     @property
     def all_done(self) -> bool:
@@ -259,7 +309,8 @@ def finish_sample(text: str, canonical_smiles: str, stop: str | None) -> tuple[C
     """(molecule, failure reason, conformer body) from the generated text of a `[SMILES]canonical[/SMILES]` prompt.
 
     A sample is valid iff it is `[CONFORMER]body[/CONFORMER]` (optionally followed by
-    `<|endoftext|>`), `body` decodes, and the decoded graph is the prompt's.
+    `<|endoftext|>`), `body` decodes, and `checks.sample_failure` finds nothing (usable
+    coordinates, the prompt's graph).
     """
     if stop is not None:
         return None, stop, text
@@ -275,15 +326,115 @@ def finish_sample(text: str, canonical_smiles: str, stop: str | None) -> tuple[C
         mol = decode(body)
     except (EnrichedSmilesError, ValueError, RuntimeError):
         return None, PARSE_ERROR, body
-    if strip_coordinates(body) != canonical_smiles:
-        with BlockLogs():
-            same = Chem.MolToSmiles(Chem.RemoveHs(mol)) == canonical_smiles
-        if not same:
-            return None, GRAPH_MISMATCH, body
+    failure = sample_failure(mol, canonical_smiles, graph_text=strip_coordinates(body))
+    if failure is not None:
+        return None, failure, body
     return mol, None, body
 
 
 Runner = Callable[[Sequence[Sequence[int]], BatchSampler, int], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One sample to draw: molecule `mol`, sample `index`, its prompt ids and its new-token budget."""
+
+    mol: int
+    index: int
+    prompt: tuple[int, ...]
+    limit: int
+    cut_reason: str
+
+
+def sample_seed(seed: int, smiles: str, index: int) -> int:
+    """The seed of one sample's generator: a function of the run seed, the molecule and the sample index only."""
+    digest = hashlib.sha256(f"{seed}\0{smiles}\0{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def plan_jobs(
+    tokenizer, smiles: Sequence[str], counts: Sequence[int], cfg: SamplingConfig, *, max_context: int | None = None,
+) -> tuple[list[list[Job]], dict[int, list[SampleOutcome]]]:
+    """Batches of jobs (similar prompt lengths together, longest first) and the samples failed before decoding.
+
+    A molecule the grammar cannot write, or whose prompt does not fit `max_context` (the
+    model's context) with room for one token, fails every sample up front. Otherwise a
+    sample's budget is `max_new_tokens`, cut to what the context leaves (`context_full`).
+    """
+    table = token_table(tokenizer)
+    dfa = _dfa(cfg)
+    failed: dict[int, list[SampleOutcome]] = {}
+    jobs: list[Job] = []
+    for i, (smi, count) in enumerate(zip(smiles, counts)):
+        if cfg.constrained:
+            try:
+                MoleculeGrammar(smi, table, dfa)
+            except (EnrichedSmilesError, ValueError) as exc:
+                failed[i] = [SampleOutcome(s, None, UNREPRESENTABLE, str(exc), 0) for s in range(count)]
+                continue
+        prompt = tuple(tokenizer.encode(format_prompt(smi), add_special_tokens=False))
+        limit, reason = cfg.max_new_tokens, MAX_NEW_TOKENS
+        if max_context is not None:
+            room = max_context - len(prompt)
+            if room < 1:
+                detail = f"prompt of {len(prompt)} tokens, model context {max_context}"
+                failed[i] = [SampleOutcome(s, None, PROMPT_TOO_LONG, detail, 0) for s in range(count)]
+                continue
+            if room < limit:
+                limit, reason = room, CONTEXT_FULL
+        jobs += [Job(i, s, prompt, limit, reason) for s in range(count)]
+    jobs.sort(key=lambda job: (-len(job.prompt), job.mol, job.index))
+    return [jobs[k:k + cfg.batch_size] for k in range(0, len(jobs), cfg.batch_size)], failed
+
+
+def _dfa(cfg: SamplingConfig) -> NumberDfa:
+    return NumberDfa(DEFAULT_PRECISION if cfg.precision is None else cfg.precision, cfg.max_int_digits)
+
+
+def run_batches(
+    runner: Runner, tokenizer, smiles: Sequence[str], batches: Sequence[Sequence[Job]], cfg: SamplingConfig,
+    *, progress: bool = False,
+) -> list[list[SequenceResult]]:
+    """Decode every batch; results align with `batches`. Each sample draws from its own seeded generator."""
+    table = token_table(tokenizer)
+    dfa = _dfa(cfg)
+    grammars: dict[int, MoleculeGrammar] = {}
+    canonical = CanonicalFilter(tokenizer, table) if cfg.constrained and cfg.canonical else None
+    out = []
+    bar = tqdm(total=sum(map(len, batches)), desc="sampling", unit="sample", disable=not progress)
+    for batch in batches:
+        if cfg.constrained:
+            for job in batch:
+                if job.mol not in grammars:
+                    grammars[job.mol] = MoleculeGrammar(smiles[job.mol], table, dfa)
+        sampler = BatchSampler(
+            table, [grammars.get(job.mol) for job in batch], temperature=cfg.temperature, top_p=cfg.top_p,
+            max_new_tokens=[job.limit for job in batch], cut_reasons=[job.cut_reason for job in batch],
+            generator=[torch.Generator().manual_seed(sample_seed(cfg.seed, smiles[job.mol], job.index))
+                       for job in batch],
+            canonical=canonical,
+        )
+        runner([list(job.prompt) for job in batch], sampler, table.eos_id)
+        out.append(sampler.results())
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def assemble(
+    tokenizer, smiles: Sequence[str], batches: Sequence[Sequence[Job]], results: Sequence[Sequence[SequenceResult]],
+    failed: dict[int, list[SampleOutcome]],
+) -> list[list[SampleOutcome]]:
+    """Per molecule, its samples in sample-index order: decoded results and up-front failures."""
+    outcomes: list[list[SampleOutcome]] = [list(failed.get(i, [])) for i in range(len(smiles))]
+    for batch, batch_results in zip(batches, results):
+        for job, res in zip(batch, batch_results):
+            text = tokenizer.decode(res.token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            mol, failure, body = finish_sample(text, smiles[job.mol], res.stop)
+            outcomes[job.mol].append(SampleOutcome(job.index, mol, failure, body, len(res.token_ids)))
+    for samples in outcomes:
+        samples.sort(key=lambda o: o.sample_index)
+    return outcomes
 
 
 def sample_molecules(
@@ -294,45 +445,13 @@ def sample_molecules(
     cfg: SamplingConfig,
     *,
     progress: bool = False,
+    max_context: int | None = None,
 ) -> list[list[SampleOutcome]]:
     """`counts[i]` samples for each canonical SMILES, in batches of similar prompt length.
 
     `runner(prompts, sampler, pad_id)` drives the model (`run_with_cache` bound to a model, or
     `run_without_cache` bound to a forward). Every requested sample comes back, valid or not.
     """
-    table = token_table(tokenizer)
-    dfa = NumberDfa(DEFAULT_PRECISION if cfg.precision is None else cfg.precision, cfg.max_int_digits)
-    results: list[list[SampleOutcome]] = [[] for _ in smiles]
-    grammars: list[MoleculeGrammar | None] = []
-    jobs = []
-    for i, (smi, count) in enumerate(zip(smiles, counts)):
-        grammar = None
-        if cfg.constrained:
-            try:
-                grammar = MoleculeGrammar(smi, table, dfa)
-            except (EnrichedSmilesError, ValueError) as exc:
-                results[i] = [SampleOutcome(s, None, UNREPRESENTABLE, str(exc), 0) for s in range(count)]
-                grammars.append(None)
-                continue
-        grammars.append(grammar)
-        prompt = tokenizer.encode(format_prompt(smi), add_special_tokens=False)
-        jobs += [(len(prompt), i, s, prompt) for s in range(count)]
-    jobs.sort(key=lambda job: (-job[0], job[1], job[2]))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    bar = tqdm(total=len(jobs), desc="sampling", unit="sample", disable=not progress)
-    for start in range(0, len(jobs), cfg.batch_size):
-        batch = jobs[start:start + cfg.batch_size]
-        sampler = BatchSampler(
-            table, [grammars[i] for _, i, _, _ in batch], temperature=cfg.temperature, top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens, generator=generator,
-        )
-        runner([p for *_, p in batch], sampler, table.eos_id)
-        for (_, i, s, _), res in zip(batch, sampler.results()):
-            text = tokenizer.decode(res.token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            mol, failure, body = finish_sample(text, smiles[i], res.stop)
-            results[i].append(SampleOutcome(s, mol, failure, body, len(res.token_ids)))
-        bar.update(len(batch))
-    bar.close()
-    for outcomes in results:
-        outcomes.sort(key=lambda o: o.sample_index)
-    return results
+    batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=max_context)
+    results = run_batches(runner, tokenizer, smiles, batches, cfg, progress=progress)
+    return assemble(tokenizer, smiles, batches, results, failed)

@@ -1,0 +1,151 @@
+"""Chemistry checks of valid samples beyond RMSD: stereo, bond lengths and angles, clashes, PoseBusters.
+
+All checks see heavy atoms (hydrogens of `--add-hs` samples are removed first), the atoms
+the GEOM protocol scores. Geometry is compared with the molecule's reference conformers:
+bond lengths and angles hardly move between conformers of one molecule, so the mean over the
+references is the target and a sample's mean absolute deviation from it says how chemically
+sane its local geometry is, whatever its torsions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from molgen3D.evaluation.checks import single_conformer, stereo_matches
+
+CLASH_SCALE = 0.6
+"""Two heavy atoms three or more bonds apart clash when closer than this x the sum of their van der Waals
+radii (C...C 2.04 A). Real conformers keep such pairs beyond ~2.5 A (gauche 1-4 C...C is ~2.9-3.1 A)."""
+
+POSEBUSTERS_CONFIGS = ("mol", "mol_fast")
+
+
+def _heavy(mol: Chem.Mol) -> Chem.Mol:
+    with BlockLogs():
+        return Chem.RemoveHs(mol, sanitize=False) if any(a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else mol
+
+
+def _angles(mol: Chem.Mol) -> np.ndarray:
+    """(n, 3) atom triples i-j-k with bonds i-j and j-k, in a fixed order for a given graph."""
+    triples = []
+    for j in range(mol.GetNumAtoms()):
+        nbrs = sorted(n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors())
+        triples += [(i, j, k) for a, i in enumerate(nbrs) for k in nbrs[a + 1:]]
+    return np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+
+
+def _bonds(mol: Chem.Mol) -> np.ndarray:
+    return np.asarray([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64).reshape(-1, 2)
+
+
+def _lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(xyz[bonds[:, 0]] - xyz[bonds[:, 1]], axis=1)
+
+
+def _angle_values(xyz: np.ndarray, triples: np.ndarray) -> np.ndarray:
+    a = xyz[triples[:, 0]] - xyz[triples[:, 1]]
+    b = xyz[triples[:, 2]] - xyz[triples[:, 1]]
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def _aligned_xyz(sample: Chem.Mol, reference: Chem.Mol) -> np.ndarray | None:
+    """The sample's coordinates in the reference's atom order (SDF references need not be in prompt order)."""
+    if sample.GetNumAtoms() == reference.GetNumAtoms():
+        match = reference.GetSubstructMatch(sample, useChirality=False)
+        if len(match) == sample.GetNumAtoms():
+            xyz = np.empty((sample.GetNumAtoms(), 3))
+            xyz[list(match)] = sample.GetConformer().GetPositions()
+            return xyz
+    return None
+
+
+def clash_count(mol: Chem.Mol) -> int:
+    """Heavy-atom pairs three or more bonds apart closer than `CLASH_SCALE` x the sum of their vdW radii."""
+    heavy = _heavy(mol)
+    n = heavy.GetNumAtoms()
+    if n < 4:
+        return 0
+    xyz = heavy.GetConformer().GetPositions()
+    table = Chem.GetPeriodicTable()
+    radii = np.array([table.GetRvdw(a.GetAtomicNum()) for a in heavy.GetAtoms()])
+    topo = Chem.GetDistanceMatrix(heavy)
+    dist = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+    close = (topo >= 3) & (dist < CLASH_SCALE * (radii[:, None] + radii[None, :]))
+    return int(np.triu(close, 1).sum())
+
+
+def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
+    """Per method: stereo rate, bond-length / bond-angle deviation from the references, clashes.
+
+    - `stereo_ok`: share of valid samples of molecules with specified stereo whose 3D stereo is the prompt's;
+    - `bond_length_mae` (A) and `bond_angle_mae` (degrees): mean over valid samples of the mean absolute
+      deviation of each bond length / bond angle from its mean over the molecule's reference conformers;
+    - `clash_free`: share of valid samples without clashes; `clashes_per_sample`: mean count.
+    """
+    stereo_checked = stereo_ok = 0
+    bond_dev, angle_dev, clashes = [], [], []
+    for ref, samples in zip(references, outcomes):
+        valid = [o.mol for o in samples if o.mol is not None]
+        if not valid:
+            continue
+        ref0 = ref.conformers[0]
+        bonds, triples = _bonds(ref0), _angles(ref0)
+        ref_xyz = [c.GetConformer().GetPositions() for c in ref.conformers]
+        target_len = np.mean([_lengths(x, bonds) for x in ref_xyz], axis=0)
+        target_ang = np.mean([_angle_values(x, triples) for x in ref_xyz], axis=0)
+        for mol in valid:
+            heavy = _heavy(mol)
+            ok = stereo_matches(heavy, ref.smiles)
+            if ok is not None:
+                stereo_checked += 1
+                stereo_ok += bool(ok)
+            clashes.append(clash_count(heavy))
+            xyz = _aligned_xyz(heavy, ref0)
+            if xyz is None:
+                continue
+            if len(bonds):
+                bond_dev.append(float(np.abs(_lengths(xyz, bonds) - target_len).mean()))
+            if len(triples):
+                angle_dev.append(float(np.abs(_angle_values(xyz, triples) - target_ang).mean()))
+    return {
+        "stereo_checked": stereo_checked,
+        "stereo_ok": stereo_ok / stereo_checked if stereo_checked else math.nan,
+        "bond_length_mae": float(np.mean(bond_dev)) if bond_dev else math.nan,
+        "bond_angle_mae": float(np.mean(angle_dev)) if angle_dev else math.nan,
+        "clash_free": float(np.mean([c == 0 for c in clashes])) if clashes else math.nan,
+        "clashes_per_sample": float(np.mean(clashes)) if clashes else math.nan,
+    }
+
+
+def posebusters_checks(mols: Sequence[Chem.Mol], config: str = "mol") -> dict:
+    """PoseBusters' `config` checks on heavy-atom, single-conformer (id 0) molecules: pass rate per check.
+
+    PoseBusters adds the missing hydrogens itself and places them with UFF before its energy
+    check (its documented handling of implicit hydrogens), and its geometry checks ignore
+    hydrogens, so heavy-atom molecules are what it expects. A check PoseBusters could not run
+    on a molecule (NaN, e.g. UFF cannot type it) is counted under `not_run`, not as a pass.
+    """
+    from posebusters import PoseBusters
+
+    prepared = [single_conformer(_heavy(m), m.GetConformer().GetId()) for m in mols]
+    if not prepared:
+        return {"samples": 0, "checks": {}, "all_pass": math.nan}
+    logging.getLogger("posebusters").setLevel(logging.ERROR)
+    with BlockLogs():
+        table = PoseBusters(config=config).bust(prepared, None, None)
+    checks, passed_all = {}, np.ones(len(table), dtype=bool)
+    for column in table.columns:
+        values = table[column].to_numpy(dtype=object)
+        ran = np.array([isinstance(v, (bool, np.bool_)) for v in values])
+        passes = np.array([bool(v) if r else False for v, r in zip(values, ran)])
+        passed_all &= passes
+        checks[column] = {"pass_rate": float(passes[ran].mean()) if ran.any() else math.nan,
+                          "not_run": int((~ran).sum())}
+    return {"samples": len(table), "checks": checks, "all_pass": float(passed_all.mean())}
