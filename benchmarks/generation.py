@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from molgen3D.evaluation import sampling as sampling_module  # noqa: E402
 from molgen3D.evaluation.baseline import etkdg_baseline  # noqa: E402
-from molgen3D.evaluation.generate import load_model  # noqa: E402
+from molgen3D.evaluation.model_io import load_model  # noqa: E402
 from molgen3D.evaluation.parallel import sample_parallel  # noqa: E402
 from molgen3D.evaluation.references import read_references  # noqa: E402
 from molgen3D.evaluation.sampling import SamplingConfig  # noqa: E402

@@ -54,13 +54,15 @@ class EvaluateConfig:
     """Score sampled conformers against reference conformers (COV/MAT), optionally next to ETKDG."""
 
     references: str
-    """Reference conformers: an SDF with several conformers per molecule, or a JSONL split (file, dir, glob, `data:` alias)."""
+    """Reference conformers: an SDF with several conformers per molecule, or a JSONL split (file, dir, glob,
+    `data:` alias)."""
     out: Path
     """Output directory (metrics.json, coverage.png)."""
     model: str | None = None
     """HF model folder or alias to sample from (see `molgen3d generate`)."""
     samples: Path | None = None
-    """Already sampled conformers (.sdf + its summary sidecar, or .jsonl, from `molgen3d generate`) instead of --model."""
+    """Already sampled conformers (.sdf + its summary sidecar, or .jsonl, from `molgen3d generate`) instead of
+    --model."""
     baseline: Literal["etkdg", "none"] = "none"
     """`etkdg`: also score RDKit ETKDGv3 with the same K on the same molecules."""
     threshold: float = 0.75
@@ -76,7 +78,8 @@ class EvaluateConfig:
     threads: int | None = None
     """torch CPU threads for sampling; default: torch's choice."""
     etkdg_seed: int = 2718
-    """ETKDG random seed (> 0; differs from prepare-data's 42 so the baseline does not replay the references' own seeds)."""
+    """ETKDG random seed (> 0; differs from prepare-data's 42 so the baseline does not replay the references'
+    own seeds)."""
     etkdg_threads: int = 1
     """Threads ETKDG embeds with (1 = per-core figure comparable to one sampling stream)."""
     resume: bool = False
@@ -110,9 +113,14 @@ class EvaluateConfig:
         for name, value, low in (("--threshold", self.threshold, 0), ("--pair-timeout", self.pair_timeout, 0)):
             if not value > low:
                 raise ValueError(f"{name} must be > {low}, got {value}")
-        for name, value in (("--samples-per-reference", self.samples_per_reference), ("--rmsd-workers", self.rmsd_workers),
-                            ("--max-matches", self.max_matches), ("--etkdg-seed", self.etkdg_seed),
-                            ("--workers", self.workers), ("--chunk-molecules", self.chunk_molecules)):
+        for name, value in (
+            ("--samples-per-reference", self.samples_per_reference),
+            ("--rmsd-workers", self.rmsd_workers),
+            ("--max-matches", self.max_matches),
+            ("--etkdg-seed", self.etkdg_seed),
+            ("--workers", self.workers),
+            ("--chunk-molecules", self.chunk_molecules),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
@@ -322,7 +330,7 @@ def fill_samples(
 
 def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict):
     """A `sample_fn` that loads the model on first use (a resumed run with all samples written never loads it)."""
-    from molgen3D.evaluation.generate import load_model, model_directory
+    from molgen3D.evaluation.model_io import load_model, model_directory
     from molgen3D.evaluation.parallel import sample_parallel
 
     cache: dict = {}

@@ -9,12 +9,8 @@ by reason in the printed summary and in `<out stem>.summary.json`, never dropped
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +29,14 @@ from molgen3D.evaluation.sample_io import (
     write_samples,
 )
 from molgen3D.evaluation.hydrogens import add_hydrogens
+from molgen3D.evaluation.model_io import (  # noqa: F401  (re-exported: `generate` is where users look for them)
+    ModelLoadError,
+    load_model,
+    model_context,
+    model_directory,
+    model_dtype,
+    resolve_device,
+)
 from molgen3D.evaluation.parallel import sample_parallel
 from molgen3D.evaluation.sampling import (
     DEFAULT_PRECISION,
@@ -41,112 +45,6 @@ from molgen3D.evaluation.sampling import (
     run_with_cache,
     sample_molecules,
 )
-
-
-class ModelLoadError(ValueError):
-    """The --model path or alias is not a loadable model; the message says what to run."""
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints are kept: $MOLGEN3D_CACHE, else $XDG_CACHE_HOME/molgen3d, else ~/.cache/molgen3d."""
-    if os.environ.get("MOLGEN3D_CACHE"):
-        return Path(os.environ["MOLGEN3D_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "molgen3d"
-
-
-def exported_step(step_dir: Path) -> Path:
-    """The HF folder of a training step, converted once into the cache and reused while the step is unchanged.
-
-    The cache key is the step's absolute path and the size and mtime of its files, so a
-    rewritten step is converted again; the conversion is written next to the key and renamed
-    into place, so an interrupted one never looks finished.
-    """
-    step_dir = step_dir.resolve()
-    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(step_dir.iterdir()) if p.is_file()]
-    key = hashlib.sha256(json.dumps([str(step_dir), stamp]).encode()).hexdigest()[:16]
-    target = cache_root() / "exports" / f"{step_dir.parent.parent.name}-{step_dir.name}-{key}"
-    if (target / "config.json").is_file():
-        return target
-    from molgen3D.hf.export import export_step
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        print(f"{step_dir} is a training checkpoint step: converting it once into {target}", file=sys.stderr)
-        export_step(step_dir, partial, overwrite=True)
-        partial.rename(target)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
-    return target
-
-
-def resolve_device(device: str):
-    """`auto` -> the first CUDA device when there is one, else CPU; `cuda` without a GPU is an error."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu (or auto)")
-    return torch.device(device)
-
-
-def model_dtype(device, dtype: str = "auto"):
-    """bf16 on CUDA (what the model trained in), float32 on CPU (bf16 matmuls are slow on most CPUs)."""
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def model_directory(model: str | Path) -> Path:
-    """The HF folder behind --model: the folder itself, an alias to it, or the cached conversion of a training step."""
-    from molgen3D.config.paths import resolve_path
-
-    directory = resolve_path(str(model), default_section="models")
-    if not directory.is_dir():
-        raise ModelLoadError(f"--model {model!r} resolves to {directory}, which is not a directory")
-    if (directory / "config.json").is_file():
-        return directory
-    if not (directory / ".metadata").is_file() and not any(directory.glob("*.safetensors")):
-        raise ModelLoadError(
-            f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
-            "pass the folder written by `molgen3d export-hf`"
-        )
-    return exported_step(directory)
-
-
-def load_model(model: str | Path, tokenizer: str | Path | None = None, *, device: str = "cpu", dtype: str = "auto"):
-    """(model in eval mode on `device`, tokenizer, HF folder it was read from)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    directory = model_directory(model)
-    target = resolve_device(device)
-    lm = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=model_dtype(target, dtype), local_files_only=True
-    ).to(target).eval()
-    if tokenizer is None:
-        tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    else:
-        from molgen3D.tokenization.load import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
-    if lm.config.vocab_size < len(tok):
-        raise ModelLoadError(
-            f"{directory}: the model has {lm.config.vocab_size} embedding rows but the tokenizer has {len(tok)} tokens; "
-            "pair the model with the tokenizer it was trained with (--tokenizer)"
-        )
-    return lm, tok, directory
-
-
-def model_context(model) -> int | None:
-    """The longest sequence the model was trained for (`max_position_embeddings` of the exported config)."""
-    return getattr(model.config, "max_position_embeddings", None)
 
 
 def sample_with_model(

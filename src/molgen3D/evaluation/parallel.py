@@ -48,7 +48,7 @@ def _init_worker(model_dir: str, tokenizer: str | None, smiles: list[str], cfg: 
                  ranks, devices: list[str], dtype: str, threads: int) -> None:
     import torch
 
-    from molgen3D.evaluation.generate import load_model
+    from molgen3D.evaluation.model_io import load_model
 
     torch.set_num_threads(threads)
     rank = ranks.get()
@@ -80,7 +80,7 @@ def sample_parallel(
     With one worker the model runs in this process (`loaded` = an already loaded (model,
     tokenizer) pair is reused). Workers are spawned, so scripts need the `__main__` guard.
     """
-    from molgen3D.evaluation.generate import load_model, model_context, resolve_device
+    from molgen3D.evaluation.model_io import load_model, model_context, resolve_device
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -96,7 +96,7 @@ def sample_parallel(
 
     from transformers import AutoConfig
 
-    from molgen3D.evaluation.generate import model_directory
+    from molgen3D.evaluation.model_io import model_directory
     from molgen3D.tokenization.load import load_tokenizer
 
     directory = model_directory(model_dir)
