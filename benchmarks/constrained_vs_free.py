@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,16 +83,18 @@ def main() -> int:
             scores = [coverage_matching(m, args.threshold) for m in matrices]
             per_mode[name] = {
                 "validity": sum(o.mol is not None for s in outcomes for o in s) / sum(counts),
+                "failures": dict(Counter(o.failure for s in outcomes for o in s if o.failure)),
                 "canonical": canonical,
                 "valid_per_molecule": [sum(o.mol is not None for o in s) for s in outcomes],
                 "cov_r": [x["cov_r"] for x in scores], "mat_r": [x["mat_r"] for x in scores],
             }
-            print(f"  {name}: validity {per_mode[name]['validity']:.1%}", flush=True)
+            print(f"  {name}: validity {per_mode[name]['validity']:.1%}, failures {per_mode[name]['failures']}",
+                  flush=True)
     free_ok = [i for i, n in enumerate(per_mode["free"]["valid_per_molecule"]) if n > 0]
     summary = {}
     for name, r in per_mode.items():
         summary[name] = {
-            "validity": r["validity"], "canonical": r["canonical"],
+            "validity": r["validity"], "canonical": r["canonical"], "failures": r["failures"],
             "cov_r": mean_se(r["cov_r"])[0], "mat_r": mean_se(r["mat_r"])[0],
             "cov_r_where_free_valid": mean_se([r["cov_r"][i] for i in free_ok])[0],
             "mat_r_where_free_valid": mean_se([r["mat_r"][i] for i in free_ok])[0],
