@@ -157,3 +157,17 @@ def test_single_conformer_renumbers_to_id_zero():
     one = single_conformer(mol, ids[2])
     assert one.GetNumConformers() == 1 and one.GetConformer().GetId() == 0
     assert (one.GetConformer().GetPositions() == mol.GetConformer(ids[2]).GetPositions()).all()
+
+
+def test_k_is_2l_from_the_geom_csv(tmp_path):
+    from molgen3D.evaluation.generate import GenerateConfig, sample_counts
+
+    csv_file = tmp_path / "test_smiles.csv"
+    csv_file.write_text("smiles,n_conformers,corrected_smiles\nOCC,3,CCO\nCN,1,CN\n")
+    molecules = read_smiles_inputs(csv_file, SkipLog())
+    cfg = GenerateConfig(model="m", smiles=csv_file, out=tmp_path / "o.sdf", samples_per_reference=2)
+    assert sample_counts(molecules, cfg) == [6, 2]
+    smi = tmp_path / "m.smi"
+    smi.write_text("CCO\n")
+    with pytest.raises(ValueError, match="needs L per molecule"):
+        sample_counts(read_smiles_inputs(smi, SkipLog()), cfg)

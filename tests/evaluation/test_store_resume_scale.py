@@ -189,3 +189,31 @@ def test_cuda_workers_take_gpus_round_robin(monkeypatch):
     assert worker_devices("cuda", 3) == ["cuda:0", "cuda:1", "cuda:0"]
     assert worker_devices("cuda:1", 1) == ["cuda:1"]
     assert worker_devices("cpu", 2) == ["cpu", "cpu"]
+
+
+def test_stereo_rate_counts_the_inverted_sample_and_the_sdf_says_which(tmp_path):
+    """Threonine: one sample as the prompt says, one mirrored (both centres inverted): valid both, stereo 50%."""
+    from rdkit.Chem import AllChem
+
+    from molgen3D.evaluation.evaluate import mark_stereo
+    from molgen3D.evaluation.references import ReferenceMolecule
+    from molgen3D.evaluation.sample_io import MoleculeInput, write_samples
+
+    smiles = Chem.MolToSmiles(Chem.MolFromSmiles("C[C@@H](O)[C@H](N)C(=O)O"))
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMolecule(mol, randomSeed=7)
+    good = Chem.RemoveHs(mol)
+    bad = Chem.Mol(good)
+    conf = bad.GetConformer()
+    for i in range(bad.GetNumAtoms()):
+        p = conf.GetAtomPosition(i)
+        conf.SetAtomPosition(i, (-p.x, p.y, p.z))
+    ref = ReferenceMolecule(smiles, [good], name="threonine")
+    outcomes = [[SampleOutcome(0, good, None, "", 0), SampleOutcome(1, bad, None, "", 0)]]
+    report = geometry_report([ref], outcomes)
+    assert report["stereo_checked"] == 2 and report["stereo_ok"] == 0.5
+    mark_stereo([ref], outcomes)
+    path = tmp_path / "s.sdf"
+    write_samples(path, [MoleculeInput("threonine", smiles, "")], outcomes, failures=True)
+    assert [o.extra["stereo_ok"] for o, _, _ in iter_sdf_samples(path)] == ["True", "False"]
+    assert all(o.mol is not None for o, _, _ in iter_sdf_samples(path))  # wrong stereo is not a failure

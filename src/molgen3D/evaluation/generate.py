@@ -71,7 +71,7 @@ class GenerateConfig:
     """Output file: .sdf (valid samples; failures in the sidecar summary) or .jsonl (every sample)."""
     num_samples: int = 1
     """Samples per molecule."""
-    samples_per_conformer: int | None = None
+    samples_per_reference: int | None = None
     """K = this x L per molecule when the input gives L (GEOM CSV n_conformers, SDF records); 2 = the GEOM protocol."""
     tokenizer: str | None = None
     """Tokenizer dir or alias; default: the one in the model folder."""
@@ -97,8 +97,8 @@ class GenerateConfig:
     def __post_init__(self):
         if self.num_samples < 1:
             raise ValueError(f"--num-samples must be >= 1, got {self.num_samples}")
-        if self.samples_per_conformer is not None and self.samples_per_conformer < 1:
-            raise ValueError(f"--samples-per-conformer must be >= 1, got {self.samples_per_conformer}")
+        if self.samples_per_reference is not None and self.samples_per_reference < 1:
+            raise ValueError(f"--samples-per-reference must be >= 1, got {self.samples_per_reference}")
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.mmff and not self.add_hs:
@@ -120,14 +120,14 @@ def molecule_summaries(molecules: Sequence[MoleculeInput], outcomes: Sequence[Se
 
 
 def sample_counts(molecules: Sequence[MoleculeInput], cfg: GenerateConfig) -> list[int]:
-    """K per molecule: `samples_per_conformer` x L where the input gives L, else `num_samples`."""
-    if cfg.samples_per_conformer is None:
+    """K per molecule: `samples_per_reference` x L where the input gives L, else `num_samples`."""
+    if cfg.samples_per_reference is None:
         return [cfg.num_samples] * len(molecules)
     missing = [m.where for m in molecules if m.n_conformers is None]
     if missing:
-        raise ValueError(f"--samples-per-conformer needs L per molecule, which {missing[0]} does not give "
+        raise ValueError(f"--samples-per-reference needs L per molecule, which {missing[0]} does not give "
                          "(use a GEOM CSV with n_conformers or an SDF, or --num-samples)")
-    return [cfg.samples_per_conformer * m.n_conformers for m in molecules]
+    return [cfg.samples_per_reference * m.n_conformers for m in molecules]
 
 
 def generate(cfg: GenerateConfig) -> dict:
