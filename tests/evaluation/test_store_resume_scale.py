@@ -195,7 +195,7 @@ def test_stereo_rate_counts_the_inverted_sample_and_the_sdf_says_which(tmp_path)
     """Threonine: one sample as the prompt says, one mirrored (both centres inverted): valid both, stereo 50%."""
     from rdkit.Chem import AllChem
 
-    from molgen3D.evaluation.evaluate import mark_stereo
+    from molgen3D.evaluation.chemistry import mark_stereo
     from molgen3D.evaluation.references import ReferenceMolecule
     from molgen3D.evaluation.sample_io import MoleculeInput, write_samples
 
@@ -212,7 +212,7 @@ def test_stereo_rate_counts_the_inverted_sample_and_the_sdf_says_which(tmp_path)
     outcomes = [[SampleOutcome(0, good, None, "", 0), SampleOutcome(1, bad, None, "", 0)]]
     report = geometry_report([ref], outcomes)
     assert report["stereo_checked"] == 2 and report["stereo_ok"] == 0.5
-    mark_stereo([ref], outcomes)
+    assert mark_stereo([smiles], outcomes) == {"checked": 2, "ok": 1}
     path = tmp_path / "s.sdf"
     write_samples(path, [MoleculeInput("threonine", smiles, "")], outcomes, failures=True)
     assert [o.extra["stereo_ok"] for o, _, _ in iter_sdf_samples(path)] == ["True", "False"]

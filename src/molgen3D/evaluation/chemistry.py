@@ -66,6 +66,23 @@ def _aligned_xyz(sample: Chem.Mol, reference: Chem.Mol) -> np.ndarray | None:
     return None
 
 
+def mark_stereo(smiles: Sequence[str], outcomes: Sequence[Sequence]) -> dict[str, int]:
+    """Record on each valid sample whether its coordinates realise its prompt's stereo (`extra["stereo_ok"]`).
+
+    Returns how many samples were checked (their prompt specifies stereo) and how many were right.
+    """
+    checked = right = 0
+    for smi, samples in zip(smiles, outcomes):
+        for o in samples:
+            if o.mol is not None:
+                ok = stereo_matches(o.mol, smi)
+                if ok is not None:
+                    o.extra = {**(o.extra or {}), "stereo_ok": ok}
+                    checked += 1
+                    right += ok
+    return {"checked": checked, "ok": right}
+
+
 def clash_count(mol: Chem.Mol) -> int:
     """Heavy-atom pairs three or more bonds apart closer than `CLASH_SCALE` x the sum of their vdW radii."""
     heavy = _heavy(mol)

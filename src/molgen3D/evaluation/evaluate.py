@@ -30,8 +30,7 @@ from tqdm.auto import tqdm
 
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
-from molgen3D.evaluation.checks import stereo_matches
-from molgen3D.evaluation.chemistry import geometry_report, posebusters_checks
+from molgen3D.evaluation.chemistry import geometry_report, mark_stereo, posebusters_checks
 from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
 from molgen3D.evaluation.references import ReferenceMolecule, read_references
 from molgen3D.evaluation.rmsd import RmsdPool
@@ -301,16 +300,6 @@ def _load_state(out: Path, identity: dict, resume: bool) -> dict:
     return {"identity": identity, "methods": {}}
 
 
-def mark_stereo(references: Sequence[ReferenceMolecule], outcomes: Sequence[Sequence[SampleOutcome]]) -> None:
-    """Record on each valid sample whether its coordinates realise the prompt's stereo (an SDF prop to filter on)."""
-    for ref, samples in zip(references, outcomes):
-        for o in samples:
-            if o.mol is not None:
-                ok = stereo_matches(o.mol, ref.smiles)
-                if ok is not None:
-                    o.extra = {**(o.extra or {}), "stereo_ok": ok}
-
-
 def fill_samples(
     out: Path, name: str, references: Sequence[ReferenceMolecule], counts: Sequence[int],
     sample_fn: Callable[[list[str], list[int]], tuple[list[list[SampleOutcome]], float]],
@@ -330,7 +319,7 @@ def fill_samples(
     for start in range(len(done), len(references), chunk):
         stop = min(start + chunk, len(references))
         outcomes, seconds = sample_fn([r.smiles for r in references[start:stop]], list(counts[start:stop]))
-        mark_stereo(references[start:stop], outcomes)
+        mark_stereo([r.smiles for r in references[start:stop]], outcomes)
         write_samples(path, inputs[start:stop], outcomes, failures=True, mode="a", first_index=start)
         info["seconds"] += seconds
         info["samples"] += sum(counts[start:stop])
@@ -388,7 +377,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         fill_samples(out, "model", references, counts, _model_sampler(cfg, sampling, state), **fill)
     elif cfg.samples is not None:
         outcomes, unused, sidecar = _samples_from_file(cfg.samples, references, counts)
-        mark_stereo(references, outcomes)
+        mark_stereo([r.smiles for r in references], outcomes)
         write_samples(samples_file(out, "model"), _inputs(references), outcomes, failures=True)
         state["methods"]["model"] = {
             "source": str(cfg.samples), "settings": sidecar.get("settings"), "complete": True,

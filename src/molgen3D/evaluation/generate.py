@@ -28,6 +28,7 @@ from molgen3D.evaluation.sample_io import (
     summary_path,
     write_samples,
 )
+from molgen3D.evaluation.chemistry import mark_stereo
 from molgen3D.evaluation.hydrogens import add_hydrogens
 from molgen3D.evaluation.model_io import (  # noqa: F401  (re-exported: `generate` is where users look for them)
     ModelLoadError,
@@ -150,6 +151,7 @@ def generate(cfg: GenerateConfig) -> dict:
         directory, cfg.tokenizer, [m.smiles for m in molecules], counts, sampling, workers=cfg.workers,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress, loaded=loaded,
     )
+    stereo = mark_stereo([m.smiles for m in molecules], outcomes)
     hydrogens = add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters) if cfg.add_hs else None
     write_samples(cfg.out, molecules, outcomes)
     requested = sum(map(len, outcomes))
@@ -163,6 +165,7 @@ def generate(cfg: GenerateConfig) -> dict:
         "samples_valid": valid,
         "validity": valid / requested if requested else None,
         "failures": failure_report(molecules, outcomes),
+        "stereo": stereo,
         "input_skipped": skips.as_dict(),
         "hydrogens": hydrogens,
         "seconds": round(seconds, 3),
@@ -183,6 +186,10 @@ def format_summary(summary: dict) -> str:
     ]
     for reason, entry in summary["failures"].items():
         lines.append(f"  failed {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
+    stereo = summary.get("stereo")
+    if stereo and stereo["checked"]:
+        lines.append(f"  stereo from the coordinates as the prompt says: {stereo['ok']} of {stereo['checked']} valid "
+                     "samples of molecules with specified stereo (wrong ones stay valid; SDF prop stereo_ok)")
     hydrogens = summary.get("hydrogens")
     if hydrogens:
         lines.append("  hydrogens: " + ", ".join(f"{k} {v}" for k, v in hydrogens.items()))

@@ -180,6 +180,7 @@ def write_samples(path: Path, molecules: Sequence[MoleculeInput], outcomes: Sequ
                         "name": mol_in.name, "canonical_smiles": mol_in.smiles, "sample_index": o.sample_index,
                         "embedded_smiles": o.text if o.mol is not None else None,
                         "failure": o.failure, "num_tokens": o.num_tokens,
+                        "stereo_ok": (o.extra or {}).get("stereo_ok"),
                     }) + "\n")
     else:
         raise ValueError(f"{path}: unknown sample file type {suffix!r}; use one of {', '.join(SAMPLE_SUFFIXES)}")
