@@ -20,15 +20,11 @@ from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
-from molgen3D.datasets.conformers import sdf_conformer
+from molgen3D.datasets.conformers import from_sdf
 from molgen3D.datasets.geom import geom_references, is_geom_reference
 from molgen3D.datasets.inputs import read_sdf
 from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 from molgen3D.datasets.skips import SkipLog
-
-
-DEFAULT_SDF_PRECISION = 4
-"""Decimals `prepare-data` writes by default; SDF records it could not write at that precision are skipped here too."""
 
 
 @dataclass
@@ -120,23 +116,24 @@ def load_jsonl_references(
 
 
 def iter_sdf_conformers(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, Chem.Mol, str]]:
-    """(where, canonical SMILES, heavy-atom conformer, title) per usable SDF record.
+    """(where, canonical SMILES, heavy-atom conformer, title) per conformer `prepare-data` would keep from an SDF.
 
-    Records are read exactly as `prepare-data` reads them (`inputs.read_sdf` splits on `$$$$`,
-    so a valid record after an unreadable one is kept; `conformers.sdf_conformer` decides what
-    is usable), and skipped ones go to `skips` under the same reasons.
+    Records go through exactly what `prepare-data` does with an SDF at its defaults
+    (`inputs.read_sdf` splits on `$$$$`, so a valid record after an unreadable one is kept;
+    `conformers.from_sdf` applies the fragment policy and the geometry checks and writes the
+    text), so the molecules, their canonical SMILES and the skip reasons are the same; each
+    conformer is decoded from that text, in the atom order the prompts use.
     """
-    file = resolve_path(str(path))
-    for record in read_sdf(file):
-        canonical, outcome = sdf_conformer(record.text, DEFAULT_SDF_PRECISION)
-        if outcome.reason:
-            skips.add(outcome.reason, f"{record.where}: {outcome.detail}")
-            continue
-        with BlockLogs():
-            mol = Chem.MolFromMolBlock(record.text, removeHs=False)
-            heavy = Chem.RemoveHs(mol)
-        title = record.text.split("\n", 1)[0].strip()
-        yield record.where, canonical, heavy, title
+    from molgen3D.datasets.prepare import PrepareConfig
+
+    settings = PrepareConfig(output="").unit_settings("sdf")
+    for record in read_sdf(resolve_path(str(path))):
+        unit = from_sdf(record, settings)
+        for reason, example, unit_name, count in unit.skips:
+            skips.add(reason, example, unit=unit_name, count=count)
+        for line in unit.lines:
+            fields = json.loads(line)
+            yield record.where, fields["canonical_smiles"], decode(fields["embedded_smiles"]), record.name
 
 
 def load_sdf_references(path: str | Path, *, max_molecules: int | None = None, max_conformers: int | None = None,
