@@ -1,0 +1,238 @@
+"""How coordinates are written in conformer text: decimals, frame, and what a position is relative to.
+
+Data preparation writes every conformer as stored, absolute, with 4 decimals. A `CoordinateFormat`
+rewrites that text for training (`apply_format`) and turns a model's text back into absolute
+coordinates (`to_absolute_text`) before it is decoded and scored. Only the numbers change: the
+atoms, bonds, ring closures and the `<x,y,z>` grammar stay the same, so constrained decoding and
+`enriched_smiles.decode` work on every format.
+
+- `decimals`: truncation toward zero to d decimals moves each coordinate by < 10^-d A, an atom
+  by < sqrt(3) * 10^-d A (0.017 A at d = 2, far below the 0.75 A coverage threshold).
+- `frame = "canonical"`: centroid at the origin, axes along the principal axes of the heavy atoms
+  (largest spread first), each axis pointed so the atoms' third moment along it is positive, and
+  the third axis chosen so the rotation is proper: mirror images stay mirror images. A rigid
+  motion, so aligned RMSD to the stored conformer is unchanged; only which numbers the model must
+  write changes (the frame is a function of the molecule's shape, not of how it was stored).
+- `positions = "relative"`: each atom is written as its offset from its parent in the SMILES tree
+  (the atom it is bonded to on the left; the previous atom after a `.`; the first atom absolute).
+  Offsets are taken from the parent's *written* position, so truncation errors never add up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from molgen3D.chem.enriched_smiles import format_coordinate, strip_coordinates, tokenize_smiles
+
+__all__ = [
+    "FORMAT_FILE",
+    "ORIGINAL",
+    "CoordinateFormat",
+    "FormatMismatchError",
+    "apply_format",
+    "canonical_frame",
+    "from_relative",
+    "read_format",
+    "smiles_parents",
+    "to_absolute_text",
+    "to_relative",
+    "write_format",
+]
+
+FORMAT_FILE = "coordinate_format.json"
+"""Written next to a tokenizer, into an exported model folder and into a data set's manifest."""
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
+
+
+class FormatMismatchError(ValueError):
+    """A model, data set or option disagree on the coordinate format."""
+
+
+@dataclass(frozen=True)
+class CoordinateFormat:
+    """A named, recorded way of writing coordinates (see the module docstring)."""
+
+    decimals: int = 4
+    """Digits after the decimal point, truncated toward zero."""
+    frame: Literal["stored", "canonical"] = "stored"
+    """`stored`: as the data holds them; `canonical`: centroid and principal axes, proper rotation."""
+    positions: Literal["absolute", "relative"] = "absolute"
+    """`relative`: each atom as its offset from its SMILES-tree parent's written position."""
+
+    def __post_init__(self):
+        if not 0 <= self.decimals <= 6:
+            raise ValueError(f"CoordinateFormat.decimals must be in 0..6, got {self.decimals}")
+        if self.frame not in ("stored", "canonical"):
+            raise ValueError(f"CoordinateFormat.frame must be 'stored' or 'canonical', got {self.frame!r}")
+        if self.positions not in ("absolute", "relative"):
+            raise ValueError(f"CoordinateFormat.positions must be 'absolute' or 'relative', got {self.positions!r}")
+
+    @property
+    def name(self) -> str:
+        return f"d{self.decimals}-{self.frame}-{self.positions}"
+
+    @property
+    def max_atom_error(self) -> float:
+        """Largest distance (A) truncation can move one atom: sqrt(3) * 10^-decimals."""
+        return math.sqrt(3) * 10.0 ** -self.decimals
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "coordinate format") -> "CoordinateFormat":
+        """Inverse of `to_dict`; unknown keys are an error naming `where`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"name"})
+        if unknown:
+            raise ValueError(f"{where}: unknown coordinate format keys {unknown}; known: {sorted(known)}")
+        fmt = cls(**{k: v for k, v in data.items() if k in known})
+        if "name" in data and data["name"] != fmt.name:
+            raise ValueError(f"{where}: name {data['name']!r} does not match its settings ({fmt.name})")
+        return fmt
+
+
+ORIGINAL = CoordinateFormat()
+"""What data preparation writes and what Qwen3-BPE runs train on: 4 decimals, as stored, absolute."""
+
+
+def write_format(directory: str | Path, fmt: CoordinateFormat) -> Path:
+    """Record `fmt` as `<directory>/coordinate_format.json`."""
+    path = Path(directory) / FORMAT_FILE
+    path.write_text(json.dumps(fmt.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_format(directory: str | Path) -> CoordinateFormat | None:
+    """The format recorded in `directory`, or None when it records none (older folders: the original)."""
+    path = Path(directory) / FORMAT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rewrite it or delete it to mean the original format") from None
+    return CoordinateFormat.from_dict(data, str(path))
+
+
+def smiles_parents(smiles: str) -> list[int]:
+    """For each atom in writing order, the index of the atom it hangs from in the SMILES tree (-1: none).
+
+    The parent is the previous atom on the same branch: `(` remembers the branch point and `)`
+    returns to it; ring closures do not change it; after `.` the previous atom is used, so a
+    salt's second fragment is still written near the first.
+    """
+    parents: list[int] = []
+    stack: list[int] = []
+    previous = -1
+    for token in tokenize_smiles(smiles):
+        if token.is_atom:
+            parents.append(previous)
+            previous = len(parents) - 1
+        elif token.text == "(":
+            stack.append(previous)
+        elif token.text == ")":
+            if not stack:
+                raise ValueError(f"')' at position {token.start} of {smiles!r} closes no branch")
+            previous = stack.pop()
+    return parents
+
+
+def canonical_frame(coords: np.ndarray) -> np.ndarray:
+    """`coords` (N, 3) moved to the canonical frame: centroid 0, principal axes, proper rotation.
+
+    Axis signs: each of the first two axes points where the cube of the atoms' projections sums
+    positive (ties broken by the first atom with a clear projection); the third is their cross
+    product, so the map is a rotation (det +1) and chirality is kept.
+    """
+    xyz = np.asarray(coords, dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"coordinates must be (N, 3), got {xyz.shape}")
+    centred = xyz - xyz.mean(axis=0)
+    if len(xyz) < 2:
+        return centred
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, ::-1].T.copy()  # rows: largest spread first
+    for k in range(2):
+        proj = centred @ axes[k]
+        skew = float(np.sum(proj ** 3))
+        scale = float(np.sum(np.abs(proj) ** 3))
+        if abs(skew) <= 1e-9 * max(scale, 1e-300):
+            clear = proj[np.abs(proj) > 1e-6]
+            skew = float(clear[0]) if clear.size else 1.0
+        if skew < 0:
+            axes[k] = -axes[k]
+    axes[2] = np.cross(axes[0], axes[1])
+    return centred @ axes.T
+
+
+def _fmt(value: Decimal | float, decimals: int) -> str:
+    return format_coordinate(float(value), decimals)
+
+
+def to_relative(coords: np.ndarray, parents: Sequence[int], decimals: int) -> list[tuple[str, str, str]]:
+    """Per atom, its written offset from its parent's written position (the first atom: absolute)."""
+    written: list[tuple[Decimal, Decimal, Decimal]] = []
+    out: list[tuple[str, str, str]] = []
+    for i, parent in enumerate(parents):
+        base = written[parent] if parent >= 0 else (Decimal(0), Decimal(0), Decimal(0))
+        texts = tuple(_fmt(float(coords[i][k]) - float(base[k]), decimals) for k in range(3))
+        out.append(texts)  # type: ignore[arg-type]
+        written.append(tuple(b + Decimal(t) for b, t in zip(base, texts)))  # type: ignore[arg-type]
+    return out
+
+
+def from_relative(offsets: Sequence[Sequence[str]], parents: Sequence[int]) -> list[tuple[Decimal, Decimal, Decimal]]:
+    """Absolute positions from written offsets, exactly (decimal arithmetic, no float drift)."""
+    if len(offsets) != len(parents):
+        raise ValueError(f"{len(offsets)} coordinate blocks for {len(parents)} atoms")
+    positions: list[tuple[Decimal, Decimal, Decimal]] = []
+    for texts, parent in zip(offsets, parents):
+        base = positions[parent] if parent >= 0 else (Decimal(0), Decimal(0), Decimal(0))
+        positions.append(tuple(b + Decimal(t) for b, t in zip(base, texts)))  # type: ignore[arg-type]
+    return positions
+
+
+def _blocks(text: str) -> list[tuple[str, str, str]]:
+    return [m.groups() for m in _BLOCK.finditer(text)]  # type: ignore[misc]
+
+
+def _replace_blocks(text: str, values: Sequence[Sequence[str]]) -> str:
+    it = iter(values)
+    return _BLOCK.sub(lambda _m: "<{},{},{}>".format(*next(it)), text)
+
+
+def apply_format(text: str, fmt: CoordinateFormat) -> str:
+    """Conformer text (absolute, as stored) rewritten in `fmt`; the original format returns it unchanged."""
+    blocks = _blocks(text)
+    if not blocks:
+        raise ValueError(f"no <x,y,z> coordinate blocks in {text[:80]!r}")
+    if fmt == ORIGINAL and all(len(v.partition(".")[2]) == fmt.decimals for v in blocks[0]):
+        return text
+    coords = np.array([[float(v) for v in b] for b in blocks], dtype=np.float64)
+    if fmt.frame == "canonical":
+        coords = canonical_frame(coords)
+    if fmt.positions == "relative":
+        values = to_relative(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
+    else:
+        values = [tuple(_fmt(v, fmt.decimals) for v in row) for row in coords]
+    return _replace_blocks(text, values)
+
+
+def to_absolute_text(text: str, fmt: CoordinateFormat) -> str:
+    """Conformer text in `fmt` with absolute positions (relative offsets summed); other formats unchanged."""
+    if fmt.positions == "absolute":
+        return text
+    positions = from_relative(_blocks(text), smiles_parents(strip_coordinates(text)))
+    return _replace_blocks(text, [tuple(f"{v:f}" for v in p) for p in positions])

@@ -1,0 +1,145 @@
+"""Coordinate formats: decimals, canonical frame, relative positions; each a recorded, reversible setting."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom, rdMolAlign
+
+from molgen3D.chem.coordinate_format import (
+    ORIGINAL,
+    CoordinateFormat,
+    apply_format,
+    canonical_frame,
+    from_relative,
+    read_format,
+    smiles_parents,
+    to_absolute_text,
+    to_relative,
+    write_format,
+)
+from molgen3D.chem.enriched_smiles import decode, encode, strip_coordinates
+
+CHIRAL = "C[C@H](N)C(=O)N[C@@H](Cc1ccccc1)C(=O)O"
+
+
+def embedded(smiles: str, seed: int = 7) -> Chem.Mol:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = seed
+    assert rdDistGeom.EmbedMolecule(mol, params) == 0
+    return Chem.RemoveHs(mol)
+
+
+def cip_labels(mol: Chem.Mol) -> list[str]:
+    """CIP labels assigned from the 3D coordinates (not from the SMILES tags)."""
+    mol = Chem.Mol(mol)
+    Chem.AssignStereochemistryFrom3D(mol, replaceExistingTags=True)
+    return [a.GetProp("_CIPCode") if a.HasProp("_CIPCode") else "" for a in mol.GetAtoms()]
+
+
+@pytest.mark.parametrize("decimals", [2, 3, 4])
+def test_truncation_error_is_below_the_stated_bound(decimals):
+    text = encode(embedded(CHIRAL), precision=4)
+    fmt = CoordinateFormat(decimals=decimals)
+    out = apply_format(text, fmt)
+    a, b = decode(text), decode(out)
+    diff = np.abs(a.GetConformer().GetPositions() - b.GetConformer().GetPositions())
+    assert diff.max() < 10.0 ** -decimals
+    assert np.linalg.norm(diff, axis=1).max() <= fmt.max_atom_error
+    assert all(len(v.split(".")[1]) == decimals for v in out.split("<")[1].split(">")[0].split(","))
+    assert fmt.max_atom_error < 0.75 / 10  # truncation never decides coverage at 0.75 A
+
+
+def test_canonical_frame_round_trip_keeps_graph_chirality_and_geometry():
+    mol = embedded(CHIRAL)
+    text = encode(mol, precision=4)
+    out = apply_format(text, CoordinateFormat(frame="canonical"))
+    back = decode(out)
+    assert strip_coordinates(out) == strip_coordinates(text)
+    assert Chem.MolToSmiles(back) == Chem.MolToSmiles(decode(text))
+    assert cip_labels(back) == cip_labels(decode(text))
+    assert {"R", "S"} & set(cip_labels(back))
+    # Same shape: aligned RMSD without symmetry search is truncation-sized.
+    rms = rdMolAlign.AlignMol(Chem.Mol(back), decode(text), atomMap=[(i, i) for i in range(mol.GetNumAtoms())])
+    assert rms < CoordinateFormat(frame="canonical").max_atom_error
+    xyz = back.GetConformer().GetPositions()
+    assert np.allclose(xyz.mean(axis=0), 0, atol=1e-3)
+    spread = np.var(xyz, axis=0)
+    assert spread[0] >= spread[1] >= spread[2]
+
+
+def test_canonical_frame_is_a_proper_rotation_and_ignores_how_the_input_was_placed():
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(12, 3)) * [3.0, 1.5, 0.7]
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    moved = xyz @ q.T + [5.0, -2.0, 9.0]
+    a, b = canonical_frame(xyz), canonical_frame(moved)
+    assert np.allclose(a, b, atol=1e-8)
+    # A rotation: the map from centred input to output has det +1 (mirror images are not merged).
+    centred = xyz - xyz.mean(axis=0)
+    rot, *_ = np.linalg.lstsq(centred, a, rcond=None)
+    assert np.linalg.det(rot) == pytest.approx(1.0, abs=1e-6)
+    mirrored = canonical_frame(xyz * [1, 1, -1])
+    assert not np.allclose(mirrored, a, atol=1e-3)
+
+
+def test_smiles_parents_follow_branches_and_fragments():
+    # C0 C1 ( C2 ) ( C3 ) c4 1 c5 ... ; after '.', the previous atom
+    assert smiles_parents("CC(C)(O)N") == [-1, 0, 1, 1, 1]
+    assert smiles_parents("C1CC1") == [-1, 0, 1]
+    assert smiles_parents("[Na+].[Cl-]") == [-1, 0]
+    assert smiles_parents("CC(=O)C(C)C") == [-1, 0, 1, 1, 3, 3]
+
+
+def test_relative_offsets_are_exact_and_never_drift():
+    rng = np.random.default_rng(1)
+    parents = [-1] + [i for i in range(59)]  # a chain: 60 atoms, the worst case for drift
+    coords = np.cumsum(rng.normal(size=(60, 3)), axis=0)
+    for decimals in (2, 3, 4):
+        offsets = to_relative(coords, parents, decimals)
+        back = np.array([[float(v) for v in p] for p in from_relative(offsets, parents)])
+        err = np.linalg.norm(back - coords, axis=1)
+        assert err.max() <= np.sqrt(3) * 10.0 ** -decimals  # the per-atom bound, even at the chain's end
+    assert from_relative([("0.5", "0", "0"), ("0.25", "0", "0")], [-1, 0])[1][0] == Decimal("0.75")
+
+
+def test_relative_text_round_trip_to_absolute():
+    mol = embedded(CHIRAL)
+    text = encode(mol, precision=4)
+    fmt = CoordinateFormat(decimals=3, positions="relative", frame="canonical")
+    out = apply_format(text, fmt)
+    assert out != text and strip_coordinates(out) == strip_coordinates(text)
+    absolute = decode(to_absolute_text(out, fmt))
+    ref = decode(text)
+    rms = rdMolAlign.AlignMol(Chem.Mol(absolute), ref, atomMap=[(i, i) for i in range(mol.GetNumAtoms())])
+    assert rms < fmt.max_atom_error
+    assert cip_labels(absolute) == cip_labels(ref)
+    # Offsets from bonded parents are bond-sized: every offset is under 2 A.
+    rel = decode(out).GetConformer().GetPositions()[1:]
+    assert np.linalg.norm(rel, axis=1).max() < 2.0
+
+
+def test_absolute_formats_are_left_alone_by_to_absolute_text():
+    text = encode(embedded("CCO"), precision=4)
+    assert to_absolute_text(text, ORIGINAL) == text
+    assert apply_format(text, ORIGINAL) == text
+
+
+def test_format_is_recorded_and_read_back(tmp_path):
+    fmt = CoordinateFormat(decimals=2, frame="canonical", positions="relative")
+    write_format(tmp_path, fmt)
+    assert json.loads((tmp_path / "coordinate_format.json").read_text())["name"] == "d2-canonical-relative"
+    assert read_format(tmp_path) == fmt
+    assert read_format(tmp_path / "nothing") is None
+    (tmp_path / "coordinate_format.json").write_text(json.dumps({"decimals": 2, "axes": "x"}))
+    with pytest.raises(ValueError, match="unknown coordinate format keys \\['axes'\\]"):
+        read_format(tmp_path)
+    with pytest.raises(ValueError, match="frame must be"):
+        CoordinateFormat(frame="inertial")
