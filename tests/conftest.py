@@ -25,7 +25,7 @@ def fixture_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_root(tmp_path_factory) -> Path:
-    """All MolGen3D tokenizers (qwen3_0.6b_origin, qwen3_0.6b_custom, molgen_compact), built once."""
+    """All MolGen3D tokenizers (qwen3_0.6b_origin, qwen3_0.6b_custom, molgen_compact and its variants), built once."""
     from molgen3D.tokenization.build import build_all
 
     root = tmp_path_factory.mktemp("tokenizers")

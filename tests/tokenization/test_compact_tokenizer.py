@@ -150,3 +150,39 @@ def test_compact_is_much_shorter_than_qwen(compact_tokenizer, qwen_custom_tokeni
     qwen = tokens_per_unit(qwen_custom_tokenizer_dir, fixture_units)
     ours = tokens_per_unit(compact_tokenizer, fixture_units)
     assert ours["tokens_per_unit"] < 0.5 * qwen["tokens_per_unit"], (ours, qwen)
+
+
+@pytest.mark.parametrize("split", ["whole", "pairs", "digits"])
+def test_coordinate_splits_are_lossless_on_every_fixture_unit(split, fixture_data):
+    from molgen3D.chem.units import format_unit
+
+    backend = build_compact_backend(split)
+    lines = [json.loads(line) for p in sorted(fixture_data.glob("*/*.jsonl")) for line in p.open()]
+    for row in lines:
+        unit = format_unit(row["canonical_smiles"], row["embedded_smiles"])
+        assert backend.decode(backend.encode(unit).ids) == unit
+
+
+def _coordinate_pieces(backend, text: str) -> list[str]:
+    enc = backend.encode(text)
+    return [backend.decode([i]) for i in enc.ids]
+
+
+def test_pairs_split_cuts_fractions_into_one_or_two_digit_pieces():
+    backend = build_compact_backend("pairs")
+    assert _coordinate_pieces(backend, "[C]<-12.4567,3.0071,0.123>") == [
+        "[C]", "<-12", ".45", "67", ",3", ".00", "71", ",0", ".12", "3", ">",
+    ]
+    vocab = compact_vocabulary("pairs")
+    assert not [p for p in vocab if p.startswith(".") and len(p) > 3]
+    assert len(vocab) < len(compact_vocabulary("whole")) - 10_000
+
+
+def test_digit_split_writes_every_number_character_as_one_piece():
+    backend = build_compact_backend("digits")
+    pieces = _coordinate_pieces(backend, "[C]<-12.4567,3.0071,0.123>[N]<0.5,1.25,-3.5>")
+    assert pieces[:12] == ["[C]", "<", "-", "1", "2", ".", "4", "5", "6", "7", ",", "3"]
+    assert all(len(p) == 1 for p in pieces if set(p) <= set("-.0123456789<,"))
+    assert not [p for p in compact_vocabulary("digits") if len(p) > 1 and set(p) <= set("-.0123456789")]
+    with pytest.raises(ValueError, match="coordinate split must be one of"):
+        compact_vocabulary("bytes")

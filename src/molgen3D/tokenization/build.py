@@ -25,6 +25,8 @@ ORIGIN = "qwen3_0.6b_origin"
 CUSTOM = "qwen3_0.6b_custom"
 COMPACT = "molgen_compact"
 COMPACT_SOURCE = "molgen3D.tokenization.compact (rule-based vocabulary)"
+# Compact tokenizer directories by coordinate split (see `compact.COORDINATE_SPLITS`).
+COMPACT_VARIANTS = {COMPACT: "whole", "molgen_compact_pairs": "pairs", "molgen_compact_digits": "digits"}
 
 
 def _write(directory: Path, content: TokenizerFiles, name: str) -> Path:
@@ -51,16 +53,23 @@ def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> d
     }
 
 
-def build_compact_tokenizer(out_dir: Path) -> Path:
+def build_compact_tokenizer(out_dir: Path, split: str = "whole") -> Path:
     """Write the compact format-aware tokenizer into `out_dir` (see `molgen3D.tokenization.compact`)."""
-    content = TokenizerFiles(compact_files(), len(compact_vocabulary()), COMPACT_SOURCE)
-    return _write(Path(out_dir), content, COMPACT)
+    source = COMPACT_SOURCE if split == "whole" else f"{COMPACT_SOURCE}, coordinate split {split!r}"
+    content = TokenizerFiles(compact_files(split), len(compact_vocabulary(split)), source)
+    name = next((n for n, s in COMPACT_VARIANTS.items() if s == split), COMPACT)
+    return _write(Path(out_dir), content, name)
+
+
+def build_compact_tokenizers(out_root: Path) -> dict[str, Path]:
+    """`out_root/molgen_compact` and its coordinate-split variants (`COMPACT_VARIANTS`)."""
+    return {name: build_compact_tokenizer(Path(out_root) / name, split) for name, split in COMPACT_VARIANTS.items()}
 
 
 def build_all(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
-    """All three tokenizers into `out_root/{qwen3_0.6b_origin, qwen3_0.6b_custom, molgen_compact}`."""
+    """Qwen3 origin/custom and the compact tokenizers into `out_root/<name>`."""
     built = build_qwen_tokenizers(out_root, source)
-    built[COMPACT] = build_compact_tokenizer(Path(out_root) / COMPACT)
+    built.update(build_compact_tokenizers(Path(out_root)))
     return built
 
 
@@ -84,7 +93,7 @@ def run(cfg: BuildTokenizerConfig) -> dict[str, Path]:
     if cfg.only == "compact":
         if cfg.source is not None:
             raise ValueError("--source names Qwen3 tokenizer files; it has no effect with --only compact")
-        return {COMPACT: build_compact_tokenizer(out_root / COMPACT)}
+        return build_compact_tokenizers(out_root)
     if cfg.only == "qwen":
         return build_qwen_tokenizers(out_root, cfg.source)
     return build_all(out_root, cfg.source)

@@ -71,6 +71,12 @@ NUMBERS = tuple(str(i) for i in range(100))
 INTEGER_LIMIT = 100
 # Fractions `.d` .. `.dddd`: one piece for up to 4 decimals; more decimals add digit pieces.
 MAX_FRACTION_DIGITS = 4
+# How a coordinate is cut into pieces (the rest of the vocabulary is the same for all):
+# - "whole": `<-12` + `.4567` (2 pieces, 10,000 fraction classes seen a few times each);
+# - "pairs": `<-12` + `.45` + `67` (fractions in 1-2 digit pieces: 100 classes each);
+# - "digits": `<` `-` `1` `2` `.` `4` `5` `6` `7`, one character per piece, as Qwen3's BPE writes numbers.
+COORDINATE_SPLITS = ("whole", "pairs", "digits")
+_NUMBER_CHARS = frozenset("-.0123456789")
 
 # Word boundaries for the WordPiece model (Oniguruma syntax). Each word is short, so the
 # greedy longest-match stays cheap; the last branch takes any single character.
@@ -109,8 +115,26 @@ def whole_bracket_atoms() -> tuple[str, ...]:
     return tuple(_unique(atoms))
 
 
-def compact_vocabulary() -> tuple[str, ...]:
-    """All pieces in id order: `<|endoftext|>` = 0, the tags 1..4 (`TAGS` order), the 256 bytes, then the rest."""
+def _coordinate_pieces(split: str) -> tuple[str, ...]:
+    integers = tuple(f"{d}{sign}{i}" for d in "<," for sign in ("", "-") for i in range(INTEGER_LIMIT))
+    if split == "whole":
+        digits = range(MAX_FRACTION_DIGITS + 1)
+        return (*integers, *("." + "".join(d) for k in digits for d in itertools.product("0123456789", repeat=k)))
+    if split == "pairs":
+        fractions = ("." + "".join(d) for k in (1, 2) for d in itertools.product("0123456789", repeat=k))
+        return (*integers, *fractions, *(f"{i:02d}" for i in range(100)))
+    return ()
+
+
+def compact_vocabulary(split: str = "whole") -> tuple[str, ...]:
+    """All pieces in id order: `<|endoftext|>` = 0, the tags 1..4 (`TAGS` order), the 256 bytes, then the rest.
+
+    `split` (one of `COORDINATE_SPLITS`) decides the coordinate pieces. With "digits", no piece of
+    two or more number characters exists at all (not even a SMILES pair like `12` or a charge like
+    `-2`), so greedy matching can only write a number one character at a time.
+    """
+    if split not in COORDINATE_SPLITS:
+        raise ValueError(f"coordinate split must be one of {COORDINATE_SPLITS}, got {split!r}")
     atoms = whole_bracket_atoms()
     structure = (*BONDS_AND_BRANCHES, *RING_DIGITS, "%")
     pieces = itertools.chain(
@@ -122,9 +146,10 @@ def compact_vocabulary() -> tuple[str, ...]:
         atoms,
         (">" + a for a in atoms),
         (">", *(">" + s for s in structure)),
-        (f"{d}{sign}{i}" for d in "<," for sign in ("", "-") for i in range(INTEGER_LIMIT)),
-        ("." + "".join(d) for k in range(MAX_FRACTION_DIGITS + 1) for d in itertools.product("0123456789", repeat=k)),
+        _coordinate_pieces(split),
     )
+    if split == "digits":
+        pieces = (p for p in pieces if len(p) < 2 or not set(p) <= _NUMBER_CHARS)
     return tuple(_unique(pieces))
 
 
@@ -132,9 +157,9 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def build_compact_backend() -> Tokenizer:
-    """The `tokenizers.Tokenizer` of the compact vocabulary (deterministic)."""
-    vocab = {piece: i for i, piece in enumerate(compact_vocabulary())}
+def build_compact_backend(split: str = "whole") -> Tokenizer:
+    """The `tokenizers.Tokenizer` of the compact vocabulary with coordinate pieces `split` (deterministic)."""
+    vocab = {piece: i for i, piece in enumerate(compact_vocabulary(split))}
     # No unk piece: every word splits into byte pieces, and an impossible miss raises instead of hiding text.
     tokenizer = Tokenizer(
         models.WordPiece(vocab, unk_token="", continuing_subword_prefix="", max_input_chars_per_word=MAX_WORD_CHARS)
@@ -151,9 +176,9 @@ def build_compact_backend() -> Tokenizer:
     return tokenizer
 
 
-def compact_files() -> dict[str, bytes]:
+def compact_files(split: str = "whole") -> dict[str, bytes]:
     """The files of the compact tokenizer directory, by name."""
-    backend = build_compact_backend()
+    backend = build_compact_backend(split)
     text = backend.to_str(pretty=True)
     config = tokenizer_config(json.loads(text), "PreTrainedTokenizerFast")
     return {"tokenizer.json": text.encode("utf-8"), "tokenizer_config.json": config_bytes(config)}
