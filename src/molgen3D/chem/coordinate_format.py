@@ -40,8 +40,12 @@ __all__ = [
     "FormatMismatchError",
     "apply_format",
     "canonical_frame",
+    "check_data_format",
+    "check_same_format",
+    "dataset_format",
     "from_relative",
     "read_format",
+    "sampling_format",
     "smiles_parents",
     "to_absolute_text",
     "to_relative",
@@ -236,3 +240,61 @@ def to_absolute_text(text: str, fmt: CoordinateFormat) -> str:
         return text
     positions = from_relative(_blocks(text), smiles_parents(strip_coordinates(text)))
     return _replace_blocks(text, [tuple(f"{v:f}" for v in p) for p in positions])
+
+
+MANIFEST = "manifest.json"
+MANIFEST_KEY = "coordinate_format"
+
+
+def dataset_format(path: str | Path) -> CoordinateFormat | None:
+    """The format of a prepared data set, from the `manifest.json` of `path` or of a folder above it (<= 2 up).
+
+    A manifest without a `coordinate_format` entry holds the original format at its `precision`;
+    None when no manifest is found (e.g. a glob or a bare JSONL file).
+    """
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            if MANIFEST_KEY in data:
+                return CoordinateFormat.from_dict(data[MANIFEST_KEY], f"{manifest} [{MANIFEST_KEY}]")
+            return CoordinateFormat(decimals=int(data.get("settings", {}).get("precision", ORIGINAL.decimals)))
+    return None
+
+
+def check_data_format(data_path: str | Path, tokenizer_dir: str | Path) -> None:
+    """Training data must be in the format its tokenizer directory records (a directory recording none takes any)."""
+    trained, data = read_format(tokenizer_dir), dataset_format(data_path)
+    if trained is not None and data is not None:
+        check_same_format(trained, data, f"tokenizer {tokenizer_dir} ({FORMAT_FILE})", f"data {data_path}")
+
+
+def check_same_format(trained: CoordinateFormat, given: CoordinateFormat, trained_where: str, given_where: str) -> None:
+    """Raise FormatMismatchError naming both sources when two formats differ."""
+    if trained != given:
+        raise FormatMismatchError(
+            f"coordinate format mismatch: {trained_where} is {trained.name} but {given_where} is {given.name}; "
+            f"a model reads and writes only the format it was trained on: re-encode the data with "
+            f"`molgen3d reformat-data --decimals {trained.decimals} --frame {trained.frame} --positions "
+            f"{trained.positions}`, or use a tokenizer/model of format {given.name}"
+        )
+
+
+def sampling_format(model_format: CoordinateFormat | None, precision: int | None, positions: str | None,
+                    model_where: str, default_precision: int = ORIGINAL.decimals) -> tuple[int, str]:
+    """(decimals, positions) to sample with: the model's recorded format; options only if they agree with it.
+
+    A model folder that records no format (older exports) leaves the options free, as before.
+    """
+    if model_format is None:
+        return (default_precision if precision is None else precision), (positions or "absolute")
+    asked = {"--precision": (precision, model_format.decimals), "--positions": (positions, model_format.positions)}
+    for option, (value, recorded) in asked.items():
+        if value is not None and value != recorded:
+            raise FormatMismatchError(
+                f"{option} {value} but {model_where} was trained on coordinate format {model_format.name} "
+                f"({option} {recorded}); drop {option} (the model's recorded format is used) or pick a model "
+                f"trained on the format you want"
+            )
+    return model_format.decimals, model_format.positions

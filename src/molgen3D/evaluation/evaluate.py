@@ -360,7 +360,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise ValueError(f"no usable reference molecules in {cfg.references}: {skipped.as_dict()}")
     counts = [cfg.samples_per_reference * len(r.conformers) for r in references]
     sampling = cfg.sampling
-    if sampling.precision is None:
+    if cfg.model is not None:
+        from molgen3D.evaluation.generate import with_model_format
+        from molgen3D.evaluation.model_io import model_directory
+
+        default = precision if precision is not None else DEFAULT_PRECISION
+        sampling = with_model_format(sampling, model_directory(cfg.model), default)
+    elif sampling.precision is None:
         sampling = replace(sampling, precision=precision if precision is not None else DEFAULT_PRECISION)
     if cfg.threads:
         import torch

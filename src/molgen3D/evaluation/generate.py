@@ -48,6 +48,16 @@ from molgen3D.evaluation.sampling import (
 )
 
 
+def with_model_format(sampling: SamplingConfig, model_dir: Path, default_precision: int) -> SamplingConfig:
+    """`sampling` with the decimals and positions the model folder records (`coordinate_format.json`)."""
+    from molgen3D.chem.coordinate_format import read_format, sampling_format
+
+    decimals, positions = sampling_format(
+        read_format(model_dir), sampling.precision, sampling.positions, str(model_dir), default_precision
+    )
+    return replace(sampling, precision=decimals, positions=positions)
+
+
 def sample_with_model(
     model, tokenizer, smiles: Sequence[str], counts: Sequence[int], cfg: SamplingConfig, *, progress: bool = False
 ) -> tuple[list[list[SampleOutcome]], float]:
@@ -137,13 +147,11 @@ def generate(cfg: GenerateConfig) -> dict:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    sampling = cfg.sampling
-    if sampling.precision is None:
-        sampling = replace(sampling, precision=DEFAULT_PRECISION)
     skips = SkipLog()
     molecules = read_smiles_inputs(cfg.smiles, skips)
     counts = sample_counts(molecules, cfg)
     directory = model_directory(cfg.model)
+    sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
     loaded = None
     if cfg.workers == 1:
         loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]

@@ -18,6 +18,7 @@ from pathlib import Path
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.chem.coordinate_format import ORIGINAL, dataset_format, to_absolute_text
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
 from molgen3D.datasets.conformers import from_sdf
@@ -100,11 +101,12 @@ def load_jsonl_references(
     wanted = set(chosen)
     conformers: dict[str, list[Chem.Mol]] = {s: [] for s in chosen}
     precision = None
+    fmt = dataset_format(resolve_path(str(path))) or ORIGINAL  # relative offsets are summed before decoding
     for where, smiles, embedded in iter_jsonl(path, skips):
         if smiles not in wanted or (max_conformers is not None and len(conformers[smiles]) >= max_conformers):
             continue
         try:
-            mol = decode(embedded)
+            mol = decode(to_absolute_text(embedded, fmt))
         except (EnrichedSmilesError, ValueError) as exc:
             skips.add("decode_error", f"{where}: {exc}", unit="line")
             continue

@@ -21,6 +21,7 @@ import torch
 from rdkit import Chem
 from tqdm.auto import tqdm
 
+from molgen3D.chem.coordinate_format import CoordinateFormat, to_absolute_text
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, format_prompt
 from molgen3D.evaluation.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
@@ -61,6 +62,8 @@ class SamplingConfig:
     data's (evaluate) or 4."""
     max_int_digits: int = 3
     """Longest integer part of a coordinate under constrained decoding."""
+    positions: str | None = None
+    """'absolute' or 'relative' (offsets from the SMILES-tree parent, summed before decoding); None = the model's recorded format or absolute."""
     seed: int = 0
     """Seed of the sampling generator."""
 
@@ -72,6 +75,7 @@ class SamplingConfig:
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.precision is None or self.precision >= 0, "--precision must be >= 0"),
             (self.max_int_digits >= 1, "--max-int-digits must be >= 1"),
+            (self.positions in (None, "absolute", "relative"), "--positions must be 'absolute' or 'relative'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -305,12 +309,15 @@ def run_without_cache(
             seqs[r].append(int(tokens[k]))
 
 
-def finish_sample(text: str, canonical_smiles: str, stop: str | None) -> tuple[Chem.Mol | None, str | None, str]:
+def finish_sample(
+    text: str, canonical_smiles: str, stop: str | None, positions: str | None = None
+) -> tuple[Chem.Mol | None, str | None, str]:
     """(molecule, failure reason, conformer body) from the generated text of a `[SMILES]canonical[/SMILES]` prompt.
 
     A sample is valid iff it is `[CONFORMER]body[/CONFORMER]` (optionally followed by
     `<|endoftext|>`), `body` decodes, and `checks.sample_failure` finds nothing (usable
-    coordinates, the prompt's graph).
+    coordinates, the prompt's graph). With relative `positions` the offsets are summed into
+    absolute coordinates first (`body` stays as written).
     """
     if stop is not None:
         return None, stop, text
@@ -323,7 +330,7 @@ def finish_sample(text: str, canonical_smiles: str, stop: str | None) -> tuple[C
         return None, UNTERMINATED, body
     body = body[: -len(CONFORMER_CLOSE)]
     try:
-        mol = decode(body)
+        mol = decode(to_absolute_text(body, CoordinateFormat(positions=positions or "absolute")))
     except (EnrichedSmilesError, ValueError, RuntimeError):
         return None, PARSE_ERROR, body
     failure = sample_failure(mol, canonical_smiles, graph_text=strip_coordinates(body))
@@ -430,7 +437,7 @@ def assemble(
     for batch, batch_results in zip(batches, results):
         for job, res in zip(batch, batch_results):
             text = tokenizer.decode(res.token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            mol, failure, body = finish_sample(text, smiles[job.mol], res.stop)
+            mol, failure, body = finish_sample(text, smiles[job.mol], res.stop, cfg.positions)
             outcomes[job.mol].append(SampleOutcome(job.index, mol, failure, body, len(res.token_ids)))
     for samples in outcomes:
         samples.sort(key=lambda o: o.sample_index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from molgen3D.chem.coordinate_format import check_data_format
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, TitanStatefulDataLoader
 
@@ -37,6 +38,7 @@ def build_molgen_dataloader(
     paths = resolved(job_config).paths
     data = job_config.molgen_data
     workers = data.num_workers if num_workers is None else num_workers
+    check_data_format(paths.train_data if data_path is None else data_path, paths.tokenizer_dir)
     dataset = JsonlTaggedPackedDataset(
         str(paths.train_data if data_path is None else data_path),
         str(paths.tokenizer_dir),
