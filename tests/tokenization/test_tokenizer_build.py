@@ -12,7 +12,8 @@ from molgen3D.tokenization.build import BuildTokenizerConfig, build_all, build_c
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.tokenization.tokenizer_dir import MARKER, TokenizerFiles, matches, write_tokenizer_dir
 
-NAMES = {"qwen3_0.6b_origin", "qwen3_0.6b_custom", "molgen_compact", "molgen_compact_pairs", "molgen_compact_digits"}
+NAMES = {"qwen3_0.6b_origin", "qwen3_0.6b_custom", "molgen_compact", "molgen_compact_pairs", "molgen_compact_digits",
+         "molgen_cpu"}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -75,7 +76,8 @@ def test_staging_left_by_a_hard_kill_is_not_complete(tmp_path):
 def test_cli_builds_only_what_is_asked(tmp_path, capsys):
     assert build.cli(["--out-root", str(tmp_path), "--only", "compact"]) == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["molgen_compact", "molgen_compact_digits", "molgen_compact_pairs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["molgen_compact", "molgen_compact_digits",
+                                                           "molgen_compact_pairs", "molgen_cpu"]
     vocab = json.loads((tmp_path / "molgen_compact" / MARKER).read_text())["vocab_size"]
     assert "molgen_compact" in out and f"{vocab:,}" in out
     assert build.cli(["--out-root", str(tmp_path), "--only", "compact", "--source", "x"]) == 1
@@ -87,3 +89,14 @@ def test_default_out_root_is_the_tokenizers_root_alias(tmp_path, monkeypatch):
     built = run(BuildTokenizerConfig(only="compact"))
     assert built["molgen_compact"] == tmp_path / "artifacts" / "tokenizers" / "molgen_compact"
     assert load_tokenizer("tokenizers:molgen_compact").eos_token == "<|endoftext|>"
+
+
+def test_cpu_default_tokenizer_records_its_format(tokenizer_root):
+    from molgen3D.chem.coordinate_format import read_format
+    from molgen3D.tokenization.build import CPU_DEFAULT, CPU_DEFAULT_FORMAT
+
+    assert read_format(tokenizer_root / CPU_DEFAULT) == CPU_DEFAULT_FORMAT
+    assert read_format(tokenizer_root / "molgen_compact") is None
+    marker = json.loads((tokenizer_root / CPU_DEFAULT / MARKER).read_text())
+    assert "coordinate_format.json" in marker["files"] and CPU_DEFAULT_FORMAT.name in marker["source"]
+    assert load_tokenizer(tokenizer_root / CPU_DEFAULT).eos_token == "<|endoftext|>"

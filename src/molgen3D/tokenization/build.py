@@ -7,6 +7,7 @@ directory already holding exactly what would be written is left alone.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from molgen3D.chem.coordinate_format import FORMAT_FILE, CoordinateFormat
 from molgen3D.tokenization.compact import compact_files, compact_vocabulary
 from molgen3D.tokenization.qwen import fetch_source, qwen_tokenizer_files
 from molgen3D.tokenization.tokenizer_dir import TokenizerFiles, read_marker, write_tokenizer_dir
@@ -25,8 +27,18 @@ ORIGIN = "qwen3_0.6b_origin"
 CUSTOM = "qwen3_0.6b_custom"
 COMPACT = "molgen_compact"
 COMPACT_SOURCE = "molgen3D.tokenization.compact (rule-based vocabulary)"
-# Compact tokenizer directories by coordinate split (see `compact.COORDINATE_SPLITS`).
-COMPACT_VARIANTS = {COMPACT: "whole", "molgen_compact_pairs": "pairs", "molgen_compact_digits": "digits"}
+# The CPU default: the coordinate split and format `benchmarks/learning.py` measured to learn best
+# at the demo's budget; its directory records the format (coordinate_format.json), which the
+# exported model folder inherits and training checks against the data's manifest.
+CPU_DEFAULT = "molgen_cpu"
+CPU_DEFAULT_FORMAT = CoordinateFormat(decimals=2, frame="canonical")
+# Compact tokenizer directories: name -> (coordinate split, recorded format or None = any format).
+COMPACT_VARIANTS: dict[str, tuple[str, CoordinateFormat | None]] = {
+    COMPACT: ("whole", None),
+    "molgen_compact_pairs": ("pairs", None),
+    "molgen_compact_digits": ("digits", None),
+    CPU_DEFAULT: ("pairs", CPU_DEFAULT_FORMAT),
+}
 
 
 def _write(directory: Path, content: TokenizerFiles, name: str) -> Path:
@@ -53,17 +65,25 @@ def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> d
     }
 
 
-def build_compact_tokenizer(out_dir: Path, split: str = "whole") -> Path:
-    """Write the compact format-aware tokenizer into `out_dir` (see `molgen3D.tokenization.compact`)."""
+def build_compact_tokenizer(out_dir: Path, split: str = "whole", fmt: CoordinateFormat | None = None,
+                            name: str | None = None) -> Path:
+    """Write the compact format-aware tokenizer into `out_dir` (see `molgen3D.tokenization.compact`).
+
+    With `fmt`, the directory records it (`coordinate_format.json`): data of another format is refused.
+    """
     source = COMPACT_SOURCE if split == "whole" else f"{COMPACT_SOURCE}, coordinate split {split!r}"
-    content = TokenizerFiles(compact_files(split), len(compact_vocabulary(split)), source)
-    name = next((n for n, s in COMPACT_VARIANTS.items() if s == split), COMPACT)
-    return _write(Path(out_dir), content, name)
+    files = compact_files(split)
+    if fmt is not None:
+        source += f", coordinate format {fmt.name}"
+        files[FORMAT_FILE] = (json.dumps(fmt.to_dict(), indent=2) + "\n").encode("utf-8")
+    content = TokenizerFiles(files, len(compact_vocabulary(split)), source)
+    return _write(Path(out_dir), content, name or Path(out_dir).name)
 
 
 def build_compact_tokenizers(out_root: Path) -> dict[str, Path]:
     """`out_root/molgen_compact` and its coordinate-split variants (`COMPACT_VARIANTS`)."""
-    return {name: build_compact_tokenizer(Path(out_root) / name, split) for name, split in COMPACT_VARIANTS.items()}
+    return {name: build_compact_tokenizer(Path(out_root) / name, split, fmt, name)
+            for name, (split, fmt) in COMPACT_VARIANTS.items()}
 
 
 def build_all(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
