@@ -1,8 +1,11 @@
 """The README's main job: embedded molecules -> tokenizers -> CPU pretraining -> HF export -> scores.
 
-Every step is the same function a user would call on its own (`prepare-data`,
+Every step is the same function a user would call on its own (`prepare-data`, `reformat-data`,
 `build-tokenizer`, `pack-stats`, `pretrain`, `export-hf`, `evaluate`); this module only
-chains them on the embedded default and prints where everything went.
+chains them on the embedded default and prints where everything went. The data are re-written
+in the CPU default's coordinate format (`tokenization.build.CPU_DEFAULT_FORMAT`, the format
+`benchmarks/learning.py` measured to learn best); the model folder records it, so `evaluate`
+samples in it without being told.
 """
 
 from __future__ import annotations
@@ -49,21 +52,24 @@ def _step(title: str) -> float:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
+    from molgen3D.chem.reformat_data import reformat_dataset
     from molgen3D.datasets.prepare import prepare_embedded_default
-    from molgen3D.tokenization.build import build_all
+    from molgen3D.tokenization.build import CPU_DEFAULT, CPU_DEFAULT_FORMAT, build_all
     from molgen3D.tokenization.load import load_tokenizer
     from molgen3D.training.pretraining.dataprocessing.pack_stats import format_stats, pack_stats
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     timings: dict[str, float] = {}
 
-    t = _step("1/6 prepare the embedded data set (RDKit's bundled drug-like SMILES, ETKDGv3)")
-    data_root = prepare_embedded_default(
+    t = _step("1/6 prepare the embedded data set (RDKit's bundled drug-like SMILES, ETKDGv3) and re-write it "
+              f"in the CPU default's coordinate format ({CPU_DEFAULT_FORMAT.name})")
+    stored_root = prepare_embedded_default(
         resolve_path("data:embedded_root"),
         max_molecules=cfg.molecules,
         conformers_per_molecule=cfg.conformers_per_molecule,
         workers=cfg.workers,
     )
+    data_root = reformat_dataset(stored_root, resolve_path("data:cpu_root"), CPU_DEFAULT_FORMAT)
     timings["prepare"] = time.perf_counter() - t
 
     t = _step("2/6 build tokenizers")
@@ -72,10 +78,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         print(f"  {name:<20} {path}")
     timings["tokenizers"] = time.perf_counter() - t
 
-    t = _step("3/6 pack a few training batches (compact tokenizer, seq_len 512)")
-    stats = pack_stats(
-        str(data_root / "train"), load_tokenizer("tokenizers:molgen_compact"), seq_len=512, batch_size=8, batches=4
-    )
+    t = _step(f"3/6 pack a few training batches ({CPU_DEFAULT} tokenizer, seq_len 512)")
+    stats = pack_stats(str(data_root / "train"), load_tokenizer(f"tokenizers:{CPU_DEFAULT}"), seq_len=512, batch_size=8,
+                       batches=4)
     print(format_stats(stats))
     timings["pack_stats"] = time.perf_counter() - t
 
@@ -108,7 +113,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     eval_dir = cfg.out or resolve_path("base_paths:outputs_root") / "demo" / result.run_name
     metrics = evaluate(
         EvaluateConfig(
-            references=str(data_root / "test"),
+            references=str(stored_root / "test"),
             out=eval_dir,
             model=str(hf_dir),
             baseline="etkdg",
