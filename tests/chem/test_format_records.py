@@ -90,3 +90,13 @@ def test_relative_sample_text_is_decoded_as_absolute():
     assert mol.GetConformer().GetPositions().tolist() == decode(absolute).GetConformer().GetPositions().tolist()
     wrong, _, _ = finish_sample(text, "CCO", None, None)
     assert wrong.GetConformer().GetPositions().tolist() != mol.GetConformer().GetPositions().tolist()
+
+
+def test_training_probe_references_carry_the_data_format(fixture_data, tmp_path):
+    from molgen3D.evaluation.training_probe import POSITIONS_PROP, PRECISION_PROP, load_references
+
+    data = reformat_dataset(fixture_data, tmp_path / "rel", FMT)
+    refs = load_references(data / "valid", 2, seed=0)
+    mol = refs[0][1][0]
+    assert mol.GetIntProp(PRECISION_PROP) == 2 and mol.GetProp(POSITIONS_PROP) == "relative"
+    assert load_references(fixture_data / "valid", 1, seed=0)[0][1][0].GetProp(POSITIONS_PROP) == "absolute"

@@ -33,6 +33,8 @@ from molgen3D.evaluation.sampling import (
 
 PRECISION_PROP = "molgen3d_precision"
 """Mol property carrying the data's coordinate decimals from `load_references` to `sample_and_score`."""
+POSITIONS_PROP = "molgen3d_positions"
+"""Mol property carrying the data's positions ('absolute'/'relative') the same way."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -60,11 +62,17 @@ def as_hf_tokenizer(tokenizer):
 
 def load_references(path: str | Path, num_molecules: int, seed: int) -> list[tuple[str, list[Chem.Mol]]]:
     """`num_molecules` molecules drawn reproducibly from a JSONL split: (canonical SMILES, conformers)."""
+    from molgen3D.chem.coordinate_format import dataset_format
+    from molgen3D.config.paths import resolve_path
+
     molecules, precision = load_jsonl_references(path, select=seeded_choice(num_molecules, seed))
-    if precision is not None:
-        for mol in molecules:
-            for conf in mol.conformers:
+    fmt = dataset_format(resolve_path(str(path)))
+    for mol in molecules:
+        for conf in mol.conformers:
+            if precision is not None:
                 conf.SetIntProp(PRECISION_PROP, precision)
+            if fmt is not None:
+                conf.SetProp(POSITIONS_PROP, fmt.positions)
     return [(m.smiles, m.conformers) for m in molecules]
 
 
@@ -94,9 +102,12 @@ def sample_and_score(
         (m.GetIntProp(PRECISION_PROP) for _, mols in references for m in mols if m.HasProp(PRECISION_PROP)),
         DEFAULT_PRECISION,
     )
+    positions = next(
+        (m.GetProp(POSITIONS_PROP) for _, mols in references for m in mols if m.HasProp(POSITIONS_PROP)), "absolute"
+    )
     cfg = SamplingConfig(
         temperature=temperature, max_new_tokens=max_new_tokens, batch_size=samples_per_molecule,
-        constrained=True, precision=precision, seed=seed,
+        constrained=True, precision=precision, positions=positions, seed=seed,
     )
     if hf_model is not None:
         runner = functools.partial(run_with_cache, hf_model)
