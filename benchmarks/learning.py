@@ -32,10 +32,9 @@ import math
 import os
 import platform
 import random
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -46,8 +45,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from molgen3D.chem.coordinate_format import CoordinateFormat, apply_format  # noqa: E402
-from molgen3D.chem.units import CONFORMER_OPEN, EOT, format_unit  # noqa: E402
+from molgen3D.chem.coordinate_format import CoordinateFormat, apply_format
+from molgen3D.chem.units import format_unit
+from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
 
 THRESHOLD = 0.75
 
@@ -78,6 +78,8 @@ VARIANTS: dict[str, Variant] = {
     "i_small_d4": Variant(flavor="small", equal_time_as="a_whole_d4", note="small flavor, a's wall-clock"),
     "c_pairs_d2": Variant(split="pairs", fmt=D(decimals=2), note="pairs, 2 decimals"),
     "combo_pairs_d2_canon": Variant(split="pairs", fmt=D(decimals=2, frame="canonical"), note="combined"),
+    "combo_pairs_d2_canon_rel": Variant(
+        split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"),
     "combo_digits_d2_canon_rel": Variant(
         split="digits", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"),
     "combo_pairs_d2_canon_rel_num": Variant(
@@ -85,7 +87,6 @@ VARIANTS: dict[str, Variant] = {
         note="combined"),
 }
 TOKENIZER_OF_SPLIT = {"whole": "molgen_compact", "pairs": "molgen_compact_pairs", "digits": "molgen_compact_digits"}
-_BLOCK = re.compile(r"([<,])(-?\d+)(\.\d*)?")
 
 
 # ---------------------------------------------------------------- data
@@ -126,7 +127,10 @@ def batches(stream, batch: int, seq_len: int):
 def build_model(flavor: str, n_tokens: int, eot: int, seed: int):
     from torchtitan.models.qwen3 import Qwen3Model
 
-    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS, resolve_vocab_size
+    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import (
+        MOLGEN_FLAVORS,
+        resolve_vocab_size,
+    )
 
     args = copy.deepcopy(MOLGEN_FLAVORS[flavor])
     args.vocab_size = resolve_vocab_size(n_tokens, args.vocab_size)
@@ -139,7 +143,10 @@ def build_model(flavor: str, n_tokens: int, eot: int, seed: int):
 
 
 def apply_numeric_init(model, tokenizer, seed: int) -> int:
-    from molgen3D.tokenization.numeric_init import number_piece_values, numeric_embedding_rows
+    from molgen3D.tokenization.numeric_init import (
+        number_piece_values,
+        numeric_embedding_rows,
+    )
 
     weight = model.tok_embeddings.weight
     values = number_piece_values(tokenizer.backend_tokenizer.get_vocab())
@@ -154,7 +161,9 @@ def to_hf(model, args, eot: int):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from molgen3D.training.pretraining.helpers.hf_export import hf_config
-    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import MolGenQwen3StateDictAdapter
+    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import (
+        MolGenQwen3StateDictAdapter,
+    )
 
     config = hf_config(args, eot_id=eot, torch_dtype="float32")
     config.pop("architectures"), config.pop("model_type")
@@ -165,49 +174,6 @@ def to_hf(model, args, eot: int):
         raise RuntimeError(f"HF conversion: missing {missing}, unexpected {unexpected}")
     lm.tie_weights()
     return lm.eval()
-
-
-# ---------------------------------------------------------------- held-out NLL
-def token_classes(tokenizer, text: str) -> tuple[list[int], list[int], list[bool]]:
-    """(ids, coordinate index per token or -1, is-fraction per token) for one unit."""
-    enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-    start = text.index(CONFORMER_OPEN) + len(CONFORMER_OPEN)
-    spans = [(m.start(), m.end(), m.start(3) if m.group(3) else m.end()) for m in _BLOCK.finditer(text, start)]
-    coord, frac = [], []
-    k = 0
-    for a, b in enc.offsets:
-        while k < len(spans) and spans[k][1] <= a:
-            k += 1
-        inside = k < len(spans) and spans[k][0] <= a and b <= spans[k][1]
-        coord.append(k if inside else (-2 if a < start else -1))
-        frac.append(inside and b > spans[k][2])
-    return enc.ids, coord, frac
-
-
-@torch.no_grad()
-def heldout_nll(model, tokenizer, units: list[str], eot: int, seq_len: int) -> dict:
-    coord_sum, frac_sum, struct = {}, {}, []
-    n_coords = 0
-    for u, text in enumerate(units):
-        ids, coord, frac = token_classes(tokenizer, text)
-        ids = [eot] + ids[: seq_len]
-        logits = model(torch.tensor([ids[:-1]]))[0]
-        nll = F.cross_entropy(logits.float(), torch.tensor(ids[1:]), reduction="none").tolist()
-        for t, value in enumerate(nll):
-            c = coord[t]
-            if c >= 0:
-                coord_sum[(u, c)] = coord_sum.get((u, c), 0.0) + value
-                if frac[t]:
-                    frac_sum[(u, c)] = frac_sum.get((u, c), 0.0) + value
-            elif c == -1:
-                struct.append(value)
-        n_coords += len({c for c in coord if c >= 0})
-    return {
-        "nll_per_coordinate": float(np.mean(list(coord_sum.values()))),
-        "nll_fraction_per_coordinate": float(np.mean([frac_sum.get(k, 0.0) for k in coord_sum])),
-        "nll_per_structure_token": float(np.mean(struct)),
-        "coordinates": n_coords,
-    }
 
 
 # ---------------------------------------------------------------- sampling and scores
@@ -223,7 +189,11 @@ def bond_mae(sample, reference) -> float:
 def score(references, outcomes, max_matches: int) -> dict:
     from rdkit import Chem
 
-    from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching
+    from molgen3D.evaluation.metrics import (
+        DEFAULT_THRESHOLDS,
+        coverage_curves,
+        coverage_matching,
+    )
     from molgen3D.evaluation.rmsd import best_rms
 
     covs, mats, curves, maes = [], [], [], []
@@ -254,7 +224,11 @@ def score(references, outcomes, max_matches: int) -> dict:
 
 
 def sample_model(lm, tokenizer, references, counts, fmt: CoordinateFormat, seed: int, max_new_tokens: int):
-    from molgen3D.evaluation.sampling import SamplingConfig, run_with_cache, sample_molecules
+    from molgen3D.evaluation.sampling import (
+        SamplingConfig,
+        run_with_cache,
+        sample_molecules,
+    )
 
     cfg = SamplingConfig(precision=fmt.decimals, positions=fmt.positions, max_new_tokens=max_new_tokens,
                          batch_size=32, seed=seed)
@@ -316,7 +290,7 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
         "parameters": sum(p.numel() for p in model.parameters()),
         "tokens_per_unit": tokens_per_unit, "steps": step, "train_seconds": train_seconds,
         "tokens_per_second": step * args.batch * args.seq_len / train_seconds,
-        "uniform_fraction_nll": v.fmt.decimals * math.log(10),
+        "uniform_fraction_nll": uniform_fraction_nll(v.fmt.decimals),
         "points": points,
     }
 
@@ -324,7 +298,7 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
 def evaluate_point(name, v, model, margs, tokenizer, eot, valid_texts, ctx, args, step, seconds, tpu, loss) -> dict:
     begin = time.perf_counter()
     model.eval()
-    nll = heldout_nll(model, tokenizer, valid_texts, eot, args.seq_len)
+    nll = coordinate_nll(model, tokenizer, valid_texts, eot, args.seq_len)
     lm = to_hf(model, margs, eot)
     outcomes = sample_model(lm, tokenizer, ctx["references"], ctx["counts"], v.fmt, args.seed, args.max_new_tokens)
     scores = score(ctx["references"], outcomes, args.max_matches)
@@ -333,7 +307,7 @@ def evaluate_point(name, v, model, margs, tokenizer, eot, valid_texts, ctx, args
              "train_loss": loss, **nll, **scores, "eval_seconds": time.perf_counter() - begin}
     print(f"  [{name}] step {step:>4} tokens {tokens:>9,} units {tokens / tpu:>7,.0f} loss {loss:.3f} | "
           f"NLL/coord {nll['nll_per_coordinate']:.2f} (frac {nll['nll_fraction_per_coordinate']:.2f} vs uniform "
-          f"{v.fmt.decimals * math.log(10):.2f}) struct {nll['nll_per_structure_token']:.3f} | valid "
+          f"{uniform_fraction_nll(v.fmt.decimals):.2f}) struct {nll['nll_per_structure_token']:.3f} | valid "
           f"{scores['validity']:.0%} bondMAE {scores['bond_mae']:.3f} COV-R {scores['cov_r']:.0%} "
           f"MAT-R {scores['mat_r']:.3f} | eval {point['eval_seconds']:.0f} s", flush=True)
     return point
@@ -368,7 +342,7 @@ def plot(results: dict, etkdg: dict, out_dir: Path) -> list[Path]:
     ax.axhline(etkdg["mat_r"], color="k", ls="--", label="ETKDGv3")
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_xlabel("training tokens")
-    ax.set_ylabel(f"MAT-R (A), lower is better")
+    ax.set_ylabel("MAT-R (A), lower is better")
     ax.set_title("MAT-R vs training tokens (same steps, tokens/step, molecules)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -435,7 +409,11 @@ def main() -> int:
 
     from molgen3D.config.paths import resolve_path
     from molgen3D.evaluation.baseline import etkdg_baseline
-    from molgen3D.evaluation.references import ReferenceMolecule, seeded_choice, load_jsonl_references
+    from molgen3D.evaluation.references import (
+        ReferenceMolecule,
+        load_jsonl_references,
+        seeded_choice,
+    )
     from molgen3D.tokenization.build import build_compact_tokenizers
 
     data = resolve_path(args.data)

@@ -10,6 +10,7 @@ samples in it without being told.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ class DemoConfig:
     """Pretraining config (the CPU default trains the `tiny` flavor)."""
     steps: int | None = None
     """Override [training] steps; warmup (10%), WSDS decay ends (half, end) and checkpoint interval follow."""
-    eval_molecules: int = 8
+    eval_molecules: int = 16
     """Held-out test molecules to sample and score against ETKDG."""
+    nll_units: int = 100
+    """Validation units for the held-out NLL per coordinate."""
     max_new_tokens: int = 1500
     """Generation cap per conformer."""
     sample_threads: int = 1
@@ -49,6 +52,35 @@ class DemoConfig:
 def _step(title: str) -> float:
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
+
+
+def heldout_nll(model_dir: Path, valid_dir: Path, units: int) -> dict:
+    """NLL per coordinate of the exported model on the first `units` validation units (in its format)."""
+    import torch
+
+    from molgen3D.chem.coordinate_format import ORIGINAL, read_format
+    from molgen3D.chem.units import format_unit
+    from molgen3D.data_processing.jsonl_paths import expand_paths
+    from molgen3D.evaluation.generate import load_model
+    from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
+
+    lm, tokenizer, _ = load_model(model_dir)
+    texts: list[str] = []
+    for path in expand_paths([str(valid_dir)]):
+        with open(path, encoding="utf-8") as f:
+            texts += [format_unit(row["canonical_smiles"], row["embedded_smiles"]) for row in map(json.loads, f)]
+    texts = texts[:units]
+    with torch.no_grad():
+        out = coordinate_nll(lambda ids: lm(input_ids=ids).logits, tokenizer, texts, tokenizer.eos_token_id)
+    fmt = read_format(model_dir) or ORIGINAL
+    return {**out, "units": len(texts), "format": fmt.name, "uniform_fraction_nll": uniform_fraction_nll(fmt.decimals)}
+
+
+def nll_line(nll: dict) -> str:
+    return (f"held-out NLL ({nll['units']} validation units, format {nll['format']}): "
+            f"{nll['nll_per_coordinate']:.2f} nats per coordinate, of which the fraction part "
+            f"{nll['nll_fraction_per_coordinate']:.2f} (uniform {nll['uniform_fraction_nll']:.2f}); "
+            f"{nll['nll_per_structure_token']:.3f} per structure token")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
@@ -123,6 +155,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         )
     )
     print(format_table(metrics))
+    nll = heldout_nll(hf_dir, data_root / "valid", cfg.nll_units)
+    print(nll_line(nll))
+    metrics_path = eval_dir / "metrics.json"
+    written = json.loads(metrics_path.read_text(encoding="utf-8"))
+    written["heldout_nll"] = nll
+    metrics_path.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     timings["evaluate"] = time.perf_counter() - t
 
     places = {

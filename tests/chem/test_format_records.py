@@ -93,7 +93,11 @@ def test_relative_sample_text_is_decoded_as_absolute():
 
 
 def test_training_probe_references_carry_the_data_format(fixture_data, tmp_path):
-    from molgen3D.evaluation.training_probe import POSITIONS_PROP, PRECISION_PROP, load_references
+    from molgen3D.evaluation.training_probe import (
+        POSITIONS_PROP,
+        PRECISION_PROP,
+        load_references,
+    )
 
     data = reformat_dataset(fixture_data, tmp_path / "rel", FMT)
     refs = load_references(data / "valid", 2, seed=0)

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from molgen3D.tokenization.compact import compact_vocabulary
-from molgen3D.tokenization.numeric_init import number_piece_values, numeric_embedding_rows
+from molgen3D.tokenization.numeric_init import (
+    number_piece_values,
+    numeric_embedding_rows,
+)
 
 
 @pytest.fixture(scope="module")

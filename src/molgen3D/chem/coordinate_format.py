@@ -31,7 +31,11 @@ from typing import Literal
 
 import numpy as np
 
-from molgen3D.chem.enriched_smiles import format_coordinate, strip_coordinates, tokenize_smiles
+from molgen3D.chem.enriched_smiles import (
+    format_coordinate,
+    strip_coordinates,
+    tokenize_smiles,
+)
 
 __all__ = [
     "FORMAT_FILE",
@@ -95,7 +99,7 @@ class CoordinateFormat:
         return {"name": self.name, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "coordinate format") -> "CoordinateFormat":
+    def from_dict(cls, data: dict, where: str = "coordinate format") -> CoordinateFormat:
         """Inverse of `to_dict`; unknown keys are an error naming `where`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"name"})

@@ -18,7 +18,13 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from molgen3D.chem.coordinate_format import MANIFEST, MANIFEST_KEY, ORIGINAL, CoordinateFormat, apply_format
+from molgen3D.chem.coordinate_format import (
+    MANIFEST,
+    MANIFEST_KEY,
+    ORIGINAL,
+    CoordinateFormat,
+    apply_format,
+)
 
 SPLITS = ("train", "valid", "test")
 

@@ -83,7 +83,8 @@ def test_cpu_default_config_loads_as_a_small_fp32_wsds_run():
     cfg = load_job_config(PRETRAIN / "cpu_tiny.toml")
     assert cfg.model.flavor == "tiny" and cfg.molgen_run.init_mode == "scratch"
     assert cfg.training.mixed_precision_param == "float32" and cfg.training.dtype == "float32"
-    assert cfg.molgen_run.tokenizer_tag.endswith("tokenizers/molgen_compact")
+    assert cfg.molgen_run.tokenizer_tag.endswith("tokenizers/molgen_cpu")
+    assert cfg.training.dataset_path.endswith("data/embedded_cpu/train")
     assert len(cfg.lr_scheduler.wsds.checkpoints) == 2 and cfg.lr_scheduler.wsds.checkpoints[-1] == cfg.training.steps
     assert cfg.checkpoint.enable and cfg.checkpoint.last_save_in_hf and cfg.validation.enable
     assert cfg.metrics.enable_tensorboard and not cfg.metrics.enable_wandb
