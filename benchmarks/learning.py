@@ -78,6 +78,7 @@ VARIANTS: dict[str, Variant] = {
     "i_small_d4": Variant(flavor="small", equal_time_as="a_whole_d4", note="small flavor, a's wall-clock"),
     "c_pairs_d2": Variant(split="pairs", fmt=D(decimals=2), note="pairs, 2 decimals"),
     "combo_pairs_d2_canon": Variant(split="pairs", fmt=D(decimals=2, frame="canonical"), note="combined"),
+    "combo_pairs_d2_rel": Variant(split="pairs", fmt=D(decimals=2, positions="relative"), note="combined"),
     "combo_pairs_d2_canon_rel": Variant(
         split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"),
     "combo_digits_d2_canon_rel": Variant(
