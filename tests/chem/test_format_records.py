@@ -56,7 +56,12 @@ def test_reformat_cli_refuses_a_reformatted_source(fixture_data, tmp_path, capsy
 def test_training_data_must_match_the_tokenizer_format(fixture_data, tmp_path):
     tok = tmp_path / "tok"
     tok.mkdir()
-    check_data_format(fixture_data / "train", tok)  # a tokenizer recording no format takes any data
+    check_data_format(fixture_data / "train", tok)  # a tokenizer recording no format takes absolute data
+    d3 = reformat_dataset(fixture_data, tmp_path / "d3", CoordinateFormat(decimals=3, frame="canonical"))
+    check_data_format(d3 / "train", tok)
+    rel = reformat_dataset(fixture_data, tmp_path / "rel", CoordinateFormat(positions="relative"))
+    with pytest.raises(FormatMismatchError, match="records no coordinate format"):
+        check_data_format(rel / "train", tok)
     write_format(tok, FMT)
     with pytest.raises(FormatMismatchError, match="d2-canonical-relative but data .* is d4-stored-absolute"):
         check_data_format(fixture_data / "train", tok)

@@ -268,10 +268,25 @@ def dataset_format(path: str | Path) -> CoordinateFormat | None:
 
 
 def check_data_format(data_path: str | Path, tokenizer_dir: str | Path) -> None:
-    """Training data must be in the format its tokenizer directory records (a directory recording none takes any)."""
+    """Training data must be in the format its tokenizer directory records.
+
+    A directory recording none takes absolute data of any decimals or frame (samples of such a
+    model decode as written), but not relative data: its model folder could not tell `generate`
+    to sum the offsets.
+    """
     trained, data = read_format(tokenizer_dir), dataset_format(data_path)
-    if trained is not None and data is not None:
-        check_same_format(trained, data, f"tokenizer {tokenizer_dir} ({FORMAT_FILE})", f"data {data_path}")
+    if data is None:
+        return
+    if trained is None:
+        if data.positions == "relative":
+            raise FormatMismatchError(
+                f"data {data_path} is in format {data.name} (relative positions) but tokenizer {tokenizer_dir} "
+                f"records no coordinate format, so the trained model could not say how to read its samples; "
+                f"train with a tokenizer directory that records it (`molgen3d build-tokenizer` writes "
+                f"tokenizers:molgen_cpu) or write {FORMAT_FILE} into a copy of the tokenizer directory"
+            )
+        return
+    check_same_format(trained, data, f"tokenizer {tokenizer_dir} ({FORMAT_FILE})", f"data {data_path}")
 
 
 def check_same_format(trained: CoordinateFormat, given: CoordinateFormat, trained_where: str, given_where: str) -> None:
