@@ -45,9 +45,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from molgen3D.chem.coordinate_format import CoordinateFormat, apply_format
-from molgen3D.chem.units import format_unit
-from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
+from molgen3D.chem.coordinate_format import CoordinateFormat, apply_format  # noqa: E402
+from molgen3D.chem.units import format_unit  # noqa: E402
+from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll  # noqa: E402
 
 THRESHOLD = 0.75
 
@@ -92,7 +92,7 @@ TOKENIZER_OF_SPLIT = {"whole": "molgen_compact", "pairs": "molgen_compact_pairs"
 
 # ---------------------------------------------------------------- data
 def read_split(path: Path) -> list[tuple[str, str]]:
-    from molgen3D.data_processing.jsonl_paths import expand_paths
+    from molgen3D.datasets.jsonl_paths import expand_paths
 
     rows = []
     for file in expand_paths([str(path)]):
@@ -161,8 +161,8 @@ def to_hf(model, args, eot: int):
     """The same weights as a transformers Qwen3ForCausalLM (KV-cache sampling)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from molgen3D.training.pretraining.helpers.hf_export import hf_config
-    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import (
+    from molgen3D.hf.export import hf_config
+    from molgen3D.hf.state_dict_adapter import (
         MolGenQwen3StateDictAdapter,
     )
 
@@ -425,7 +425,8 @@ def main() -> int:
     counts = [args.k_factor * len(r.conformers) for r in references]
     valid_rows = read_split(data / "valid")
     random.Random(args.seed).shuffle(valid_rows)
-    ctx = {"tokenizer_root": tokenizer_root, "train": read_split(data / "train"), "valid": valid_rows[: args.valid_units],
+    ctx = {"tokenizer_root": tokenizer_root, "train": read_split(data / "train"),
+           "valid": valid_rows[: args.valid_units],
            "references": references, "counts": counts}
     print(f"data {data}: {len(ctx['train'])} training conformers, {len(ctx['valid'])} held-out units, "
           f"{len(references)} test molecules x K = {args.k_factor}L ({sum(counts)} samples)", flush=True)

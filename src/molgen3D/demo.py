@@ -60,7 +60,7 @@ def heldout_nll(model_dir: Path, valid_dir: Path, units: int) -> dict:
 
     from molgen3D.chem.coordinate_format import ORIGINAL, read_format
     from molgen3D.chem.units import format_unit
-    from molgen3D.data_processing.jsonl_paths import expand_paths
+    from molgen3D.datasets.jsonl_paths import expand_paths
     from molgen3D.evaluation.generate import load_model
     from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
 

@@ -38,8 +38,8 @@ def test_the_exported_model_folder_carries_the_tokenizer_format(tokenizer_root, 
 
     from molgen3D.chem.coordinate_format import read_format
     from molgen3D.tokenization.build import CPU_DEFAULT, CPU_DEFAULT_FORMAT
-    from molgen3D.training.pretraining.helpers.hf_export import complete_hf_folder
-    from molgen3D.training.pretraining.torchtitan_model.state_dict_adapter import (
+    from molgen3D.hf.export import complete_hf_folder
+    from molgen3D.hf.state_dict_adapter import (
         MolGenQwen3StateDictAdapter,
     )
 

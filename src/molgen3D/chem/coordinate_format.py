@@ -130,7 +130,9 @@ def read_format(directory: str | Path) -> CoordinateFormat | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rewrite it or delete it to mean the original format") from None
+        raise ValueError(
+            f"{path}: not valid JSON ({exc}); rewrite it or delete it to mean the original format"
+        ) from None
     return CoordinateFormat.from_dict(data, str(path))
 
 

@@ -36,7 +36,9 @@ def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateForm
     source, output = resolve_path(str(source)), resolve_path(str(output))
     manifest_path = source / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: --source must be a folder written by `molgen3d prepare-data`")
+        raise FileNotFoundError(
+            f"{manifest_path} not found: --source must be a folder written by `molgen3d prepare-data`"
+        )
     raw = manifest_path.read_bytes()
     manifest = json.loads(raw)
     if MANIFEST_KEY in manifest and CoordinateFormat.from_dict(manifest[MANIFEST_KEY]) != ORIGINAL:
@@ -61,7 +63,8 @@ def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateForm
 
 
 def _files_present(output: Path, manifest: dict) -> bool:
-    return all((output / s / f).is_file() for s in SPLITS for f in manifest.get("counts", {}).get(s, {}).get("files", []))
+    counts = manifest.get("counts", {})
+    return all((output / s / f).is_file() for s in SPLITS for f in counts.get(s, {}).get("files", []))
 
 
 def _reformat_file(src: Path, dst: Path, fmt: CoordinateFormat) -> None:

@@ -63,7 +63,8 @@ class SamplingConfig:
     max_int_digits: int = 3
     """Longest integer part of a coordinate under constrained decoding."""
     positions: str | None = None
-    """'absolute' or 'relative' (offsets from the SMILES-tree parent, summed before decoding); None = the model's recorded format or absolute."""
+    """'absolute' or 'relative' (offsets from the SMILES-tree parent, summed before decoding);
+    None = the model's recorded format, else absolute."""
     seed: int = 0
     """Seed of the sampling generator."""
 

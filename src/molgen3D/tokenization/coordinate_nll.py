@@ -76,7 +76,10 @@ def coordinate_nll(
                 structure.append(value)
         per_coord += list(sums.values())
         per_fraction += [frac.get(c, 0.0) for c in sums]
-    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else math.nan
+
     return {
         "nll_per_coordinate": mean(per_coord),
         "nll_fraction_per_coordinate": mean(per_fraction),
