@@ -60,6 +60,8 @@ class Variant:
     fmt: CoordinateFormat = field(default_factory=CoordinateFormat)
     numeric_init: bool = False
     flavor: str = "tiny"
+    document_masking: bool = False
+    """Block-causal attention per packed unit (the trainer's `[model] document_masking`, SDPA mask on CPU)."""
     equal_time_as: str | None = None
     """Train for the wall-clock seconds this other variant took (instead of the same steps)."""
     note: str = ""
@@ -74,6 +76,7 @@ VARIANTS: dict[str, Variant] = {
     "d_whole_d3": Variant(fmt=D(decimals=3), note="3 decimals"),
     "e_numinit_d4": Variant(numeric_init=True, note="number-piece embeddings from their value"),
     "f_canonical_d4": Variant(fmt=D(frame="canonical"), note="canonical frame"),
+    "g_docmask_d4": Variant(document_masking=True, note="each unit attends only to itself"),
     "h_relative_d4": Variant(fmt=D(positions="relative"), note="offsets from the SMILES-tree parent"),
     "i_small_d4": Variant(flavor="small", equal_time_as="a_whole_d4", note="small flavor, a's wall-clock"),
     "c_pairs_d2": Variant(split="pairs", fmt=D(decimals=2), note="pairs, 2 decimals"),
@@ -125,9 +128,8 @@ def batches(stream, batch: int, seq_len: int):
 
 
 # ---------------------------------------------------------------- model
-def build_model(flavor: str, n_tokens: int, eot: int, seed: int):
-    from torchtitan.models.qwen3 import Qwen3Model
-
+def build_model(flavor: str, n_tokens: int, eot: int, seed: int, document_masking: bool = False):
+    from molgen3D.training.pretraining.document_masking import MolGenQwen3Model, resolve_attention
     from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import (
         MOLGEN_FLAVORS,
         resolve_vocab_size,
@@ -136,8 +138,9 @@ def build_model(flavor: str, n_tokens: int, eot: int, seed: int):
     args = copy.deepcopy(MOLGEN_FLAVORS[flavor])
     args.vocab_size = resolve_vocab_size(n_tokens, args.vocab_size)
     args.eos_id = eot
+    args.attn_type, args.attn_mask_type = resolve_attention(document_masking, "auto", cuda=False)
     torch.manual_seed(seed)
-    model = Qwen3Model(args)
+    model = MolGenQwen3Model(args)
     with torch.no_grad():
         model.init_weights(buffer_device=torch.device("cpu"))
     return model, args
@@ -253,7 +256,7 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
     eot = eot_id(tokenizer)
     train = encode_units(tokenizer, ctx["train"], v.fmt)
     valid_texts = [format_unit(s, apply_format(e, v.fmt)) for s, e in ctx["valid"]]
-    model, margs = build_model(v.flavor, len(tokenizer), eot, args.seed)
+    model, margs = build_model(v.flavor, len(tokenizer), eot, args.seed, v.document_masking)
     numeric_rows = apply_numeric_init(model, tokenizer, args.seed) if v.numeric_init else 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
     stream = batches(token_stream(train, eot, args.seed), args.batch, args.seq_len)
@@ -286,6 +289,7 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
     seconds_of[name] = train_seconds
     return {
         "variant": {"split": v.split, "format": v.fmt.to_dict(), "numeric_init": v.numeric_init,
+                    "document_masking": v.document_masking,
                     "flavor": v.flavor, "equal_time_as": v.equal_time_as, "note": v.note},
         "tokenizer": TOKENIZER_OF_SPLIT[v.split], "vocab": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
