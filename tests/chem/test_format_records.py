@@ -109,3 +109,22 @@ def test_training_probe_references_carry_the_data_format(fixture_data, tmp_path)
     mol = refs[0][1][0]
     assert mol.GetIntProp(PRECISION_PROP) == 2 and mol.GetProp(POSITIONS_PROP) == "relative"
     assert load_references(fixture_data / "valid", 1, seed=0)[0][1][0].GetProp(POSITIONS_PROP) == "absolute"
+
+
+def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
+    import gzip
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(fixture_data, src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    plain = src / "test" / "part-00000.jsonl"
+    with open(plain, "rb") as fin, gzip.open(plain.with_name("part-00000.jsonl.gz"), "wb") as fout:
+        fout.write(fin.read())
+    plain.unlink()
+    manifest["counts"]["test"]["files"] = ["part-00000.jsonl.gz"]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    out = reformat_dataset(src, tmp_path / "out", CoordinateFormat(decimals=2))
+    with gzip.open(out / "test" / "part-00000.jsonl.gz", "rt") as f:
+        row = json.loads(f.readline())
+    assert row["embedded_smiles"].split(",")[1].split(".")[1].__len__() == 2

@@ -9,6 +9,7 @@ Up to date when the output's manifest names the same source manifest and format.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sys
@@ -67,9 +68,14 @@ def _files_present(output: Path, manifest: dict) -> bool:
     return all((output / s / f).is_file() for s in SPLITS for f in counts.get(s, {}).get("files", []))
 
 
+def _open(path: Path, mode: str, gz: bool):
+    return gzip.open(path, mode + "t", encoding="utf-8") if gz else open(path, mode, encoding="utf-8")
+
+
 def _reformat_file(src: Path, dst: Path, fmt: CoordinateFormat) -> None:
     partial = dst.with_name(dst.name + ".partial")
-    with open(src, encoding="utf-8") as fin, open(partial, "w", encoding="utf-8") as fout:
+    gz = src.suffix == ".gz"
+    with _open(src, "r", gz) as fin, _open(partial, "w", gz) as fout:
         for number, line in enumerate(tqdm(fin, desc=f"reformat {src.parent.name}", unit="line", file=sys.stderr), 1):
             row = json.loads(line)
             try:
