@@ -127,4 +127,4 @@ def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
     out = reformat_dataset(src, tmp_path / "out", CoordinateFormat(decimals=2))
     with gzip.open(out / "test" / "part-00000.jsonl.gz", "rt") as f:
         row = json.loads(f.readline())
-    assert row["embedded_smiles"].split(",")[1].split(".")[1].__len__() == 2
+    assert len(row["embedded_smiles"].split(",")[1].split(".")[1]) == 2
