@@ -341,13 +341,16 @@ def plot(results: dict, etkdg: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = ["-", "--", "-.", ":"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, r in results.items():
-        ax.plot([p["train_tokens"] for p in r["points"]], [p["mat_r"] for p in r["points"]], marker="o", label=name)
+    for k, (name, r) in enumerate(results.items()):
+        ax.plot([p["train_tokens"] for p in r["points"]], [p["mat_r"] for p in r["points"]], marker="o",
+                ls=styles[k // 10 % len(styles)], label=name)
     ax.axhline(etkdg["mat_r"], color="k", ls="--", label="ETKDGv3")
     ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.set_yscale("log")
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("MAT-R (A), lower is better")
+    ax.set_ylabel("MAT-R (A, log scale), lower is better")
     ax.set_title("MAT-R vs training tokens (same steps, tokens/step, molecules)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -355,9 +358,9 @@ def plot(results: dict, etkdg: dict, out_dir: Path) -> list[Path]:
     fig.savefig(matr, dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, r in results.items():
+    for k, (name, r) in enumerate(results.items()):
         p = r["points"][-1]
-        ax.plot(p["thresholds"], p["cov_r_curve"], label=name)
+        ax.plot(p["thresholds"], p["cov_r_curve"], ls=styles[k // 10 % len(styles)], label=name)
     ax.plot(etkdg["thresholds"], etkdg["cov_r_curve"], "k--", label="ETKDGv3")
     ax.axvline(THRESHOLD, color="grey", ls=":", lw=1)
     ax.set_xlabel("RMSD threshold (A)")
