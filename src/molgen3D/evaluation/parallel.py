@@ -92,7 +92,7 @@ def sample_parallel(
         batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
         results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg,
                               progress=progress)
-        return assemble(tokenizer, smiles, batches, results, failed), time.perf_counter() - start
+        return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
 
     from transformers import AutoConfig
 
@@ -118,4 +118,4 @@ def sample_parallel(
             results.append(res)
             bar.update(len(batch))
         bar.close()
-    return assemble(tokenizer, smiles, batches, results, failed), time.perf_counter() - start
+    return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start

@@ -431,14 +431,17 @@ def run_batches(
 
 def assemble(
     tokenizer, smiles: Sequence[str], batches: Sequence[Sequence[Job]], results: Sequence[Sequence[SequenceResult]],
-    failed: dict[int, list[SampleOutcome]],
+    failed: dict[int, list[SampleOutcome]], positions: str | None = None,
 ) -> list[list[SampleOutcome]]:
-    """Per molecule, its samples in sample-index order: decoded results and up-front failures."""
+    """Per molecule, its samples in sample-index order: decoded results and up-front failures.
+
+    `positions` as in `SamplingConfig.positions` (relative offsets are summed before decoding).
+    """
     outcomes: list[list[SampleOutcome]] = [list(failed.get(i, [])) for i in range(len(smiles))]
     for batch, batch_results in zip(batches, results):
         for job, res in zip(batch, batch_results):
             text = tokenizer.decode(res.token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            mol, failure, body = finish_sample(text, smiles[job.mol], res.stop, cfg.positions)
+            mol, failure, body = finish_sample(text, smiles[job.mol], res.stop, positions)
             outcomes[job.mol].append(SampleOutcome(job.index, mol, failure, body, len(res.token_ids)))
     for samples in outcomes:
         samples.sort(key=lambda o: o.sample_index)
@@ -462,4 +465,4 @@ def sample_molecules(
     """
     batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=max_context)
     results = run_batches(runner, tokenizer, smiles, batches, cfg, progress=progress)
-    return assemble(tokenizer, smiles, batches, results, failed)
+    return assemble(tokenizer, smiles, batches, results, failed, cfg.positions)
