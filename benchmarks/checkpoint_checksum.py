@@ -66,9 +66,11 @@ def main() -> None:
         "load_ratio": (med["verify"] + med["load"]) / med["load"],
         "torch": torch.__version__,
     }
-    print(f"{nbytes / 1e9:.2f} GB checkpoint: save {med['save']:.2f}s + manifest {med['manifest']:.2f}s "
-          f"(x{result['save_ratio']:.2f}); verify {med['verify']:.2f}s + load {med['load']:.2f}s "
-          f"(x{result['load_ratio']:.2f}); hashing {result['hash_gb_per_s']:.2f} GB/s")
+    print(
+        f"{nbytes / 1e9:.2f} GB checkpoint: save {med['save']:.2f}s + manifest {med['manifest']:.2f}s "
+        f"(x{result['save_ratio']:.2f}); verify {med['verify']:.2f}s + load {med['load']:.2f}s "
+        f"(x{result['load_ratio']:.2f}); hashing {result['hash_gb_per_s']:.2f} GB/s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

@@ -68,16 +68,18 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    references, precision = read_references(args.references, max_molecules=args.molecules,
-                                            max_conformers=args.max_conformers)
+    references, precision = read_references(
+        args.references, max_molecules=args.molecules, max_conformers=args.max_conformers
+    )
     smiles = [r.smiles for r in references]
     counts = [2 * len(r.conformers) for r in references]
     model, tokenizer, _ = load_model(args.model, device="cpu")
     per_mode = {}
     with RmsdPool(workers=1) as pool:
         for name, options in MODES.items():
-            cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, precision=precision, seed=args.seed, batch_size=8,
-                                 **options)
+            cfg = SamplingConfig(
+                max_new_tokens=args.max_new_tokens, precision=precision, seed=args.seed, batch_size=8, **options
+            )
             outcomes, canonical = sample(model, tokenizer, smiles, counts, cfg)
             matrices, _ = pool.matrices([(r.conformers, [o.mol for o in s]) for r, s in zip(references, outcomes)])
             scores = [coverage_matching(m, args.threshold) for m in matrices]
@@ -86,36 +88,53 @@ def main() -> int:
                 "failures": dict(Counter(o.failure for s in outcomes for o in s if o.failure)),
                 "canonical": canonical,
                 "valid_per_molecule": [sum(o.mol is not None for o in s) for s in outcomes],
-                "cov_r": [x["cov_r"] for x in scores], "mat_r": [x["mat_r"] for x in scores],
+                "cov_r": [x["cov_r"] for x in scores],
+                "mat_r": [x["mat_r"] for x in scores],
             }
-            print(f"  {name}: validity {per_mode[name]['validity']:.1%}, failures {per_mode[name]['failures']}",
-                  flush=True)
+            print(
+                f"  {name}: validity {per_mode[name]['validity']:.1%}, failures {per_mode[name]['failures']}",
+                flush=True,
+            )
     free_ok = [i for i, n in enumerate(per_mode["free"]["valid_per_molecule"]) if n > 0]
     summary = {}
     for name, r in per_mode.items():
         summary[name] = {
-            "validity": r["validity"], "canonical": r["canonical"], "failures": r["failures"],
-            "cov_r": mean_se(r["cov_r"])[0], "mat_r": mean_se(r["mat_r"])[0],
+            "validity": r["validity"],
+            "canonical": r["canonical"],
+            "failures": r["failures"],
+            "cov_r": mean_se(r["cov_r"])[0],
+            "mat_r": mean_se(r["mat_r"])[0],
             "cov_r_where_free_valid": mean_se([r["cov_r"][i] for i in free_ok])[0],
             "mat_r_where_free_valid": mean_se([r["mat_r"][i] for i in free_ok])[0],
         }
         if name != "free":
-            summary[name]["mat_r_minus_free"] = mean_se(
-                [r["mat_r"][i] - per_mode["free"]["mat_r"][i] for i in free_ok])
-            summary[name]["cov_r_minus_free"] = mean_se(
-                [r["cov_r"][i] - per_mode["free"]["cov_r"][i] for i in free_ok])
-    result = {"model": args.model, "references": args.references, "molecules": len(smiles),
-              "samples": sum(counts), "threshold": args.threshold, "molecules_where_free_valid": len(free_ok),
-              "modes": summary, "per_molecule": per_mode}
+            summary[name]["mat_r_minus_free"] = mean_se([r["mat_r"][i] - per_mode["free"]["mat_r"][i] for i in free_ok])
+            summary[name]["cov_r_minus_free"] = mean_se([r["cov_r"][i] - per_mode["free"]["cov_r"][i] for i in free_ok])
+    result = {
+        "model": args.model,
+        "references": args.references,
+        "molecules": len(smiles),
+        "samples": sum(counts),
+        "threshold": args.threshold,
+        "molecules_where_free_valid": len(free_ok),
+        "modes": summary,
+        "per_molecule": per_mode,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{len(smiles)} molecules, {sum(counts)} samples per mode (K = 2L); free decoding valid on "
-          f"{len(free_ok)} molecules; COV at < {args.threshold} A")
-    print(f"{'mode':<26}{'validity':>9}{'canonical':>10}{'COV-R':>8}{'MAT-R':>8}"
-          f"{'COV-R*':>8}{'MAT-R*':>8}  (* = where free is valid)")
+    print(
+        f"{len(smiles)} molecules, {sum(counts)} samples per mode (K = 2L); free decoding valid on "
+        f"{len(free_ok)} molecules; COV at < {args.threshold} A"
+    )
+    print(
+        f"{'mode':<26}{'validity':>9}{'canonical':>10}{'COV-R':>8}{'MAT-R':>8}"
+        f"{'COV-R*':>8}{'MAT-R*':>8}  (* = where free is valid)"
+    )
     for name, s in summary.items():
-        print(f"{name:<26}{s['validity']:>9.1%}{s['canonical']:>10.1%}{s['cov_r']:>8.1%}{s['mat_r']:>8.3f}"
-              f"{s['cov_r_where_free_valid']:>8.1%}{s['mat_r_where_free_valid']:>8.3f}")
+        print(
+            f"{name:<26}{s['validity']:>9.1%}{s['canonical']:>10.1%}{s['cov_r']:>8.1%}{s['mat_r']:>8.3f}"
+            f"{s['cov_r_where_free_valid']:>8.1%}{s['mat_r_where_free_valid']:>8.3f}"
+        )
     for name, s in summary.items():
         if "mat_r_minus_free" in s:
             (dm, se), (dc, sc) = s["mat_r_minus_free"], s["cov_r_minus_free"]

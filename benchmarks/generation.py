@@ -58,9 +58,17 @@ def random_tiny_model(folder: Path) -> Path:
     tokenizer = load_tokenizer(build_compact_tokenizer(folder / "tokenizer"))
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=-(-len(tokenizer) // 64) * 64, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
-        max_position_embeddings=4096, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+        vocab_size=-(-len(tokenizer) // 64) * 64,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
     )
     model_dir = folder / "model"
     Qwen3ForCausalLM(config).save_pretrained(model_dir)
@@ -95,14 +103,22 @@ class StepTimer:
 
 def run(model_dir, smiles, counts, cfg: SamplingConfig, workers: int, loaded=None) -> dict:
     with StepTimer() as timer:
-        outcomes, seconds = sample_parallel(model_dir, None, smiles, counts, cfg, workers=workers, device="cpu",
-                                            threads=1, loaded=loaded)
+        outcomes, seconds = sample_parallel(
+            model_dir, None, smiles, counts, cfg, workers=workers, device="cpu", threads=1, loaded=loaded
+        )
     samples = [o for per_mol in outcomes for o in per_mol]
     tokens = sum(o.num_tokens for o in samples)
     valid = sum(o.mol is not None for o in samples)
-    result = {"batch_size": cfg.batch_size, "workers": workers, "samples": len(samples), "valid": valid,
-              "tokens": tokens, "seconds": round(seconds, 3), "samples_per_s": len(samples) / seconds,
-              "tokens_per_s": tokens / seconds}
+    result = {
+        "batch_size": cfg.batch_size,
+        "workers": workers,
+        "samples": len(samples),
+        "valid": valid,
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "samples_per_s": len(samples) / seconds,
+        "tokens_per_s": tokens / seconds,
+    }
     if workers == 1:
         result["sampler_us_per_token"] = 1e6 * timer.seconds / max(timer.rows, 1)
     return result
@@ -126,23 +142,34 @@ def project_geom_drugs(sampler_s_per_token: float, batch: int = 256, gpus: int =
     gpu_only = total_tokens / (gpus * batch / gpu_step)
     return {
         "assumptions": {
-            "samples": GEOM_SAMPLES, "tokens_per_sample": TOKENS_PER_SAMPLE, "prompt_tokens": PROMPT_TOKENS,
-            "model": "Qwen3-0.6B bf16", **m, "batch": batch, "gpus": gpus, "h100_bandwidth_bytes_per_s": H100_BANDWIDTH,
+            "samples": GEOM_SAMPLES,
+            "tokens_per_sample": TOKENS_PER_SAMPLE,
+            "prompt_tokens": PROMPT_TOKENS,
+            "model": "Qwen3-0.6B bf16",
+            **m,
+            "batch": batch,
+            "gpus": gpus,
+            "h100_bandwidth_bytes_per_s": H100_BANDWIDTH,
             "bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
             "sampler_us_per_token": 1e6 * sampler_s_per_token,
             "sampler": "one process per GPU, its sampler on one CPU core, measured here on the tiny model",
         },
-        "gpu_step_ms": 1e3 * gpu_step, "sampler_step_ms": 1e3 * cpu_step,
+        "gpu_step_ms": 1e3 * gpu_step,
+        "sampler_step_ms": 1e3 * cpu_step,
         "tokens_per_s_per_gpu": tokens_per_s_per_gpu,
-        "wall_hours": wall / 3600, "wall_hours_if_sampler_were_free": gpu_only / 3600,
+        "wall_hours": wall / 3600,
+        "wall_hours_if_sampler_were_free": gpu_only / 3600,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="HF model folder or alias; default: a random tiny-flavor model")
-    parser.add_argument("--references", default=str(REPO / "tests" / "fixtures" / "conformers" / "test"),
-                        help="JSONL split whose molecules are sampled")
+    parser.add_argument(
+        "--references",
+        default=str(REPO / "tests" / "fixtures" / "conformers" / "test"),
+        help="JSONL split whose molecules are sampled",
+    )
     parser.add_argument("--molecules", type=int, default=3)
     parser.add_argument("--samples", type=int, default=8, help="conformers per molecule (both methods)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -176,47 +203,72 @@ def main() -> int:
                     busy = max(rows[-1]["seconds"] - startup[workers], 1e-9)
                     rows[-1]["samples_per_s_after_start"] = rows[-1]["samples"] / busy
                 print(f"  batch {batch:>3}, {workers} worker(s): {rows[-1]['samples_per_s']:.2f} samples/s", flush=True)
-        free = run(model_dir, smiles, counts, SamplingConfig(batch_size=max(args.batch_sizes), constrained=False,
-                                                             **base), 1, loaded)
+        free = run(
+            model_dir,
+            smiles,
+            counts,
+            SamplingConfig(batch_size=max(args.batch_sizes), constrained=False, **base),
+            1,
+            loaded,
+        )
     outcomes, seconds = etkdg_baseline(smiles, counts, seed=2718, num_threads=1)
     valid = sum(o.mol is not None for per_mol in outcomes for o in per_mol)
-    etkdg = {"samples": sum(counts), "valid": valid, "seconds": round(seconds, 3),
-             "samples_per_s": sum(counts) / seconds}
+    etkdg = {
+        "samples": sum(counts),
+        "valid": valid,
+        "seconds": round(seconds, 3),
+        "samples_per_s": sum(counts) / seconds,
+    }
     sampler_cost = min(r["sampler_us_per_token"] for r in rows if "sampler_us_per_token" in r) / 1e6
     projection = project_geom_drugs(sampler_cost)
     result = {
         "model": "random tiny-flavor Qwen3 (compact tokenizer)" if args.model is None else str(args.model),
-        "parameters": n_params, "molecules": len(smiles),
+        "parameters": n_params,
+        "molecules": len(smiles),
         "mean_heavy_atoms": sum(r.conformers[0].GetNumAtoms() for r in references) / len(references),
-        "samples_per_molecule": args.samples, "max_new_tokens": args.max_new_tokens,
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "samples_per_molecule": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
-        "constrained_canonical": rows, "free_decoding": free, "etkdg_1_thread": etkdg,
+        "constrained_canonical": rows,
+        "free_decoding": free,
+        "etkdg_1_thread": etkdg,
         "geom_drugs_8xh100_projection": projection,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers "
-          f"each, {n_params / 1e6:.2f}M-parameter model, 1 torch thread per process, "
-          f"load avg {result['load_average_1min']:.1f}")
+    print(
+        f"{len(smiles)} molecules (mean {result['mean_heavy_atoms']:.1f} heavy atoms), {args.samples} conformers "
+        f"each, {n_params / 1e6:.2f}M-parameter model, 1 torch thread per process, "
+        f"load avg {result['load_average_1min']:.1f}"
+    )
     print(f"{'method':<34}{'samples/s':>10}{'tokens/s':>10}{'validity':>10}{'vs ETKDG':>10}  after pool start")
     for r in rows:
         name = f"model, batch {r['batch_size']}, {r['workers']} worker(s)"
         after = ""
         if r["workers"] > 1:
             after = f"  {r['samples_per_s_after_start']:.2f}/s ({r['pool_start_s']:.0f} s start)"
-        print(f"{name:<34}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>10.0f}{r['valid'] / r['samples']:>10.0%}"
-              f"{r['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x{after}")
-    print(f"{'model, free decoding':<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
-          f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x")
-    print(f"{'ETKDGv3, 1 thread':<34}{etkdg['samples_per_s']:>10.2f}{'-':>10}{etkdg['valid'] / etkdg['samples']:>10.0%}"
-          f"{1:>9.2f}x")
+        print(
+            f"{name:<34}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>10.0f}{r['valid'] / r['samples']:>10.0%}"
+            f"{r['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x{after}"
+        )
+    print(
+        f"{'model, free decoding':<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
+        f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x"
+    )
+    print(
+        f"{'ETKDGv3, 1 thread':<34}{etkdg['samples_per_s']:>10.2f}{'-':>10}{etkdg['valid'] / etkdg['samples']:>10.0%}"
+        f"{1:>9.2f}x"
+    )
     p = projection
     print(f"sampler work: {1e6 * sampler_cost:.0f} us per generated token (grammar + canonical check + draw, one core)")
-    print(f"GEOM-DRUGS test set ({GEOM_SAMPLES:,} samples x {TOKENS_PER_SAMPLE} tokens) on 8 H100, batch 256: "
-          f"{p['wall_hours']:.1f} h ({p['tokens_per_s_per_gpu']:.0f} tokens/s per GPU; "
-          f"GPU step {p['gpu_step_ms']:.1f} ms, sampler {p['sampler_step_ms']:.1f} ms per step; "
-          f"{p['wall_hours_if_sampler_were_free']:.2f} h if the sampler were free)")
+    print(
+        f"GEOM-DRUGS test set ({GEOM_SAMPLES:,} samples x {TOKENS_PER_SAMPLE} tokens) on 8 H100, batch 256: "
+        f"{p['wall_hours']:.1f} h ({p['tokens_per_s_per_gpu']:.0f} tokens/s per GPU; "
+        f"GPU step {p['gpu_step_ms']:.1f} ms, sampler {p['sampler_step_ms']:.1f} ms per step; "
+        f"{p['wall_hours_if_sampler_were_free']:.2f} h if the sampler were free)"
+    )
     print(f"wrote {args.out}")
     return 0
 

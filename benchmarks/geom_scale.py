@@ -81,13 +81,30 @@ def write_geom_tree(root: Path, molecules: int, conformers: int, n_templates: in
             jittered = positions + rng.normal(0.0, 0.05, positions.shape)
             for i, p in enumerate(jittered):
                 conf.SetAtomPosition(i, p.tolist())
-            confs.append({"rd_mol": mol, "boltzmannweight": float(weights[c]), "totalenergy": -90.0 - c * 1e-3,
-                          "relativeenergy": c * 0.1, "degeneracy": 1, "geom_id": m * 1000 + c, "set": 1,
-                          "conformerweights": [float(weights[c])]})
+            confs.append(
+                {
+                    "rd_mol": mol,
+                    "boltzmannweight": float(weights[c]),
+                    "totalenergy": -90.0 - c * 1e-3,
+                    "relativeenergy": c * 0.1,
+                    "degeneracy": 1,
+                    "geom_id": m * 1000 + c,
+                    "set": 1,
+                    "conformerweights": [float(weights[c])],
+                }
+            )
         smiles = Chem.MolToSmiles(Chem.RemoveHs(base))
-        entry = {"totalconfs": conformers, "uniqueconfs": conformers, "charge": 0, "lowestenergy": -90.0,
-                 "poplowestpct": float(weights.max() * 100), "temperature": 298.15, "ensembleenergy": 0.2,
-                 "ensembleentropy": 2.0, "ensemblefreeenergy": -0.5}
+        entry = {
+            "totalconfs": conformers,
+            "uniqueconfs": conformers,
+            "charge": 0,
+            "lowestenergy": -90.0,
+            "poplowestpct": float(weights.max() * 100),
+            "temperature": 298.15,
+            "ensembleenergy": 0.2,
+            "ensembleentropy": 2.0,
+            "ensemblefreeenergy": -0.5,
+        }
         name = f"mol{m:07d}"
         with open(folder / "drugs" / f"{name}.pickle", "wb") as f:
             pickle.dump({"smiles": smiles, "conformers": confs, **entry}, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -135,8 +152,10 @@ def cpu_seconds() -> float:
 
 def peak_rss_mb() -> dict[str, float]:
     """Peak resident memory of this process and of its largest finished child (Linux: KiB)."""
-    return {"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -215,8 +234,13 @@ def project(result: dict) -> dict:
     finalize_s = kept / p["finalize_lines_per_s"]
     node = cpu_s / NODE_CORES
     return {
-        "assumptions": {**GEOM_DRUGS, "kept_conformers_upper_bound": kept, "node_cores": NODE_CORES,
-                        "read_cost_scales_with": "stored conformers", "encode_cost_scales_with": "kept conformers"},
+        "assumptions": {
+            **GEOM_DRUGS,
+            "kept_conformers_upper_bound": kept,
+            "node_cores": NODE_CORES,
+            "read_cost_scales_with": "stored conformers",
+            "encode_cost_scales_with": "kept conformers",
+        },
         "share_cpu_hours": cpu_s / 3600,
         "one_node_hours": (node + finalize_s) / 3600,
         "slurm_array_hours": {str(n): (node / n + finalize_s) / 3600 for n in (4, 16, 64)},
@@ -236,17 +260,23 @@ def main() -> int:
     args = parser.parse_args()
     result = run(args)
     p, loader, proj = result["prepare"], result["loader"], result["projection"]
-    print(f"prepare: {p['share_conformers_per_s_per_worker']:,.0f} conformers/s per worker "
-          f"(bare pickle.load + MolToSmiles {result['bare_pickle_load_smiles']['conformers_per_s']:,.0f}/s, "
-          f"ratio {p['ours_per_worker_over_bare']:.2f}); finalize {p['finalize_lines_per_s']:,.0f} lines/s; "
-          f"peak memory main {p['peak_memory']['main_mb']:,.0f} MB, "
-          f"worker {p['peak_memory']['largest_worker_mb']:,.0f} MB")
-    print(f"loader: {loader['lines_indexed']:,} lines indexed in {loader['startup_s']:.1f} s, "
-          f"{loader['index_bytes_per_line']:.1f} bytes/line held "
-          f"({loader['peak_bytes_per_line_while_indexing']:.1f} peak)")
-    print(f"GEOM-DRUGS projection: {proj['share_cpu_hours']:.1f} CPU hours; one {NODE_CORES}-core node "
-          f"{proj['one_node_hours']:.2f} h; Slurm array " +
-          ", ".join(f"{n} nodes {h:.2f} h" for n, h in proj["slurm_array_hours"].items()))
+    print(
+        f"prepare: {p['share_conformers_per_s_per_worker']:,.0f} conformers/s per worker "
+        f"(bare pickle.load + MolToSmiles {result['bare_pickle_load_smiles']['conformers_per_s']:,.0f}/s, "
+        f"ratio {p['ours_per_worker_over_bare']:.2f}); finalize {p['finalize_lines_per_s']:,.0f} lines/s; "
+        f"peak memory main {p['peak_memory']['main_mb']:,.0f} MB, "
+        f"worker {p['peak_memory']['largest_worker_mb']:,.0f} MB"
+    )
+    print(
+        f"loader: {loader['lines_indexed']:,} lines indexed in {loader['startup_s']:.1f} s, "
+        f"{loader['index_bytes_per_line']:.1f} bytes/line held "
+        f"({loader['peak_bytes_per_line_while_indexing']:.1f} peak)"
+    )
+    print(
+        f"GEOM-DRUGS projection: {proj['share_cpu_hours']:.1f} CPU hours; one {NODE_CORES}-core node "
+        f"{proj['one_node_hours']:.2f} h; Slurm array "
+        + ", ".join(f"{n} nodes {h:.2f} h" for n, h in proj["slurm_array_hours"].items())
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

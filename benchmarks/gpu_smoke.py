@@ -35,25 +35,42 @@ def overrides_for(args, tokenizer_dir: Path, work: Path, run_name: str) -> list[
     steps = str(args.steps)
     # From scratch no HF weights are read: do not depend on a local snapshot of the base model.
     assets = ["--model.hf_assets_path", ""] if args.init_mode == "scratch" else []
-    return [*assets,
-        "--training.steps", steps,
-        "--training.dataset_path", args.data,
-        "--validation.dataset_path", args.valid_data,
-        "--molgen_run.init_mode", args.init_mode,
-        "--molgen_run.tokenizer_tag", str(tokenizer_dir),
+    return [
+        *assets,
+        "--training.steps",
+        steps,
+        "--training.dataset_path",
+        args.data,
+        "--validation.dataset_path",
+        args.valid_data,
+        "--molgen_run.init_mode",
+        args.init_mode,
+        "--molgen_run.tokenizer_tag",
+        str(tokenizer_dir),
         # qwen3_06b.toml states data and tokenizer twice; both statements must name the same place
-        "--molgen_data.train_path_key", args.data,
-        "--molgen_data.valid_path_key", args.valid_data,
-        "--molgen_data.tokenizer_key", str(tokenizer_dir),
+        "--molgen_data.train_path_key",
+        args.data,
+        "--molgen_data.valid_path_key",
+        args.valid_data,
+        "--molgen_data.tokenizer_key",
+        str(tokenizer_dir),
         # no gradient accumulation: tokens/s per GPU is the figure, and 50 steps stay short on one GPU
-        "--training.global_batch_size", "-1",
-        "--molgen_run.run_name", run_name,
-        "--molgen_run.logs_root", str(work / "outputs"),
-        "--job.dump_folder", str(work / "ckpts"),
-        "--model.flavor", args.flavor,
-        "--wsds_scheduler.checkpoints", steps,
-        "--wsds_scheduler.warmup_steps", str(max(1, args.steps // 10)),
-        "--lr_scheduler.warmup_steps", str(max(1, args.steps // 10)),
+        "--training.global_batch_size",
+        "-1",
+        "--molgen_run.run_name",
+        run_name,
+        "--molgen_run.logs_root",
+        str(work / "outputs"),
+        "--job.dump_folder",
+        str(work / "ckpts"),
+        "--model.flavor",
+        args.flavor,
+        "--wsds_scheduler.checkpoints",
+        steps,
+        "--wsds_scheduler.warmup_steps",
+        str(max(1, args.steps // 10)),
+        "--lr_scheduler.warmup_steps",
+        str(max(1, args.steps // 10)),
         "--checkpoint.no-enable",
         "--validation.no-enable",
         "--metrics.no-enable-tensorboard",
@@ -67,8 +84,16 @@ def loss_falls(losses: list[float]) -> bool:
     return window > 0 and statistics.mean(losses[-window:]) < statistics.mean(losses[:window])
 
 
-def summarize(step_times: list[float], losses: list[float], tokens_per_gpu_step: int, flops_per_token: float,
-              peak_flops: float | None, peak_memory_gib: float, warmup: int, world: int) -> dict:
+def summarize(
+    step_times: list[float],
+    losses: list[float],
+    tokens_per_gpu_step: int,
+    flops_per_token: float,
+    peak_flops: float | None,
+    peak_memory_gib: float,
+    warmup: int,
+    world: int,
+) -> dict:
     """Figures of one run (pure: tested on made-up numbers)."""
     from molgen3D.training.pretraining.flops import mfu
 
@@ -199,11 +224,37 @@ def gpu_counts(spec: str, available: int) -> list[int]:
 def launch_workers(args, n: int, work: Path, tokenizer_dir: Path) -> dict:
     """One torchrun --standalone launch of this script on `n` local GPUs; rank 0 writes the figures."""
     result = work / f"result-{n}.json"
-    forwarded = ["--toml", str(args.toml), "--flavor", args.flavor, "--data", args.data, "--valid-data",
-                 args.valid_data, "--init-mode", args.init_mode, "--steps", str(args.steps),
-                 "--warmup", str(args.warmup)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", __file__, *forwarded,
-           "--worker-result", str(result), "--work", str(work / f"gpus-{n}"), "--tokenizer-dir", str(tokenizer_dir)]
+    forwarded = [
+        "--toml",
+        str(args.toml),
+        "--flavor",
+        args.flavor,
+        "--data",
+        args.data,
+        "--valid-data",
+        args.valid_data,
+        "--init-mode",
+        args.init_mode,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={n}",
+        __file__,
+        *forwarded,
+        "--worker-result",
+        str(result),
+        "--work",
+        str(work / f"gpus-{n}"),
+        "--tokenizer-dir",
+        str(tokenizer_dir),
+    ]
     env = {**os.environ, "PYTORCH_ALLOC_CONF": os.environ.get("PYTORCH_ALLOC_CONF", "expandable_segments:True")}
     print("+ " + " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True, env=env)

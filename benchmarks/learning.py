@@ -83,12 +83,14 @@ VARIANTS: dict[str, Variant] = {
     "combo_pairs_d2_canon": Variant(split="pairs", fmt=D(decimals=2, frame="canonical"), note="combined"),
     "combo_pairs_d2_rel": Variant(split="pairs", fmt=D(decimals=2, positions="relative"), note="combined"),
     "combo_pairs_d2_canon_rel": Variant(
-        split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"),
+        split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"
+    ),
     "combo_digits_d2_canon_rel": Variant(
-        split="digits", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"),
+        split="digits", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"
+    ),
     "combo_pairs_d2_canon_rel_num": Variant(
-        split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), numeric_init=True,
-        note="combined"),
+        split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), numeric_init=True, note="combined"
+    ),
 }
 TOKENIZER_OF_SPLIT = {"whole": "molgen_compact", "pairs": "molgen_compact_pairs", "digits": "molgen_compact_digits"}
 
@@ -234,8 +236,9 @@ def sample_model(lm, tokenizer, references, counts, fmt: CoordinateFormat, seed:
         sample_molecules,
     )
 
-    cfg = SamplingConfig(precision=fmt.decimals, positions=fmt.positions, max_new_tokens=max_new_tokens,
-                         batch_size=32, seed=seed)
+    cfg = SamplingConfig(
+        precision=fmt.decimals, positions=fmt.positions, max_new_tokens=max_new_tokens, batch_size=32, seed=seed
+    )
     return sample_molecules(partial(run_with_cache, lm), tokenizer, [r.smiles for r in references], counts, cfg)
 
 
@@ -267,10 +270,13 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
         steps = max(args.evals, int(time_budget / run_probe_steps(name, ctx, args)))
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     points, train_seconds = [], 0.0
-    print(f"\n[{name}] {v.note}; tokenizer {TOKENIZER_OF_SPLIT[v.split]} ({len(tokenizer)}), format {v.fmt.name}, "
-          f"{tokens_per_unit:.1f} tokens/unit, flavor {v.flavor}, {steps} steps"
-          + (f", {numeric_rows} numeric rows" if numeric_rows else "")
-          + (f" (fit to {v.equal_time_as}'s {time_budget:.0f} s)" if time_budget else ""), flush=True)
+    print(
+        f"\n[{name}] {v.note}; tokenizer {TOKENIZER_OF_SPLIT[v.split]} ({len(tokenizer)}), format {v.fmt.name}, "
+        f"{tokens_per_unit:.1f} tokens/unit, flavor {v.flavor}, {steps} steps"
+        + (f", {numeric_rows} numeric rows" if numeric_rows else "")
+        + (f" (fit to {v.equal_time_as}'s {time_budget:.0f} s)" if time_budget else ""),
+        flush=True,
+    )
     for step in range(1, steps + 1):
         model.train()
         begin = time.perf_counter()
@@ -284,16 +290,40 @@ def run_variant(name: str, v: Variant, ctx: dict, args, seconds_of: dict) -> dic
         optimizer.zero_grad(set_to_none=True)
         train_seconds += time.perf_counter() - begin
         if step in eval_at:
-            points.append(evaluate_point(name, v, model, margs, tokenizer, eot, valid_texts, ctx, args, step,
-                                         train_seconds, tokens_per_unit, loss.item()))
+            points.append(
+                evaluate_point(
+                    name,
+                    v,
+                    model,
+                    margs,
+                    tokenizer,
+                    eot,
+                    valid_texts,
+                    ctx,
+                    args,
+                    step,
+                    train_seconds,
+                    tokens_per_unit,
+                    loss.item(),
+                )
+            )
     seconds_of[name] = train_seconds
     return {
-        "variant": {"split": v.split, "format": v.fmt.to_dict(), "numeric_init": v.numeric_init,
-                    "document_masking": v.document_masking,
-                    "flavor": v.flavor, "equal_time_as": v.equal_time_as, "note": v.note},
-        "tokenizer": TOKENIZER_OF_SPLIT[v.split], "vocab": len(tokenizer),
+        "variant": {
+            "split": v.split,
+            "format": v.fmt.to_dict(),
+            "numeric_init": v.numeric_init,
+            "document_masking": v.document_masking,
+            "flavor": v.flavor,
+            "equal_time_as": v.equal_time_as,
+            "note": v.note,
+        },
+        "tokenizer": TOKENIZER_OF_SPLIT[v.split],
+        "vocab": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "tokens_per_unit": tokens_per_unit, "steps": step, "train_seconds": train_seconds,
+        "tokens_per_unit": tokens_per_unit,
+        "steps": step,
+        "train_seconds": train_seconds,
         "tokens_per_second": step * args.batch * args.seq_len / train_seconds,
         "uniform_fraction_nll": uniform_fraction_nll(v.fmt.decimals),
         "points": points,
@@ -308,20 +338,33 @@ def evaluate_point(name, v, model, margs, tokenizer, eot, valid_texts, ctx, args
     outcomes = sample_model(lm, tokenizer, ctx["references"], ctx["counts"], v.fmt, args.seed, args.max_new_tokens)
     scores = score(ctx["references"], outcomes, args.max_matches)
     tokens = step * args.batch * args.seq_len
-    point = {"step": step, "train_tokens": tokens, "units_seen": tokens / tpu, "train_seconds": seconds,
-             "train_loss": loss, **nll, **scores, "eval_seconds": time.perf_counter() - begin}
-    print(f"  [{name}] step {step:>4} tokens {tokens:>9,} units {tokens / tpu:>7,.0f} loss {loss:.3f} | "
-          f"NLL/coord {nll['nll_per_coordinate']:.2f} (frac {nll['nll_fraction_per_coordinate']:.2f} vs uniform "
-          f"{uniform_fraction_nll(v.fmt.decimals):.2f}) struct {nll['nll_per_structure_token']:.3f} | valid "
-          f"{scores['validity']:.0%} bondMAE {scores['bond_mae']:.3f} COV-R {scores['cov_r']:.0%} "
-          f"MAT-R {scores['mat_r']:.3f} | eval {point['eval_seconds']:.0f} s", flush=True)
+    point = {
+        "step": step,
+        "train_tokens": tokens,
+        "units_seen": tokens / tpu,
+        "train_seconds": seconds,
+        "train_loss": loss,
+        **nll,
+        **scores,
+        "eval_seconds": time.perf_counter() - begin,
+    }
+    print(
+        f"  [{name}] step {step:>4} tokens {tokens:>9,} units {tokens / tpu:>7,.0f} loss {loss:.3f} | "
+        f"NLL/coord {nll['nll_per_coordinate']:.2f} (frac {nll['nll_fraction_per_coordinate']:.2f} vs uniform "
+        f"{uniform_fraction_nll(v.fmt.decimals):.2f}) struct {nll['nll_per_structure_token']:.3f} | valid "
+        f"{scores['validity']:.0%} bondMAE {scores['bond_mae']:.3f} COV-R {scores['cov_r']:.0%} "
+        f"MAT-R {scores['mat_r']:.3f} | eval {point['eval_seconds']:.0f} s",
+        flush=True,
+    )
     return point
 
 
 # ---------------------------------------------------------------- report
 def table(results: dict, etkdg: dict) -> str:
-    head = (f"{'variant':<30}{'tok/unit':>9}{'units':>8}{'tok/s':>7}{'NLL/crd':>8}{'frac':>6}{'unif':>6}"
-            f"{'struct':>7}{'valid':>7}{'bondMAE':>8}{'COV-R':>7}{'MAT-R':>7}")
+    head = (
+        f"{'variant':<30}{'tok/unit':>9}{'units':>8}{'tok/s':>7}{'NLL/crd':>8}{'frac':>6}{'unif':>6}"
+        f"{'struct':>7}{'valid':>7}{'bondMAE':>8}{'COV-R':>7}{'MAT-R':>7}"
+    )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         p = r["points"][-1]
@@ -329,9 +372,12 @@ def table(results: dict, etkdg: dict) -> str:
             f"{name:<30}{r['tokens_per_unit']:>9.1f}{p['units_seen']:>8,.0f}{r['tokens_per_second']:>7,.0f}"
             f"{p['nll_per_coordinate']:>8.2f}{p['nll_fraction_per_coordinate']:>6.2f}{r['uniform_fraction_nll']:>6.2f}"
             f"{p['nll_per_structure_token']:>7.3f}{p['validity']:>7.0%}{p['bond_mae']:>8.3f}{p['cov_r']:>7.0%}"
-            f"{p['mat_r']:>7.3f}")
-    lines.append(f"{'ETKDGv3 (same molecules, K)':<30}{'':>62}{etkdg['validity']:>7.0%}{etkdg['bond_mae']:>8.3f}"
-                 f"{etkdg['cov_r']:>7.0%}{etkdg['mat_r']:>7.3f}")
+            f"{p['mat_r']:>7.3f}"
+        )
+    lines.append(
+        f"{'ETKDGv3 (same molecules, K)':<30}{'':>62}{etkdg['validity']:>7.0%}{etkdg['bond_mae']:>8.3f}"
+        f"{etkdg['cov_r']:>7.0%}{etkdg['mat_r']:>7.3f}"
+    )
     return "\n".join(lines)
 
 
@@ -344,8 +390,13 @@ def plot(results: dict, etkdg: dict, out_dir: Path) -> list[Path]:
     styles = ["-", "--", "-.", ":"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, r) in enumerate(results.items()):
-        ax.plot([p["train_tokens"] for p in r["points"]], [p["mat_r"] for p in r["points"]], marker="o",
-                ls=styles[k // 10 % len(styles)], label=name)
+        ax.plot(
+            [p["train_tokens"] for p in r["points"]],
+            [p["mat_r"] for p in r["points"]],
+            marker="o",
+            ls=styles[k // 10 % len(styles)],
+            label=name,
+        )
     ax.axhline(etkdg["mat_r"], color="k", ls="--", label="ETKDGv3")
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
@@ -377,11 +428,19 @@ def plot(results: dict, etkdg: dict, out_dir: Path) -> list[Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data:embedded_root", help="prepared data set (train/ valid/ test/)")
-    parser.add_argument("--variants", default="a_whole_d4,b_digits_d4,c_pairs_d4,d_whole_d2,d_whole_d3,e_numinit_d4,"
-                        "f_canonical_d4,h_relative_d4,i_small_d4", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        default="a_whole_d4,b_digits_d4,c_pairs_d4,d_whole_d2,d_whole_d3,e_numinit_d4,"
+        "f_canonical_d4,h_relative_d4,i_small_d4",
+        help=f"comma list of {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--steps", type=int, default=300, help="training steps per variant")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="instead of --steps: the steps the first variant fits in this many minutes")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="instead of --steps: the steps the first variant fits in this many minutes",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -395,9 +454,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="12 molecules, K = L, 60 valid units, 60 steps")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "learning.json")
-    parser.add_argument("--merge", type=Path, nargs="+", default=None,
-                        help="instead of training: join result files of runs with the same settings (e.g. run in "
-                             "parallel with different --variants) into --out, table and figures")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="instead of training: join result files of runs with the same settings (e.g. run in "
+        "parallel with different --variants) into --out, table and figures",
+    )
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge, args.out)
@@ -432,17 +496,27 @@ def main() -> int:
     counts = [args.k_factor * len(r.conformers) for r in references]
     valid_rows = read_split(data / "valid")
     random.Random(args.seed).shuffle(valid_rows)
-    ctx = {"tokenizer_root": tokenizer_root, "train": read_split(data / "train"),
-           "valid": valid_rows[: args.valid_units],
-           "references": references, "counts": counts}
-    print(f"data {data}: {len(ctx['train'])} training conformers, {len(ctx['valid'])} held-out units, "
-          f"{len(references)} test molecules x K = {args.k_factor}L ({sum(counts)} samples)", flush=True)
+    ctx = {
+        "tokenizer_root": tokenizer_root,
+        "train": read_split(data / "train"),
+        "valid": valid_rows[: args.valid_units],
+        "references": references,
+        "counts": counts,
+    }
+    print(
+        f"data {data}: {len(ctx['train'])} training conformers, {len(ctx['valid'])} held-out units, "
+        f"{len(references)} test molecules x K = {args.k_factor}L ({sum(counts)} samples)",
+        flush=True,
+    )
 
     begin = time.perf_counter()
     etkdg_out, _ = etkdg_baseline([r.smiles for r in references], counts, seed=2718)
     etkdg = score(references, etkdg_out, args.max_matches)
-    print(f"ETKDGv3: valid {etkdg['validity']:.0%} COV-R {etkdg['cov_r']:.0%} MAT-R {etkdg['mat_r']:.3f} "
-          f"bondMAE {etkdg['bond_mae']:.3f} ({time.perf_counter() - begin:.0f} s)", flush=True)
+    print(
+        f"ETKDGv3: valid {etkdg['validity']:.0%} COV-R {etkdg['cov_r']:.0%} MAT-R {etkdg['mat_r']:.3f} "
+        f"bondMAE {etkdg['bond_mae']:.3f} ({time.perf_counter() - begin:.0f} s)",
+        flush=True,
+    )
 
     if args.minutes is not None:
         probe = run_probe_steps(names[0], ctx, args)
@@ -502,12 +576,18 @@ def merge(files: list[Path], out: Path) -> int:
 
 def save(args, results: dict, etkdg: dict, ctx: dict, partial_run: bool) -> None:
     out = {
-        "device": f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__,
-        "python": platform.python_version(), "load_average_1min": os.getloadavg()[0],
+        "device": f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_1min": os.getloadavg()[0],
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "tokens_per_step": args.batch * args.seq_len, "threshold": THRESHOLD,
-        "eval_molecules": len(ctx["references"]), "samples": sum(ctx["counts"]),
-        "etkdg": etkdg, "variants": results, "partial": partial_run,
+        "tokens_per_step": args.batch * args.seq_len,
+        "threshold": THRESHOLD,
+        "eval_molecules": len(ctx["references"]),
+        "samples": sum(ctx["counts"]),
+        "etkdg": etkdg,
+        "variants": results,
+        "partial": partial_run,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")

@@ -34,17 +34,28 @@ DEFAULT_TOML = REPO / "src" / "molgen3D" / "config" / "pretrain" / "cpu_tiny.tom
 def overrides_for(args, tokenizer_dir: Path, work: Path, run_name: str) -> list[str]:
     """CLI overrides that turn the TOML into a bare timing run (no checkpoints, validation or TB)."""
     return [
-        "--training.steps", str(args.steps),
-        "--training.dataset_path", args.data,
-        "--validation.dataset_path", args.valid_data,
-        "--molgen_run.tokenizer_tag", str(tokenizer_dir),
-        "--molgen_run.run_name", run_name,
-        "--molgen_run.logs_root", str(work / "outputs"),
-        "--job.dump_folder", str(work / "ckpts"),
-        "--model.flavor", args.flavor,
-        "--wsds_scheduler.checkpoints", str(args.steps),
-        "--wsds_scheduler.warmup_steps", str(max(1, args.steps // 5)),
-        "--lr_scheduler.warmup_steps", str(max(1, args.steps // 5)),
+        "--training.steps",
+        str(args.steps),
+        "--training.dataset_path",
+        args.data,
+        "--validation.dataset_path",
+        args.valid_data,
+        "--molgen_run.tokenizer_tag",
+        str(tokenizer_dir),
+        "--molgen_run.run_name",
+        run_name,
+        "--molgen_run.logs_root",
+        str(work / "outputs"),
+        "--job.dump_folder",
+        str(work / "ckpts"),
+        "--model.flavor",
+        args.flavor,
+        "--wsds_scheduler.checkpoints",
+        str(args.steps),
+        "--wsds_scheduler.warmup_steps",
+        str(max(1, args.steps // 5)),
+        "--lr_scheduler.warmup_steps",
+        str(max(1, args.steps // 5)),
         "--checkpoint.no-enable",
         "--validation.no-enable",
         "--metrics.no-enable-tensorboard",
@@ -197,11 +208,11 @@ def main() -> int:
         for rep in range(args.repeats):
             overrides = overrides_for(args, tokenizer_dir, work, f"bench-{rep}")
             plain_times, tokens_per_step = time_plain(args, overrides)
-            plain_tps.append(tokens_per_step / statistics.mean(plain_times[args.warmup:]))
+            plain_tps.append(tokens_per_step / statistics.mean(plain_times[args.warmup :]))
             ours_times = time_ours(args, overrides)
             if len(ours_times) != args.steps:
                 raise RuntimeError(f"the Trainer ran {len(ours_times)} steps, expected {args.steps}")
-            ours_tps.append(tokens_per_step / statistics.mean(ours_times[args.warmup:]))
+            ours_tps.append(tokens_per_step / statistics.mean(ours_times[args.warmup :]))
             print(
                 f"repeat {rep + 1}/{args.repeats}: ours {ours_tps[-1]:,.0f} tok/s, plain {plain_tps[-1]:,.0f} tok/s",
                 file=sys.stderr,

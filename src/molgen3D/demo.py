@@ -77,10 +77,12 @@ def heldout_nll(model_dir: Path, valid_dir: Path, units: int) -> dict:
 
 
 def nll_line(nll: dict) -> str:
-    return (f"held-out NLL ({nll['units']} validation units, format {nll['format']}): "
-            f"{nll['nll_per_coordinate']:.2f} nats per coordinate, of which the fraction part "
-            f"{nll['nll_fraction_per_coordinate']:.2f} (uniform {nll['uniform_fraction_nll']:.2f}); "
-            f"{nll['nll_per_structure_token']:.3f} per structure token")
+    return (
+        f"held-out NLL ({nll['units']} validation units, format {nll['format']}): "
+        f"{nll['nll_per_coordinate']:.2f} nats per coordinate, of which the fraction part "
+        f"{nll['nll_fraction_per_coordinate']:.2f} (uniform {nll['uniform_fraction_nll']:.2f}); "
+        f"{nll['nll_per_structure_token']:.3f} per structure token"
+    )
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
@@ -93,8 +95,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     timings: dict[str, float] = {}
 
-    t = _step("1/6 prepare the embedded data set (RDKit's bundled drug-like SMILES, ETKDGv3) and re-write it "
-              f"in the CPU default's coordinate format ({CPU_DEFAULT_FORMAT.name})")
+    t = _step(
+        "1/6 prepare the embedded data set (RDKit's bundled drug-like SMILES, ETKDGv3) and re-write it "
+        f"in the CPU default's coordinate format ({CPU_DEFAULT_FORMAT.name})"
+    )
     stored_root = prepare_embedded_default(
         resolve_path("data:embedded_root"),
         max_molecules=cfg.molecules,
@@ -111,8 +115,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     timings["tokenizers"] = time.perf_counter() - t
 
     t = _step(f"3/6 pack a few training batches ({CPU_DEFAULT} tokenizer, seq_len 512)")
-    stats = pack_stats(str(data_root / "train"), load_tokenizer(f"tokenizers:{CPU_DEFAULT}"), seq_len=512, batch_size=8,
-                       batches=4)
+    stats = pack_stats(
+        str(data_root / "train"), load_tokenizer(f"tokenizers:{CPU_DEFAULT}"), seq_len=512, batch_size=8, batches=4
+    )
     print(format_stats(stats))
     timings["pack_stats"] = time.perf_counter() - t
 
@@ -124,10 +129,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     if cfg.steps is not None:
         warmup = str(max(1, cfg.steps // 10))
         overrides += [
-            "--training.steps", str(cfg.steps),
-            "--lr_scheduler.warmup_steps", warmup, "--wsds_scheduler.warmup_steps", warmup,
-            "--wsds_scheduler.checkpoints", str(cfg.steps // 2), str(cfg.steps),
-            "--checkpoint.interval", str(cfg.steps // 2),
+            "--training.steps",
+            str(cfg.steps),
+            "--lr_scheduler.warmup_steps",
+            warmup,
+            "--wsds_scheduler.warmup_steps",
+            warmup,
+            "--wsds_scheduler.checkpoints",
+            str(cfg.steps // 2),
+            str(cfg.steps),
+            "--checkpoint.interval",
+            str(cfg.steps // 2),
         ]
     result = run_pretraining(cfg.train_toml, run_desc="demo", overrides=overrides)
     timings["pretrain"] = time.perf_counter() - t

@@ -51,8 +51,9 @@ def test_the_cuda_run_config_loads(smoke, compact_tokenizer_dir, tmp_path):
     """What the CUDA path trains (no GPU here to run it): the real 0.6B TOML with the smoke overrides."""
     from molgen3D.training.pretraining.config.loading import load_job_config
 
-    args = smoke.parse(["--toml", str(smoke.PRETRAIN / "qwen3_06b.toml"), "--flavor", "0.6B", "--steps", "50",
-                        "--warmup", "10"])
+    args = smoke.parse(
+        ["--toml", str(smoke.PRETRAIN / "qwen3_06b.toml"), "--flavor", "0.6B", "--steps", "50", "--warmup", "10"]
+    )
     cfg = load_job_config(args.toml, smoke.overrides_for(args, compact_tokenizer_dir, tmp_path, "smoke"))
     assert cfg.model.flavor == "0.6B" and cfg.training.seq_len == 4096 and cfg.compile.enable
     assert cfg.activation_checkpoint.mode == "none" and cfg.training.steps == 50

@@ -49,7 +49,7 @@ def test_truncation_error_is_below_the_stated_bound(decimals):
     out = apply_format(text, fmt)
     a, b = decode(text), decode(out)
     diff = np.abs(a.GetConformer().GetPositions() - b.GetConformer().GetPositions())
-    assert diff.max() < 10.0 ** -decimals
+    assert diff.max() < 10.0**-decimals
     assert np.linalg.norm(diff, axis=1).max() <= fmt.max_atom_error
     assert all(len(v.split(".")[1]) == decimals for v in out.split("<")[1].split(">")[0].split(","))
     assert fmt.max_atom_error < 0.75 / 10  # truncation never decides coverage at 0.75 A
@@ -106,7 +106,7 @@ def test_relative_offsets_are_exact_and_never_drift():
         offsets = to_relative(coords, parents, decimals)
         back = np.array([[float(v) for v in p] for p in from_relative(offsets, parents)])
         err = np.linalg.norm(back - coords, axis=1)
-        assert err.max() <= np.sqrt(3) * 10.0 ** -decimals  # the per-atom bound, even at the chain's end
+        assert err.max() <= np.sqrt(3) * 10.0**-decimals  # the per-atom bound, even at the chain's end
     assert from_relative([("0.5", "0", "0"), ("0.25", "0", "0")], [-1, 0])[1][0] == Decimal("0.75")
 
 

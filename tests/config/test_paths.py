@@ -82,12 +82,23 @@ def test_shipped_file_has_required_aliases(monkeypatch):
     monkeypatch.delenv(paths.PATHS_ENV, raising=False)
     shipped = paths.load_aliases(paths.DEFAULT_PATHS_FILE)
     assert set(paths.SECTIONS) <= set(shipped)
-    for tag in ("data:conformers_train", "data:conformers_valid", "data:conformers_test",
-                "tokenizers:qwen3_0.6b_origin", "tokenizers:qwen3_0.6b_custom", "tokenizers:molgen_compact",
-                "ckpts:qwen3_06b", "base_paths:qwen3_0.6b_base_model", "data:fixture_train"):
+    for tag in (
+        "data:conformers_train",
+        "data:conformers_valid",
+        "data:conformers_test",
+        "tokenizers:qwen3_0.6b_origin",
+        "tokenizers:qwen3_0.6b_custom",
+        "tokenizers:molgen_compact",
+        "ckpts:qwen3_06b",
+        "base_paths:qwen3_0.6b_base_model",
+        "data:fixture_train",
+    ):
         assert resolve(tag, aliases_file=paths.DEFAULT_PATHS_FILE)
     assert Path(resolve("data:fixture_train", aliases_file=paths.DEFAULT_PATHS_FILE)).parts[-3:] == (
-        "fixtures", "conformers", "train")
+        "fixtures",
+        "conformers",
+        "train",
+    )
 
 
 def test_errors_name_the_aliases_file_that_was_read(aliases_file, tmp_path):

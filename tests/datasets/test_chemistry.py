@@ -65,12 +65,18 @@ def salt_with_sodium_at_the_origin() -> Chem.Mol:
 
 @pytest.mark.parametrize(
     ("policy", "written", "reason"),
-    [("largest", {"CC(=O)[O-]"}, "fragments_removed"), ("drop", set(), "multiple_fragments"),
-     ("keep", set(), "atoms_too_close")],
+    [
+        ("largest", {"CC(=O)[O-]"}, "fragments_removed"),
+        ("drop", set(), "multiple_fragments"),
+        ("keep", set(), "atoms_too_close"),
+    ],
 )
 def test_salt_fragments_policy(tmp_path, policy, written, reason):
-    sdf = write_sdf(tmp_path / "salt.sdf", [(salt_with_sodium_at_the_origin(), 0, "salt")] +
-                    [(embedded(s, 1, seed=i + 1), 0, s) for i, s in enumerate(["CCO", "CCCN", "CCCCO"])])
+    sdf = write_sdf(
+        tmp_path / "salt.sdf",
+        [(salt_with_sodium_at_the_origin(), 0, "salt")]
+        + [(embedded(s, 1, seed=i + 1), 0, s) for i, s in enumerate(["CCO", "CCCN", "CCCCO"])],
+    )
     manifest = prepare(PrepareConfig(output=str(tmp_path / "out"), input=sdf, fragments=policy)).manifest
     rows = flat(tmp_path / "out")
     assert {r["canonical_smiles"] for r in rows if r["name"] == "salt"} == written
@@ -135,7 +141,9 @@ def test_smi_second_column_is_the_name(tmp_path):
     smi.write_text("CCO ethanol\nCCCN propylamine\nCCCCO butanol\n", encoding="utf-8")
     prepare(PrepareConfig(output=str(tmp_path / "out"), input=smi, conformers_per_molecule=1))
     assert {(r["canonical_smiles"], r["name"]) for r in flat(tmp_path / "out")} == {
-        ("CCO", "ethanol"), ("CCCN", "propylamine"), ("CCCCO", "butanol")
+        ("CCO", "ethanol"),
+        ("CCCN", "propylamine"),
+        ("CCCCO", "butanol"),
     }
 
 
@@ -143,8 +151,9 @@ def test_smi_second_column_is_the_name(tmp_path):
 def test_ten_molecules_split_8_1_1_end_to_end(tmp_path, seed):
     smi = tmp_path / "ten.smi"
     smi.write_text("".join(f"{'C' * (i + 1)}O\n" for i in range(10)), encoding="utf-8")
-    manifest = prepare(PrepareConfig(output=str(tmp_path / "out"), input=smi, conformers_per_molecule=1,
-                                     seed=seed)).manifest
+    manifest = prepare(
+        PrepareConfig(output=str(tmp_path / "out"), input=smi, conformers_per_molecule=1, seed=seed)
+    ).manifest
     assert [manifest["counts"][n]["molecules"] for n in SPLITS] == [8, 1, 1]
 
 
@@ -156,8 +165,13 @@ def test_too_few_molecules_for_the_splits_is_an_error(tmp_path):
 
 
 def test_truncated_sdf_gz_names_the_file_and_the_record(tmp_path):
-    sdf = write_sdf(tmp_path / "m.sdf", [(embedded(s, 1, seed=i + 1), 0, s) for i, s in enumerate(["CCO"] * 1 + [
-        "CCCCCCCCCCCCCCCCO", "CCCCCCCCCCCCCCCCN", "CCCCCCCCCCCCCCCCS"])])
+    sdf = write_sdf(
+        tmp_path / "m.sdf",
+        [
+            (embedded(s, 1, seed=i + 1), 0, s)
+            for i, s in enumerate(["CCO"] * 1 + ["CCCCCCCCCCCCCCCCO", "CCCCCCCCCCCCCCCCN", "CCCCCCCCCCCCCCCCS"])
+        ],
+    )
     data = gzip.compress(sdf.read_bytes())
     cut = tmp_path / "cut.sdf.gz"
     cut.write_bytes(data[: len(data) * 2 // 3])
@@ -169,8 +183,9 @@ def test_gzip_output_holds_the_same_lines(tmp_path):
     smi = tmp_path / "five.smi"
     smi.write_text("CCO\nCCCN\nCCCCO\nOCCO\nCCOC\n", encoding="utf-8")
     prepare(PrepareConfig(output=str(tmp_path / "plain"), input=smi, conformers_per_molecule=1))
-    manifest = prepare(PrepareConfig(output=str(tmp_path / "gz"), input=smi, conformers_per_molecule=1,
-                                     compress=True)).manifest
+    manifest = prepare(
+        PrepareConfig(output=str(tmp_path / "gz"), input=smi, conformers_per_molecule=1, compress=True)
+    ).manifest
     assert all(f.endswith(".jsonl.gz") for n in SPLITS for f in manifest["counts"][n]["files"])
     assert all_rows(tmp_path / "gz") == all_rows(tmp_path / "plain")
     assert Counter(len(v) for v in all_rows(tmp_path / "gz").values()) == Counter([3, 1, 1])
@@ -217,10 +232,20 @@ def test_sdf_and_smiles_shares_equal_a_single_run(tmp_path):
         tag = source.suffix[1:]
         single = prepare(PrepareConfig(output=str(tmp_path / f"{tag}-1"), input=source, conformers_per_molecule=1))
         for index in range(3):
-            prepare(PrepareConfig(output=str(tmp_path / f"{tag}-3"), input=source, conformers_per_molecule=1,
-                                  shard_index=index, num_shards=3))
-        merged = prepare(PrepareConfig(output=str(tmp_path / f"{tag}-3"), input=source, conformers_per_molecule=1,
-                                       finalize=True, num_shards=3))
+            prepare(
+                PrepareConfig(
+                    output=str(tmp_path / f"{tag}-3"),
+                    input=source,
+                    conformers_per_molecule=1,
+                    shard_index=index,
+                    num_shards=3,
+                )
+            )
+        merged = prepare(
+            PrepareConfig(
+                output=str(tmp_path / f"{tag}-3"), input=source, conformers_per_molecule=1, finalize=True, num_shards=3
+            )
+        )
         assert merged.manifest == single.manifest
         assert all_rows(tmp_path / f"{tag}-3") == all_rows(tmp_path / f"{tag}-1")
     assert single.manifest["skipped"]["duplicate"]["count"] == 1  # OCC is CCO: across shares 0 and 1
@@ -231,7 +256,14 @@ def test_gzip_split_is_an_evaluate_reference(tmp_path):
 
     smi = tmp_path / "five.smi"
     smi.write_text("CCO\nCCCN\nCCCCO\nOCCO\nCCOC\n", encoding="utf-8")
-    prepare(PrepareConfig(output=str(tmp_path / "gz"), input=smi, conformers_per_molecule=2, compress=True,
-                          split_fractions=(1.0, 0.0, 0.0)))
+    prepare(
+        PrepareConfig(
+            output=str(tmp_path / "gz"),
+            input=smi,
+            conformers_per_molecule=2,
+            compress=True,
+            split_fractions=(1.0, 0.0, 0.0),
+        )
+    )
     refs, precision = read_references(str(tmp_path / "gz" / "train"))
     assert sorted(len(r.conformers) for r in refs) == [2] * 5 and precision == 4

@@ -39,11 +39,18 @@ def geom_conformers(smiles: str, n: int, seed: int) -> list[dict]:
     out = []
     for rank, conf_id in enumerate(ids):
         single = Chem.Mol(mol, False, conf_id)
-        out.append({
-            "rd_mol": single, "boltzmannweight": float(weights[rank]), "totalenergy": -100.0 - rank,
-            "relativeenergy": float(rank), "degeneracy": 1, "geom_id": 1000 * seed + rank, "set": 1,
-            "conformerweights": [float(weights[rank])],
-        })
+        out.append(
+            {
+                "rd_mol": single,
+                "boltzmannweight": float(weights[rank]),
+                "totalenergy": -100.0 - rank,
+                "relativeenergy": float(rank),
+                "degeneracy": 1,
+                "geom_id": 1000 * seed + rank,
+                "set": 1,
+                "conformerweights": [float(weights[rank])],
+            }
+        )
     return out
 
 
@@ -54,9 +61,19 @@ def write_geom(root: Path, molecules: dict[str, str], n: int = 4, extra: dict[st
     summary = {}
     for seed, (name, smiles) in enumerate(molecules.items(), start=1):
         conformers = geom_conformers(smiles, n, seed) + (extra or {}).get(name, [])
-        data = {"smiles": smiles, "conformers": conformers, "totalconfs": len(conformers), "charge": 0,
-                "uniqueconfs": len(conformers), "lowestenergy": -100.0, "poplowestpct": 50.0, "temperature": 298.15,
-                "ensembleenergy": 0.1, "ensembleentropy": 1.0, "ensemblefreeenergy": -0.3}
+        data = {
+            "smiles": smiles,
+            "conformers": conformers,
+            "totalconfs": len(conformers),
+            "charge": 0,
+            "uniqueconfs": len(conformers),
+            "lowestenergy": -100.0,
+            "poplowestpct": 50.0,
+            "temperature": 298.15,
+            "ensembleenergy": 0.1,
+            "ensembleentropy": 1.0,
+            "ensemblefreeenergy": -0.3,
+        }
         with open(folder / "drugs" / f"{name}.pickle", "wb") as f:
             pickle.dump(data, f)
         summary[smiles] = {k: v for k, v in data.items() if k not in ("conformers", "smiles")}
@@ -165,8 +182,15 @@ def test_corrupt_pickle_names_the_file(tmp_path):
 
 
 def test_loader_ignores_the_extra_fields():
-    line = json.dumps({"canonical_smiles": "CCO", "embedded_smiles": "[C]<0,0,0>[C]<1.5,0,0>[O]<2.1,1.2,0>",
-                       "name": "x", "boltzmann_weight": 0.5, "energy": -1.0}).encode()
+    line = json.dumps(
+        {
+            "canonical_smiles": "CCO",
+            "embedded_smiles": "[C]<0,0,0>[C]<1.5,0,0>[O]<2.1,1.2,0>",
+            "name": "x",
+            "boltzmann_weight": 0.5,
+            "energy": -1.0,
+        }
+    ).encode()
     text, reason, _ = parse_line(line, 0)
     assert reason is None and "name" not in text and "0.5" not in text.split("[CONFORMER]")[0]
 
@@ -178,7 +202,8 @@ def test_test_set_reader(tmp_path):
     (tmp_path / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nCCCCO,2,OCCCC\nCCOCC,2,CCOCC\n")
     found = read_test_set(tmp_path / "test_smiles.csv", tmp_path / "test_mols.pkl")
     assert [(m.smiles, m.corrected_smiles, m.n_conformers, len(m.conformers)) for m in found] == [
-        ("CCCCO", "OCCCC", 2, 2), ("CCOCC", "CCOCC", 2, 2)
+        ("CCCCO", "OCCCC", 2, 2),
+        ("CCOCC", "CCOCC", 2, 2),
     ]
     (tmp_path / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nCCN,2,CCN\n")
     with pytest.raises(InputError, match=r"test_smiles\.csv:2: 'CCN' has no entry in .*test_mols\.pkl"):
@@ -187,9 +212,11 @@ def test_test_set_reader(tmp_path):
 
 def write_test_set(root: Path) -> Path:
     """Torsional Diffusion's files: test_smiles.csv + test_mols.pkl (one reacted conformer in the second)."""
-    mols = {"CCCCO": [c["rd_mol"] for c in geom_conformers("CCCCO", 2, 1)],
-            "CCOCCN": [c["rd_mol"] for c in geom_conformers("CCOCCN", 3, 2)]
-            + [geom_conformers("CCOCCO", 1, 3)[0]["rd_mol"]]}
+    mols = {
+        "CCCCO": [c["rd_mol"] for c in geom_conformers("CCCCO", 2, 1)],
+        "CCOCCN": [c["rd_mol"] for c in geom_conformers("CCOCCN", 3, 2)]
+        + [geom_conformers("CCOCCO", 1, 3)[0]["rd_mol"]],
+    }
     with open(root / "test_mols.pkl", "wb") as f:
         pickle.dump(mols, f)
     (root / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nCCCCO,2,OCCCC\nCCOCCN,4,NCCOCC\n")
@@ -210,8 +237,11 @@ def test_test_set_as_evaluate_references(tmp_path):
         assert found == [(prompts[0], "CCCCO", 2), (prompts[1], "CCOCCN", 3)]
         assert all(a.GetSymbol() != "H" for r in refs for m in r.conformers for a in m.GetAtoms())
         assert skips.count("reference_graph_differs") == 1 and precision is None
-    metrics = evaluate(EvaluateConfig(references=str(csv_path), out=tmp_path / "eval", baseline="etkdg",
-                                      progress=False, rmsd_workers=1))
+    metrics = evaluate(
+        EvaluateConfig(
+            references=str(csv_path), out=tmp_path / "eval", baseline="etkdg", progress=False, rmsd_workers=1
+        )
+    )
     assert metrics["methods"]["etkdg"]["samples_requested"] == 2 * (2 + 3)  # K = 2L
 
 

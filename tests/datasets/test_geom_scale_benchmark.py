@@ -34,8 +34,9 @@ def test_synthetic_tree_has_geoms_schema(tmp_path):
 
 def test_tiny_run_reports_every_figure(tmp_path):
     bench = load_benchmark()
-    args = argparse.Namespace(molecules=6, conformers=3, jsonl_lines=2500, workers=1, work=str(tmp_path / "w"),
-                              keep=False)
+    args = argparse.Namespace(
+        molecules=6, conformers=3, jsonl_lines=2500, workers=1, work=str(tmp_path / "w"), keep=False
+    )
     result = bench.run(args)
     assert result["prepare"]["conformers_read"] == 18 and result["prepare"]["conformers_written"] > 0
     assert result["prepare"]["share_conformers_per_s_per_worker"] > 0

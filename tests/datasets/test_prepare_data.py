@@ -216,7 +216,9 @@ def test_sdf_records_beyond_max_molecules_are_counted(tmp_path):
     manifest = prepare(config(tmp_path, sdf, max_molecules=2, split_fractions=(0.5, 0.5, 0.0))).manifest
     assert manifest["counts"]["total"] == {"molecules": 2, "conformers": 4}
     assert manifest["skipped"]["beyond_max_molecules"] == {
-        "count": 2, "unit": "conformer", "examples": [f"{where[2]}: CCC", f"{where[5]}: CCC"]
+        "count": 2,
+        "unit": "conformer",
+        "examples": [f"{where[2]}: CCC", f"{where[5]}: CCC"],
     }
     assert manifest["input"]["records_read"] == 6
 

@@ -22,10 +22,18 @@ def run_dfa(dfa: NumberDfa, text: str) -> int | None:
     return q
 
 
-@pytest.mark.parametrize("text,complete", [
-    ("1.2300", True), ("-0.0001", True), ("0.0000", True), ("-123.4567", True),
-    ("12.345", False), ("1.", False), ("-", False),
-])
+@pytest.mark.parametrize(
+    "text,complete",
+    [
+        ("1.2300", True),
+        ("-0.0001", True),
+        ("0.0000", True),
+        ("-123.4567", True),
+        ("12.345", False),
+        ("1.", False),
+        ("-", False),
+    ],
+)
 def test_number_dfa_accepts_fixed_decimals(text, complete):
     dfa = NumberDfa(precision=4, max_int_digits=3)
     q = run_dfa(dfa, text)
@@ -74,7 +82,7 @@ def test_random_walks_are_graph_identical_conformers(tokenizer, fixture_data):
             state = (int(allowed.next_items[k]), int(allowed.next_subs[k]))
         text = tokenizer.decode(ids)
         assert text.startswith(CONFORMER_OPEN) and text.endswith(CONFORMER_CLOSE)
-        body = text[len(CONFORMER_OPEN):-len(CONFORMER_CLOSE)]
+        body = text[len(CONFORMER_OPEN) : -len(CONFORMER_CLOSE)]
         assert strip_coordinates(body) == smiles
         assert decode(body).GetNumAtoms() == body.count("<")
 
@@ -165,8 +173,9 @@ def test_canonical_filter_rejects_split_fractions_and_literals(compact_tokenizer
 
 
 @pytest.mark.parametrize("which", ["compact", "qwen"])
-def test_canonical_constrained_samples_retokenize_to_the_same_ids(which, fixture_data, compact_tokenizer,
-                                                                   qwen_custom_tokenizer):
+def test_canonical_constrained_samples_retokenize_to_the_same_ids(
+    which, fixture_data, compact_tokenizer, qwen_custom_tokenizer
+):
     """With the filter every sample decodes and re-tokenizes to the ids drawn; without it a random model splits."""
     import functools
 

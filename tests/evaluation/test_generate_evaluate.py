@@ -35,10 +35,25 @@ def smiles_file(tmp_path_factory, fixture_data):
 def generated(tmp_path_factory, compact_model_dir, smiles_file):
     path, _ = smiles_file
     out = tmp_path_factory.mktemp("gen") / "samples.sdf"
-    code = generate_module.cli([
-        "--model", str(compact_model_dir), "--smiles", str(path), "--num-samples", "6", "--out", str(out),
-        "--max-new-tokens", "400", "--batch-size", "6", "--no-progress", "--threads", "1",
-    ])
+    code = generate_module.cli(
+        [
+            "--model",
+            str(compact_model_dir),
+            "--smiles",
+            str(path),
+            "--num-samples",
+            "6",
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "400",
+            "--batch-size",
+            "6",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     return out
 
@@ -64,10 +79,17 @@ def test_generate_writes_one_record_per_sample_and_a_summary(generated, smiles_f
 @pytest.mark.slow
 def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
     out = tmp_path / "eval"
-    metrics = evaluate(EvaluateConfig(
-        references=str(fixture_data / "test"), out=out, samples=generated, baseline="etkdg",
-        max_molecules=2, progress=False, rmsd_workers=1,
-    ))
+    metrics = evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"),
+            out=out,
+            samples=generated,
+            baseline="etkdg",
+            max_molecules=2,
+            progress=False,
+            rmsd_workers=1,
+        )
+    )
     assert (out / "coverage.png").stat().st_size > 10_000
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["methods"].keys() == {"model", "etkdg"}
@@ -95,11 +117,25 @@ def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
 
 
 def test_evaluate_samples_from_the_model_directly(compact_model_dir, tmp_path, fixture_data):
-    code = evaluate_module.cli([
-        "--references", str(fixture_data / "test"), "--out", str(tmp_path / "e"), "--model", str(compact_model_dir),
-        "--max-molecules", "1", "--max-conformers", "1", "--max-new-tokens", "400", "--no-progress",
-        "--rmsd-workers", "1",
-    ])
+    code = evaluate_module.cli(
+        [
+            "--references",
+            str(fixture_data / "test"),
+            "--out",
+            str(tmp_path / "e"),
+            "--model",
+            str(compact_model_dir),
+            "--max-molecules",
+            "1",
+            "--max-conformers",
+            "1",
+            "--max-new-tokens",
+            "400",
+            "--no-progress",
+            "--rmsd-workers",
+            "1",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     model = metrics["methods"]["model"]
@@ -139,12 +175,23 @@ def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
     (ref,), _ = read_references(fixture_data / "test", max_molecules=1, max_conformers=1)
     other = sorted({r["canonical_smiles"] for r in fixture_lines(fixture_data, "test")} - {ref.smiles})[0]
     far, exact = scaled(ref.conformers[0], 5.0), ref.conformers[0]
-    outcomes = [[SampleOutcome(k, m, None, encode(m), 0) for k, m in enumerate([far, far, exact])],
-                [SampleOutcome(0, None, "max_new_tokens", "", 0)]]
+    outcomes = [
+        [SampleOutcome(k, m, None, encode(m), 0) for k, m in enumerate([far, far, exact])],
+        [SampleOutcome(0, None, "max_new_tokens", "", 0)],
+    ]
     path = tmp_path / "samples.jsonl"
     write_samples(path, [MoleculeInput("ref", ref.smiles, "x:1"), MoleculeInput("other", other, "x:2")], outcomes)
-    metrics = evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=tmp_path / "eval", samples=path,
-                                      max_molecules=1, max_conformers=1, progress=False, rmsd_workers=1))
+    metrics = evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"),
+            out=tmp_path / "eval",
+            samples=path,
+            max_molecules=1,
+            max_conformers=1,
+            progress=False,
+            rmsd_workers=1,
+        )
+    )
     model = metrics["methods"]["model"]
     # L = 1, K = 2: the exact conformer is sample 2, beyond K, so nothing covers the reference
     assert model["samples_requested"] == 2 and model["per_molecule"][0]["samples"] == 2
@@ -154,8 +201,17 @@ def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
     assert "left out (beyond_k): 1" in format_table(metrics)
 
     write_samples(path, [MoleculeInput("ref", ref.smiles, "x:1")], [outcomes[0][2:]])
-    short = evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=tmp_path / "eval2", samples=path,
-                                    max_molecules=1, max_conformers=1, progress=False, rmsd_workers=1))
+    short = evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"),
+            out=tmp_path / "eval2",
+            samples=path,
+            max_molecules=1,
+            max_conformers=1,
+            progress=False,
+            rmsd_workers=1,
+        )
+    )
     model = short["methods"]["model"]
     assert model["samples_requested"] == 2 and model["samples_valid"] == 1
     assert model["failures"]["not_in_samples_file"]["count"] == 1 and model["per_molecule"][0]["cov_r"] == 1.0
@@ -164,8 +220,13 @@ def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
 def test_sdf_failures_take_the_missing_sample_indices(tmp_path):
     ok = "[C]<0.0000,0.0000,0.0000>[O]<1.4000,0.0000,0.0000>"
     molecules = [MoleculeInput("methanol", "CO", "x:1")]
-    outcomes = [[SampleOutcome(0, None, "max_new_tokens", "", 9), SampleOutcome(1, decode(ok), None, ok, 30),
-                 SampleOutcome(2, None, "grammar_dead_end", "", 3)]]
+    outcomes = [
+        [
+            SampleOutcome(0, None, "max_new_tokens", "", 9),
+            SampleOutcome(1, decode(ok), None, ok, 30),
+            SampleOutcome(2, None, "grammar_dead_end", "", 3),
+        ]
+    ]
     path = tmp_path / "s.sdf"
     write_samples(path, molecules, outcomes)
     summary_path(path).write_text(json.dumps({"molecules": generate_module.molecule_summaries(molecules, outcomes)}))
@@ -174,11 +235,14 @@ def test_sdf_failures_take_the_missing_sample_indices(tmp_path):
     assert back[1].mol is not None and {back[0].failure, back[2].failure} == {"max_new_tokens", "grammar_dead_end"}
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("{not json", "JSONDecodeError"),
-    ('{"canonical_smiles": "CO"}', "KeyError"),
-    ('["CO", 0]', "TypeError"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("{not json", "JSONDecodeError"),
+        ('{"canonical_smiles": "CO"}', "KeyError"),
+        ('["CO", 0]', "TypeError"),
+    ],
+)
 def test_bad_jsonl_sample_line_names_file_and_line(tmp_path, line, problem):
     path = tmp_path / "s.jsonl"
     good = json.dumps({"canonical_smiles": "CO", "sample_index": 0, "embedded_smiles": None, "failure": "x"})

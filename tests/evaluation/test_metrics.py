@@ -14,8 +14,7 @@ nan = float("nan")
 
 def test_plain_matrix():
     # 2 references x 3 samples.
-    rmsd = np.array([[0.5, 1.0, 2.0],
-                     [0.9, 0.8, 0.3]])
+    rmsd = np.array([[0.5, 1.0, 2.0], [0.9, 0.8, 0.3]])
     got = coverage_matching(rmsd, threshold=0.6)
     # row minima 0.5, 0.3 -> both < 0.6: COV-R 1; MAT-R (0.5 + 0.3) / 2 = 0.4
     # column minima 0.5, 0.8, 0.3 -> 2 of 3 < 0.6: COV-P 2/3; MAT-P (0.5 + 0.8 + 0.3) / 3
@@ -26,8 +25,7 @@ def test_plain_matrix():
 
 
 def test_ties_at_the_threshold_are_not_covered():
-    rmsd = np.array([[0.75, 2.0],
-                     [1.0, 0.75]])
+    rmsd = np.array([[0.75, 2.0], [1.0, 0.75]])
     got = coverage_matching(rmsd, threshold=0.75)
     # every best RMSD equals the threshold exactly; coverage is strict "<"
     assert got["cov_r"] == 0.0 and got["cov_p"] == 0.0
@@ -37,8 +35,7 @@ def test_ties_at_the_threshold_are_not_covered():
 
 def test_nan_columns_are_failed_samples():
     # sample 2 failed (NaN column), sample 0 timed out against reference 1 only.
-    rmsd = np.array([[0.2, 1.5, nan],
-                     [nan, 0.9, nan]])
+    rmsd = np.array([[0.2, 1.5, nan], [nan, 0.9, nan]])
     got = coverage_matching(rmsd, threshold=1.0)
     # row minima 0.2, 0.9 -> both covered; MAT-R (0.2 + 0.9) / 2 = 0.55
     # scored samples: 0 (best 0.2), 1 (best 0.9); failed sample 2 is left out of the P side
@@ -48,9 +45,7 @@ def test_nan_columns_are_failed_samples():
 
 
 def test_all_nan_row_counts_as_uncovered_and_leaves_mat_r():
-    rmsd = np.array([[0.3, 0.4],
-                     [nan, nan],
-                     [1.2, 0.1]])
+    rmsd = np.array([[0.3, 0.4], [nan, nan], [1.2, 0.1]])
     got = coverage_matching(rmsd, threshold=0.5)
     # references: 0 (0.3 covered), 1 (nothing), 2 (0.1 covered) -> COV-R 2/3
     # MAT-R over references that have an RMSD: (0.3 + 0.1) / 2
@@ -72,8 +67,7 @@ def test_rejects_non_matrix():
 
 
 def test_curves_step_at_each_best_rmsd():
-    rmsd = np.array([[0.12, 0.9],
-                     [2.0, nan]])
+    rmsd = np.array([[0.12, 0.9], [2.0, nan]])
     curves = coverage_curves(rmsd)
     assert curves["thresholds"][0] == pytest.approx(0.05) and curves["thresholds"][-1] == pytest.approx(3.0)
     assert len(curves["thresholds"]) == 60

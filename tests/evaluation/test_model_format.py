@@ -19,8 +19,21 @@ def test_generate_uses_the_recorded_format_and_refuses_another(compact_model_dir
     smi = tmp_path / "m.smi"
     smi.write_text("CCO ethanol\n")
     out = tmp_path / "s.sdf"
-    base = ["--model", str(model), "--smiles", str(smi), "--num-samples", "2", "--out", str(out),
-            "--max-new-tokens", "60", "--no-progress", "--threads", "1"]
+    base = [
+        "--model",
+        str(model),
+        "--smiles",
+        str(smi),
+        "--num-samples",
+        "2",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "60",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert generate_module.cli(base) == 0
     summary = json.loads(summary_path(out).read_text())
     assert summary["settings"]["precision"] == 2 and summary["settings"]["positions"] == "relative"
@@ -45,8 +58,17 @@ def test_the_exported_model_folder_carries_the_tokenizer_format(tokenizer_root, 
 
     tokenizer_dir = tokenizer_root / CPU_DEFAULT
     vocab = json.loads((tokenizer_dir / "molgen3d_tokenizer.json").read_text())["vocab_size"]
-    args = Qwen3ModelArgs(vocab_size=64 * -(-vocab // 64), dim=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
-                          hidden_dim=64, max_seq_len=64, enable_weight_tying=True)
+    args = Qwen3ModelArgs(
+        vocab_size=64 * -(-vocab // 64),
+        dim=32,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=16,
+        hidden_dim=64,
+        max_seq_len=64,
+        enable_weight_tying=True,
+    )
     model = Qwen3Model(args)
     with torch.no_grad():
         model.init_weights()

@@ -104,8 +104,16 @@ def test_jsonl_samples_keep_failures(tmp_path):
 
 def test_baseline_only_on_sdf_references(reference_sdf, tmp_path):
     path, smiles, per_mol = reference_sdf
-    metrics = evaluate(EvaluateConfig(references=str(path), out=tmp_path, baseline="etkdg", progress=False,
-                                      rmsd_workers=1, samples_per_reference=1))
+    metrics = evaluate(
+        EvaluateConfig(
+            references=str(path),
+            out=tmp_path,
+            baseline="etkdg",
+            progress=False,
+            rmsd_workers=1,
+            samples_per_reference=1,
+        )
+    )
     assert list(metrics["methods"]) == ["etkdg"]
     etkdg = metrics["methods"]["etkdg"]
     assert etkdg["samples_requested"] == sum(len(v) for v in per_mol.values())

@@ -33,15 +33,18 @@ def jsonl(path, **fields):
     return read_samples(path)["CO"][0]
 
 
-@pytest.mark.parametrize("fields,reason", [
-    ({"embedded_smiles": 12345}, BAD_FIELD),
-    ({"embedded_smiles": ["x"]}, BAD_FIELD),
-    ({"failure": 7, "embedded_smiles": None}, BAD_FIELD),
-    ({"num_tokens": "many"}, BAD_FIELD),
-    ({"embedded_smiles": "[C]<1e308,0.0,0.0>[O]<1.4,0.0,0.0>"}, OUT_OF_RANGE),
-    ({"embedded_smiles": "[C]<1e400,0.0,0.0>[O]<1.4,0.0,0.0>"}, PARSE_ERROR),
-    ({"embedded_smiles": "[C]<0.0,0.0,0.0>[N]<1.4,0.0,0.0>"}, GRAPH_MISMATCH),
-])
+@pytest.mark.parametrize(
+    "fields,reason",
+    [
+        ({"embedded_smiles": 12345}, BAD_FIELD),
+        ({"embedded_smiles": ["x"]}, BAD_FIELD),
+        ({"failure": 7, "embedded_smiles": None}, BAD_FIELD),
+        ({"num_tokens": "many"}, BAD_FIELD),
+        ({"embedded_smiles": "[C]<1e308,0.0,0.0>[O]<1.4,0.0,0.0>"}, OUT_OF_RANGE),
+        ({"embedded_smiles": "[C]<1e400,0.0,0.0>[O]<1.4,0.0,0.0>"}, PARSE_ERROR),
+        ({"embedded_smiles": "[C]<0.0,0.0,0.0>[N]<1.4,0.0,0.0>"}, GRAPH_MISMATCH),
+    ],
+)
 def test_bad_sample_fields_are_failure_reasons(tmp_path, fields, reason):
     outcome = jsonl(tmp_path / "s.jsonl", **fields)
     assert outcome.mol is None and outcome.failure == reason
@@ -74,12 +77,22 @@ def test_sdf_sample_with_another_graph_is_not_valid(tmp_path):
 
 def test_samples_for_other_molecules_name_them(tmp_path, fixture_data):
     path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps({"canonical_smiles": "CO", "sample_index": 0, "embedded_smiles": OK,
-                                "failure": None}) + "\n")
+    path.write_text(
+        json.dumps({"canonical_smiles": "CO", "sample_index": 0, "embedded_smiles": OK, "failure": None}) + "\n"
+    )
     mismatch = r"no samples for 1 of the 1 reference molecules .*not references \(e\.g\. CO\)"
     with pytest.raises(SamplesMismatchError, match=mismatch):
-        evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=tmp_path / "e", samples=path,
-                                max_molecules=1, progress=False, rmsd_workers=1, posebusters="none"))
+        evaluate(
+            EvaluateConfig(
+                references=str(fixture_data / "test"),
+                out=tmp_path / "e",
+                samples=path,
+                max_molecules=1,
+                progress=False,
+                rmsd_workers=1,
+                posebusters="none",
+            )
+        )
 
 
 def broken_sdf(path, n_good=4):
@@ -89,8 +102,10 @@ def broken_sdf(path, n_good=4):
         mol = Chem.AddHs(Chem.MolFromSmiles("CCO" if k % 2 else "CCN"))
         AllChem.EmbedMolecule(mol, randomSeed=k + 1)
         blocks.append(Chem.MolToMolBlock(mol))
-    bad = ("broken\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
-           "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n  1  2  1  0\nM  END\n")
+    bad = (
+        "broken\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
+        "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\n  1  2  1  0\nM  END\n"
+    )
     blocks.insert(2, bad)
     path.write_text("".join(b + "$$$$\n" for b in blocks))
     return path
@@ -108,8 +123,9 @@ def test_sdf_references_match_prepare_data(tmp_path):
     result = prepare(PrepareConfig(output=str(tmp_path / "data"), input=path, split_fractions=(1.0, 0.0, 0.0)))
     assert result.manifest["counts"]["total"]["conformers"] == 4
     assert set(result.manifest["skipped"]) == set(skips.as_dict())
-    assert {k: v["count"] for k, v in result.manifest["skipped"].items()} == {k: v["count"] for k, v in
-                                                                               skips.as_dict().items()}
+    assert {k: v["count"] for k, v in result.manifest["skipped"].items()} == {
+        k: v["count"] for k, v in skips.as_dict().items()
+    }
 
 
 def test_generate_reads_sdf_and_geom_csv(tmp_path):

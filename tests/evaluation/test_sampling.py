@@ -71,8 +71,11 @@ def test_free_decoding_failures_are_counted(molecules, compact_tokenizer):
 
 def test_same_seed_same_samples_and_seed_matters(molecules, compact_tokenizer):
     model = tiny_qwen3(len(compact_tokenizer))
-    run = lambda seed: [o.text for o in sample_molecules(  # noqa: E731
-        with_model(model), compact_tokenizer, molecules[:1], [2], SamplingConfig(seed=seed, batch_size=2))[0]]
+
+    def run(seed):
+        config = SamplingConfig(seed=seed, batch_size=2)
+        return [o.text for o in sample_molecules(with_model(model), compact_tokenizer, molecules[:1], [2], config)[0]]
+
     first = run(5)
     assert run(5) == first and run(6) != first
 
@@ -84,7 +87,10 @@ def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer):
     cached = sample_molecules(with_model(model), compact_tokenizer, molecules, [1, 1], cfg)
     full = sample_molecules(
         lambda prompts, sampler, pad: run_without_cache(lambda ids: model(input_ids=ids).logits, prompts, sampler, pad),
-        compact_tokenizer, molecules, [1, 1], cfg,
+        compact_tokenizer,
+        molecules,
+        [1, 1],
+        cfg,
     )
     assert [o[0].text for o in cached] == [o[0].text for o in full]
 
@@ -92,8 +98,9 @@ def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer):
 def test_unrepresentable_molecule_fails_every_sample(compact_tokenizer):
     model = tiny_qwen3(len(compact_tokenizer))
     # a bare carbon radical is written [C], which the format cannot tell from a plain C
-    outcomes = sample_molecules(with_model(model), compact_tokenizer, ["[C]O", "CO"], [2, 1],
-                                SamplingConfig(max_new_tokens=200))
+    outcomes = sample_molecules(
+        with_model(model), compact_tokenizer, ["[C]O", "CO"], [2, 1], SamplingConfig(max_new_tokens=200)
+    )
     assert [o.failure for o in outcomes[0]] == [UNREPRESENTABLE, UNREPRESENTABLE]
     assert outcomes[1][0].failure is None
 
@@ -122,8 +129,8 @@ def test_finish_sample_reasons():
     mol, failure, body = finish_sample(ok + "<|endoftext|>", "CO", None)
     assert failure is None and mol.GetNumAtoms() == 2 and body.startswith("[C]<")
     assert finish_sample(ok, "CN", None)[1] == GRAPH_MISMATCH
-    assert finish_sample(ok[len("[CONFORMER]"):], "CO", None)[1] == NO_OPEN_TAG
-    assert finish_sample(ok[:-len("[/CONFORMER]")], "CO", None)[1] == UNTERMINATED
+    assert finish_sample(ok[len("[CONFORMER]") :], "CO", None)[1] == NO_OPEN_TAG
+    assert finish_sample(ok[: -len("[/CONFORMER]")], "CO", None)[1] == UNTERMINATED
     assert finish_sample("[CONFORMER][C]<0.0000,0.0000>[/CONFORMER]", "C", None)[1] == PARSE_ERROR
     assert finish_sample(ok, "CO", MAX_NEW_TOKENS)[1] == MAX_NEW_TOKENS
     # the same graph written in another atom order is still the prompt's molecule
@@ -137,7 +144,7 @@ def test_sampler_pads_finished_rows_with_eos(compact_tokenizer):
     logits = torch.full((2, table.vocab_size + 7), -1e9)  # padded vocab rows are never sampled
     logits[0, table.eos_id] = 0.0
     logits[1, 5] = 0.0
-    logits[:, table.vocab_size:] = 1e9
+    logits[:, table.vocab_size :] = 1e9
     first = sampler.step(logits, [0, 1])
     assert first.tolist() == [table.eos_id, 5] and sampler.done.tolist() == [True, False]
     second = sampler.step(logits, [0, 1])

@@ -21,8 +21,10 @@ FAST = dict(progress=False, rmsd_workers=1, max_conformers=2, max_molecules=2)
 
 
 def stored(path):
-    return [(s, o.sample_index, o.failure, None if o.mol is None else Chem.MolToMolBlock(o.mol))
-            for o, s, _ in iter_sdf_samples(path)]
+    return [
+        (s, o.sample_index, o.failure, None if o.mol is None else Chem.MolToMolBlock(o.mol))
+        for o, s, _ in iter_sdf_samples(path)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,9 @@ def test_evaluate_writes_samples_in_molecule_order_and_the_table(etkdg_run, fixt
     out, metrics = etkdg_run
     references, _ = read_references(fixture_data / "test", max_molecules=2, max_conformers=2)
     records = list(iter_sdf_samples(samples_file(out, "etkdg")))
-    assert [(s, idx) for _, s, idx in records] == [(r.smiles, i) for i, r in enumerate(references)
-                                                   for _ in range(2 * len(r.conformers))]
+    assert [(s, idx) for _, s, idx in records] == [
+        (r.smiles, i) for i, r in enumerate(references) for _ in range(2 * len(r.conformers))
+    ]
     assert [o.sample_index for o, _, _ in records[:4]] == [0, 1, 2, 3]
     table = (out / "table.txt").read_text()
     assert "COV-R" in table and "stereo OK" in table and "internal_energy" in table
@@ -55,27 +58,47 @@ def test_resume_continues_from_what_is_written(etkdg_run, fixture_data, tmp_path
     out, metrics = etkdg_run
     full = stored(samples_file(out, "etkdg"))
     interrupted = tmp_path / "e"
-    evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=interrupted, baseline="etkdg",
-                            posebusters="none", **FAST))
+    evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"), out=interrupted, baseline="etkdg", posebusters="none", **FAST
+        )
+    )
     path = samples_file(interrupted, "etkdg")
     text = path.read_text()
     first_molecule = sum(1 for r in full if r[0] == full[0][0])
     records = text.split("$$$$\n")
-    path.write_text("$$$$\n".join(records[:first_molecule + 1]) + "$$$$\n" + records[first_molecule + 1][:40])
+    path.write_text("$$$$\n".join(records[: first_molecule + 1]) + "$$$$\n" + records[first_molecule + 1][:40])
     calls = []
     from molgen3D.evaluation import evaluate as evaluate_module
 
     real = evaluate_module.etkdg_baseline
     monkeypatch.setattr(evaluate_module, "etkdg_baseline", lambda s, k, **kw: calls.append(s) or real(s, k, **kw))
-    evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=interrupted, baseline="etkdg",
-                            posebusters="none", resume=True, **FAST))
+    evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"),
+            out=interrupted,
+            baseline="etkdg",
+            posebusters="none",
+            resume=True,
+            **FAST,
+        )
+    )
     assert len(calls) == 1 and len(calls[0]) == 1  # only the second molecule was sampled again
     assert stored(path) == full
     run = json.loads((interrupted / "run.json").read_text())
     assert run["methods"]["etkdg"]["resumed_at_molecule"] == 1 and run["methods"]["etkdg"]["complete"]
     with pytest.raises(ValueError, match="other settings"):
-        evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=interrupted, baseline="etkdg",
-                                posebusters="none", resume=True, etkdg_seed=5, **FAST))
+        evaluate(
+            EvaluateConfig(
+                references=str(fixture_data / "test"),
+                out=interrupted,
+                baseline="etkdg",
+                posebusters="none",
+                resume=True,
+                etkdg_seed=5,
+                **FAST,
+            )
+        )
 
 
 def test_rescore_at_another_threshold_without_sampling(etkdg_run, monkeypatch, capsys):
@@ -121,9 +144,28 @@ def smiles_file(tmp_path_factory, fixture_data):
 
 
 def run_generate(model, smiles_file, out, *extra):
-    code = generate_module.cli(["--model", str(model), "--smiles", str(smiles_file), "--out", str(out),
-                                "--num-samples", "3", "--max-new-tokens", "300", "--batch-size", "2",
-                                "--no-progress", "--threads", "1", "--device", "cpu", *extra])
+    code = generate_module.cli(
+        [
+            "--model",
+            str(model),
+            "--smiles",
+            str(smiles_file),
+            "--out",
+            str(out),
+            "--num-samples",
+            "3",
+            "--max-new-tokens",
+            "300",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
     assert code == 0
     return json.loads((out.with_name(f"{out.stem}.summary.json")).read_text())
 
@@ -138,8 +180,9 @@ def test_same_samples_with_one_or_two_workers(compact_model_dir, smiles_file, tm
 
 
 def test_add_hs_and_mmff_are_counted(compact_model_dir, smiles_file, tmp_path):
-    summary = run_generate(compact_model_dir, smiles_file, tmp_path / "h.sdf", "--add-hs", "--mmff",
-                           "--mmff-max-iters", "5")
+    summary = run_generate(
+        compact_model_dir, smiles_file, tmp_path / "h.sdf", "--add-hs", "--mmff", "--mmff-max-iters", "5"
+    )
     h = summary["hydrogens"]
     assert h["added"] == summary["samples_valid"] > 0
     assert sum(v for k, v in h.items() if k.startswith("mmff_")) == h["added"]
@@ -152,8 +195,18 @@ def test_cuda_is_refused_without_a_gpu(compact_model_dir, smiles_file, tmp_path,
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    code = generate_module.cli(["--model", str(compact_model_dir), "--smiles", str(smiles_file), "--out",
-                                str(tmp_path / "x.sdf"), "--device", "cuda"])
+    code = generate_module.cli(
+        [
+            "--model",
+            str(compact_model_dir),
+            "--smiles",
+            str(smiles_file),
+            "--out",
+            str(tmp_path / "x.sdf"),
+            "--device",
+            "cuda",
+        ]
+    )
     assert code == 1 and "no CUDA device" in capsys.readouterr().err
     assert str(generate_module.resolve_device("auto")) == "cpu"
     assert generate_module.model_dtype("cuda") == torch.bfloat16 and generate_module.model_dtype("cpu") == torch.float32

@@ -24,7 +24,7 @@ def test_load_references_is_seeded_and_order_free(fixture_data, tmp_path):
     shuffled = tmp_path / "split"
     shuffled.mkdir()
     (shuffled / "a.jsonl").write_text("\n".join(reversed(lines[: len(lines) // 2])) + "\n")
-    (shuffled / "b.jsonl").write_text("\n".join(lines[len(lines) // 2:]) + "\n")
+    (shuffled / "b.jsonl").write_text("\n".join(lines[len(lines) // 2 :]) + "\n")
     assert sorted(s for s, _ in load_references(shuffled, 4, seed=3)) == sorted(s for s, _ in refs)
 
 
@@ -33,6 +33,7 @@ def oracle_logits_fn(units: list[tuple[list[int], list[int]]], vocab: int):
 
     `units` = (prompt ids, unit ids); `vocab` may exceed the tokenizer (padded embedding rows).
     """
+
     def logits_fn(ids: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(ids.shape[0], ids.shape[1], vocab)
         for b, row in enumerate(ids.tolist()):
@@ -40,6 +41,7 @@ def oracle_logits_fn(units: list[tuple[list[int], list[int]]], vocab: int):
             for t in range(min(len(row), len(unit) - 1)):
                 out[b, t, unit[t + 1]] = 50.0
         return out
+
     return logits_fn
 
 
@@ -51,8 +53,13 @@ def test_a_model_that_writes_the_reference_scores_zero(fixture_data, compact_tok
     encode = functools.partial(compact_tokenizer.encode, add_special_tokens=False)
     units = [(encode(format_prompt(s)), encode(format_unit(s, first[s]))) for s, _ in refs]
     result = sample_and_score(
-        oracle_logits_fn(units, len(compact_tokenizer) + 5), compact_tokenizer, refs,
-        samples_per_molecule=2, max_new_tokens=600, temperature=1.0, seed=0,
+        oracle_logits_fn(units, len(compact_tokenizer) + 5),
+        compact_tokenizer,
+        refs,
+        samples_per_molecule=2,
+        max_new_tokens=600,
+        temperature=1.0,
+        seed=0,
     )
     assert result["conformer_samples"] == 4 and result["conformer_validity"] == 1.0
     # the written coordinates are the reference's truncated to 4 decimals
@@ -66,10 +73,24 @@ def test_random_model_probe(fixture_data, compact_tokenizer, compact_tokenizer_d
     model = tiny_qwen3(len(compact_tokenizer))
     # the validator holds TorchTitan's tokenizer wrapper; the probe accepts it as well
     titan_tokenizer = HuggingFaceTokenizer(str(compact_tokenizer_dir))
-    result = sample_and_score(lambda ids: model(input_ids=ids).logits, titan_tokenizer, refs,
-                              samples_per_molecule=2, max_new_tokens=600, temperature=1.0, seed=0)
+    result = sample_and_score(
+        lambda ids: model(input_ids=ids).logits,
+        titan_tokenizer,
+        refs,
+        samples_per_molecule=2,
+        max_new_tokens=600,
+        temperature=1.0,
+        seed=0,
+    )
     assert result["conformer_samples"] == 2 and result["conformer_validity"] == 1.0
     assert result["conformer_mean_best_rmsd"] > 5.0  # random coordinates are far from any conformer
-    cut = sample_and_score(lambda ids: model(input_ids=ids).logits, compact_tokenizer, refs,
-                           samples_per_molecule=2, max_new_tokens=20, temperature=1.0, seed=0)
+    cut = sample_and_score(
+        lambda ids: model(input_ids=ids).logits,
+        compact_tokenizer,
+        refs,
+        samples_per_molecule=2,
+        max_new_tokens=20,
+        temperature=1.0,
+        seed=0,
+    )
     assert cut["conformer_validity"] == 0.0 and math.isnan(cut["conformer_mean_best_rmsd"])

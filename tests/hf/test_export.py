@@ -260,8 +260,11 @@ def test_from_hf_without_lm_head_takes_the_embedding(titan_model):
     assert state["output.weight"] is hf_state["model.embed_tokens.weight"]
     assert set(state) == set(titan_model.state_dict())
 
-    with_head = {**hf_state, "lm_head.weight": torch.zeros_like(hf_state["model.embed_tokens.weight"]),
-                 "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(8)}
+    with_head = {
+        **hf_state,
+        "lm_head.weight": torch.zeros_like(hf_state["model.embed_tokens.weight"]),
+        "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(8),
+    }
     state = adapter.from_hf(with_head)
     assert state["output.weight"] is hf_state["model.embed_tokens.weight"]  # tied: the embedding wins
     assert None not in state

@@ -65,8 +65,25 @@ def test_lossless_round_trip(compact_tokenizer, source, request):
 def test_test_units_cover_the_hard_cases(rdkit_units, hand_made_units):
     """Guards the test data: the round-trip tests above must really see these forms."""
     text = "".join(rdkit_units)
-    for needle in ("%10", "[C@@H]", "[nH]", "[2H]", "[13CH3]", "[B-]", "[Se]", "[Te]", "[Si]", "[*]", "[se]",
-                   "[Cu+2]", ".[Na+]", "[CH3:1]", "->", "[Ts]", "/"):
+    for needle in (
+        "%10",
+        "[C@@H]",
+        "[nH]",
+        "[2H]",
+        "[13CH3]",
+        "[B-]",
+        "[Se]",
+        "[Te]",
+        "[Si]",
+        "[*]",
+        "[se]",
+        "[Cu+2]",
+        ".[Na+]",
+        "[CH3:1]",
+        "->",
+        "[Ts]",
+        "/",
+    ):
         assert needle in text, f"no unit written by RDKit contains {needle!r}"
     hand = "".join(hand_made_units)
     for pattern in (r"[<,]-?\d{4}\.", r"\.\d{6}[,>]", r"<-?\d+,-?\d+,-?\d+>", r"\[Fe@TB12\]"):
@@ -94,8 +111,23 @@ def test_at_most_10_tokens_per_heavy_atom_on_fixture(compact_tokenizer, fixture_
 def test_coordinate_costs_two_tokens_per_value(compact_tokenizer):
     """`<-12.3456,` is `<-12` + `.3456`; `>` glues to the next atom; a whole bracket atom is one token."""
     tokens = compact_tokenizer.tokenize("[C@@H]<-12.3456,0.5000,7.0001>[C]<1.0000,-2.0000,3.0000>")
-    assert tokens == ["[C@@H]", "<-12", ".3456", ",0", ".5000", ",7", ".0001",
-                      ">[C]", "<1", ".0000", ",-2", ".0000", ",3", ".0000", ">"]
+    assert tokens == [
+        "[C@@H]",
+        "<-12",
+        ".3456",
+        ",0",
+        ".5000",
+        ",7",
+        ".0001",
+        ">[C]",
+        "<1",
+        ".0000",
+        ",-2",
+        ".0000",
+        ",3",
+        ".0000",
+        ">",
+    ]
 
 
 def test_unlisted_bracket_atoms_are_spelled_from_parts(compact_tokenizer):
@@ -171,7 +203,17 @@ def _coordinate_pieces(backend, text: str) -> list[str]:
 def test_pairs_split_cuts_fractions_into_one_or_two_digit_pieces():
     backend = build_compact_backend("pairs")
     assert _coordinate_pieces(backend, "[C]<-12.4567,3.0071,0.123>") == [
-        "[C]", "<-12", ".45", "67", ",3", ".00", "71", ",0", ".12", "3", ">",
+        "[C]",
+        "<-12",
+        ".45",
+        "67",
+        ",3",
+        ".00",
+        "71",
+        ",0",
+        ".12",
+        "3",
+        ">",
     ]
     vocab = compact_vocabulary("pairs")
     assert not [p for p in vocab if p.startswith(".") and len(p) > 3]

@@ -68,7 +68,7 @@ def test_tags_are_single_tokens_even_glued(qwen_custom_tokenizer, qwen_origin_to
         "input_ids"
     ]
     cc = qwen_origin_tokenizer("CC", add_special_tokens=False)["input_ids"]
-    assert ids[0] == TAG_IDS["[SMILES]"] and ids[1:1 + len(cc)] == cc and ids[1 + len(cc)] == TAG_IDS["[/SMILES]"]
+    assert ids[0] == TAG_IDS["[SMILES]"] and ids[1 : 1 + len(cc)] == cc and ids[1 + len(cc)] == TAG_IDS["[/SMILES]"]
     assert ids[2 + len(cc)] == TAG_IDS["[CONFORMER]"] and ids[-1] == TAG_IDS["[/CONFORMER]"]
     tail = qwen_custom_tokenizer("x[/CONFORMER]" + EOT, add_special_tokens=False)["input_ids"][-2:]
     assert tail == [TAG_IDS["[/CONFORMER]"], QWEN_EOT]

@@ -12,8 +12,14 @@ from molgen3D.tokenization.build import BuildTokenizerConfig, build_all, build_c
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.tokenization.tokenizer_dir import MARKER, TokenizerFiles, matches, write_tokenizer_dir
 
-NAMES = {"qwen3_0.6b_origin", "qwen3_0.6b_custom", "molgen_compact", "molgen_compact_pairs", "molgen_compact_digits",
-         "molgen_cpu"}
+NAMES = {
+    "qwen3_0.6b_origin",
+    "qwen3_0.6b_custom",
+    "molgen_compact",
+    "molgen_compact_pairs",
+    "molgen_compact_digits",
+    "molgen_cpu",
+}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -76,8 +82,12 @@ def test_staging_left_by_a_hard_kill_is_not_complete(tmp_path):
 def test_cli_builds_only_what_is_asked(tmp_path, capsys):
     assert build.cli(["--out-root", str(tmp_path), "--only", "compact"]) == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["molgen_compact", "molgen_compact_digits",
-                                                           "molgen_compact_pairs", "molgen_cpu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "molgen_compact",
+        "molgen_compact_digits",
+        "molgen_compact_pairs",
+        "molgen_cpu",
+    ]
     vocab = json.loads((tmp_path / "molgen_compact" / MARKER).read_text())["vocab_size"]
     assert "molgen_compact" in out and f"{vocab:,}" in out
     assert build.cli(["--out-root", str(tmp_path), "--only", "compact", "--source", "x"]) == 1

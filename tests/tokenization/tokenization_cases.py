@@ -52,9 +52,31 @@ ADVERSARIAL_SMILES = (
 
 # Forms RDKit may not write (or refuses to encode) but the tokenizer must still carry exactly.
 HAND_MADE_BRACKETS = (
-    "[C@@H]", "[C@H]", "[C@]", "[C@@]", "[N@+]", "[NH2+]", "[nH+]", "[13CH3]", "[2H+]", "[Co+3]", "[Fe+2]",
-    "[Pt@SP1]", "[Fe@TB12]", "[Co@OH25]", "[C@TH2H]", "[Ts+5]", "[Lv-3]", "[235U]", "[CH3:123]", "[O--]",
-    "[Fe+++]", "[se+]", "[asH]", "[*:1]", "[999Og@@H4+9:99]",
+    "[C@@H]",
+    "[C@H]",
+    "[C@]",
+    "[C@@]",
+    "[N@+]",
+    "[NH2+]",
+    "[nH+]",
+    "[13CH3]",
+    "[2H+]",
+    "[Co+3]",
+    "[Fe+2]",
+    "[Pt@SP1]",
+    "[Fe@TB12]",
+    "[Co@OH25]",
+    "[C@TH2H]",
+    "[Ts+5]",
+    "[Lv-3]",
+    "[235U]",
+    "[CH3:123]",
+    "[O--]",
+    "[Fe+++]",
+    "[se+]",
+    "[asH]",
+    "[*:1]",
+    "[999Og@@H4+9:99]",
 )
 
 _SMILES_TOKEN = re.compile(r"\[[^\]]*\]|Cl|Br|[BCNOPSFI]|[bcnops]|\*|%\d\d|->|<-|.")
@@ -63,7 +85,7 @@ _PLAIN = {"B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I", "b", "c", "n", "o"
 
 def random_number(rng: random.Random, int_digits: int, decimals: int) -> str:
     sign = rng.choice(("", "-"))
-    integer = str(rng.randrange(10 ** int_digits))
+    integer = str(rng.randrange(10**int_digits))
     fraction = "".join(rng.choice("0123456789") for _ in range(decimals))
     return f"{sign}{integer}.{fraction}" if decimals else f"{sign}{integer}"
 
@@ -88,5 +110,3 @@ def read_fixture_units(root: Path) -> list[str]:
             record = json.loads(line)
             units.append(format_unit(record["canonical_smiles"], record["embedded_smiles"]))
     return units
-
-

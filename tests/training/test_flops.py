@@ -48,8 +48,9 @@ def test_06b_flops_per_token_by_hand(meta_06b):
 def test_untied_head_is_not_counted_twice():
     params = flops.ParamCounts(total=100 + 2 * 40, embedding=40)  # head (40) is among non-embedding
     tied = flops.flops_per_token(params, dim=4, vocab_size=10, n_layers=1, n_heads=1, head_dim=1, seq_len=0)
-    untied = flops.flops_per_token(params, dim=4, vocab_size=10, n_layers=1, n_heads=1, head_dim=1, seq_len=0,
-                                   tied_head=False)
+    untied = flops.flops_per_token(
+        params, dim=4, vocab_size=10, n_layers=1, n_heads=1, head_dim=1, seq_len=0, tied_head=False
+    )
     assert tied == 6 * 140 + 6 * 40 and untied == 6 * 140
 
 

@@ -11,8 +11,14 @@ from molgen3D.training.pretraining import hf_base
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
 
 QWEN3_06B_CONFIG = {  # the published Qwen3-0.6B-Base shape
-    "hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
-    "head_dim": 128, "intermediate_size": 3072, "vocab_size": 151936, "tie_word_embeddings": True,
+    "hidden_size": 1024,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 3072,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
 }
 
 
@@ -49,9 +55,14 @@ def test_missing_config_is_named(tmp_path):
 
 def _tokenizer(folder, added):
     folder.mkdir()
-    (folder / "tokenizer.json").write_text(json.dumps({
-        "added_tokens": [{"id": i, "content": c} for c, i in added.items()], "model": {"vocab": {"a": 0}},
-    }))
+    (folder / "tokenizer.json").write_text(
+        json.dumps(
+            {
+                "added_tokens": [{"id": i, "content": c} for c, i in added.items()],
+                "model": {"vocab": {"a": 0}},
+            }
+        )
+    )
     return folder
 
 
@@ -66,14 +77,17 @@ def test_trained_tag_rows_detected_from_the_exports_tokenizer(tmp_path):
     assert not hf_base.has_trained_tag_rows(tmp_path / "none", run_ids)
 
 
-@pytest.mark.parametrize("init_mode, mode, trained, expected", [
-    ("hf_pretrain", "auto", True, False),
-    ("hf_pretrain", "auto", False, True),
-    ("scratch", "auto", False, True),
-    ("hf_pretrain", "always", True, True),
-    ("hf_pretrain", "never", False, False),
-    ("resume", "always", False, False),
-])
+@pytest.mark.parametrize(
+    "init_mode, mode, trained, expected",
+    [
+        ("hf_pretrain", "auto", True, False),
+        ("hf_pretrain", "auto", False, True),
+        ("scratch", "auto", False, True),
+        ("hf_pretrain", "always", True, True),
+        ("hf_pretrain", "never", False, False),
+        ("resume", "always", False, False),
+    ],
+)
 def test_reinit_rule(init_mode, mode, trained, expected):
     assert hf_base.should_reinit_tag_rows(init_mode, mode, trained) is expected
 
@@ -92,8 +106,9 @@ def test_model_args_refuse_a_base_folder_of_another_flavor(make_tiny_toml, tmp_p
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps(QWEN3_06B_CONFIG))
-    toml = make_tiny_toml("hfbase", molgen_run={"init_mode": "hf_pretrain", "base_model_tag": str(base)},
-                          checkpoint={"enable": True})
+    toml = make_tiny_toml(
+        "hfbase", molgen_run={"init_mode": "hf_pretrain", "base_model_tag": str(base)}, checkpoint={"enable": True}
+    )
     args = get_train_spec("molgen_qwen3").model_args["tiny"]
     with pytest.raises(hf_base.BaseModelMismatch) as info:
         args.update_from_config(load_job_config(toml))

@@ -16,7 +16,7 @@ TOML = "src/molgen3D/config/pretrain/qwen3_06b.toml"
 RUNNER = ["-m", "molgen3D.training.pretraining.torchtitan_runner"]
 RECORD = '#!/usr/bin/env bash\nprintf "%q " "$@" >> "{out}/{name}.argv"\n'
 NVIDIA_SMI_8 = (
-    "#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo \"GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)\"; done\n"
+    '#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo "GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)"; done\n'
 )
 SCONTROL = '#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] || exit 1\nfor h in gpu07 gpu08; do echo $h; done\n'
 
@@ -44,11 +44,28 @@ class Launch:
         torchrun.chmod(0o755)
 
     def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-        prefixes = ("SLURM_", "WANDB_", "CUDA_VISIBLE", "NGPU", "MASTER_", "TRAIN_TOML", "RUN_DESC", "TORCHRUN",
-                    "PET_", "PYTORCH_", "SRUN_", "HF_HUB")
+        prefixes = (
+            "SLURM_",
+            "WANDB_",
+            "CUDA_VISIBLE",
+            "NGPU",
+            "MASTER_",
+            "TRAIN_TOML",
+            "RUN_DESC",
+            "TORCHRUN",
+            "PET_",
+            "PYTORCH_",
+            "SRUN_",
+            "HF_HUB",
+        )
         keep = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-        full = {**keep, "PATH": f"{self.bin}:/usr/bin:/bin", "MOLGEN3D_ROOT": str(self.repo),
-                "TORCHRUN_LOG_DIR": str(self.out / "logs"), **env}
+        full = {
+            **keep,
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "MOLGEN3D_ROOT": str(self.repo),
+            "TORCHRUN_LOG_DIR": str(self.out / "logs"),
+            **env,
+        }
         return subprocess.run(["bash", str(LAUNCHER), *args], env=full, capture_output=True, text=True, timeout=60)
 
     def argv(self, name: str) -> list[str] | None:
@@ -71,9 +88,18 @@ def test_one_node_exact_command(tmp_path):
     done = launch.run({"RUN_DESC": "my run"}, "--training.steps", "10")
     assert done.returncode == 0, done.stderr
     assert launch.argv("torchrun") == [
-        "--standalone", "--nnodes=1", "--nproc-per-node=8",  # --standalone: torchrun picks a free port
-        f"--log-dir={tmp_path / 'logs'}", "--tee=3",
-        *RUNNER, "--run-desc", "my run", "--train-toml", TOML, "--training.steps", "10",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc-per-node=8",  # --standalone: torchrun picks a free port
+        f"--log-dir={tmp_path / 'logs'}",
+        "--tee=3",
+        *RUNNER,
+        "--run-desc",
+        "my run",
+        "--train-toml",
+        TOML,
+        "--training.steps",
+        "10",
     ]
     env = launch.env()
     assert env["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
@@ -93,8 +119,12 @@ def test_one_node_explicit_port_and_visible_devices(tmp_path):
 
 def test_two_nodes_exact_command(tmp_path):
     launch = Launch(tmp_path, {"srun": None, "scontrol": SCONTROL, "nvidia-smi": NVIDIA_SMI_8})
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",
-             "SLURM_CPUS_PER_TASK": "64"}
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_CPUS_PER_TASK": "64",
+    }
     done = launch.run(slurm, "--training.steps", "10")
     assert done.returncode == 0, done.stderr
     assert launch.argv("torchrun") is None  # srun (a stub here) starts it on every node
@@ -103,9 +133,20 @@ def test_two_nodes_exact_command(tmp_path):
     wrapper = srun[8]
     assert srun[7] == "-c" and "SLURM_NODEID" in wrapper and "PET_LOCAL_RANKS_FILTER=-1" in wrapper
     assert srun[9:] == [
-        "node0-console", "torchrun", "--nnodes=2", "--nproc-per-node=8",
-        "--rdzv-id=4242", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu07:24242",  # 20000 + 4242 % 10000
-        f"--log-dir={tmp_path / 'logs'}", "--tee=3", *RUNNER, "--train-toml", TOML, "--training.steps", "10",
+        "node0-console",
+        "torchrun",
+        "--nnodes=2",
+        "--nproc-per-node=8",
+        "--rdzv-id=4242",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=gpu07:24242",  # 20000 + 4242 % 10000
+        f"--log-dir={tmp_path / 'logs'}",
+        "--tee=3",
+        *RUNNER,
+        "--train-toml",
+        TOML,
+        "--training.steps",
+        "10",
     ]
 
 
@@ -116,10 +157,14 @@ def test_two_nodes_console_only_from_node_zero(tmp_path, node_id, shown):
     slurm = {"SLURM_JOB_ID": "7", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]"}
     assert launch.run(slurm).returncode == 0
     srun = launch.argv("srun")
-    assert "-c" not in srun[:srun.index("bash")]  # no --cpus-per-task requested: nothing to pass
-    wrapped = srun[srun.index("bash"):]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PET_")},
-           "PATH": f"{launch.bin}:/usr/bin:/bin", "SLURM_NODEID": node_id, "PET_LOCAL_RANKS_FILTER": "0"}
+    assert "-c" not in srun[: srun.index("bash")]  # no --cpus-per-task requested: nothing to pass
+    wrapped = srun[srun.index("bash") :]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PET_")},
+        "PATH": f"{launch.bin}:/usr/bin:/bin",
+        "SLURM_NODEID": node_id,
+        "PET_LOCAL_RANKS_FILTER": "0",
+    }
     subprocess.run(wrapped, env=env, check=True, timeout=30)
     assert launch.env()["PET_LOCAL_RANKS_FILTER"] == shown
 
@@ -157,13 +202,18 @@ def test_missing_toml_is_an_error(tmp_path):
     assert launch.argv("torchrun") is None
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"SLURM_NNODES": "0"}, "SLURM_NNODES=0 is not a positive node count"),
-    ({"SLURM_NNODES": "two"}, "SLURM_NNODES=two is not a positive node count"),
-    ({"SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-08]"},
-     "SLURM_NNODES=3 but SLURM_JOB_NODELIST=gpu[07-08] names 2 hosts"),
-    ({"NGPU_PER_NODE": "0"}, "NGPU_PER_NODE=0 is not a positive integer"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"SLURM_NNODES": "0"}, "SLURM_NNODES=0 is not a positive node count"),
+        ({"SLURM_NNODES": "two"}, "SLURM_NNODES=two is not a positive node count"),
+        (
+            {"SLURM_NNODES": "3", "SLURM_JOB_NODELIST": "gpu[07-08]"},
+            "SLURM_NNODES=3 but SLURM_JOB_NODELIST=gpu[07-08] names 2 hosts",
+        ),
+        ({"NGPU_PER_NODE": "0"}, "NGPU_PER_NODE=0 is not a positive integer"),
+    ],
+)
 def test_bad_node_or_gpu_count_is_an_error(tmp_path, env, message):
     launch = Launch(tmp_path, {"srun": None, "scontrol": SCONTROL, "nvidia-smi": NVIDIA_SMI_8})
     done = launch.run({"SLURM_JOB_ID": "5", **env})

@@ -85,8 +85,12 @@ def test_a_second_run_in_the_same_process_continues_a_run_named_by_wandb_run_nam
 def test_wandb_offline_files_land_in_the_run_wandb_folder(make_tiny_toml, train_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb" / "wb-run"))
-    toml = make_tiny_toml("wb-run", training={"steps": 2}, wsds_scheduler={"warmup_steps": 1, "checkpoints": [2]},
-                          metrics={"log_freq": 1, "enable_wandb": True, "enable_tensorboard": True})
+    toml = make_tiny_toml(
+        "wb-run",
+        training={"steps": 2},
+        wsds_scheduler={"warmup_steps": 1, "checkpoints": [2]},
+        metrics={"log_freq": 1, "enable_wandb": True, "enable_tensorboard": True},
+    )
     result = train_tiny(toml)
     assert result.wandb_dir == tmp_path / "wandb" / "wb-run"
     runs = list(result.wandb_dir.rglob("offline-run-*"))

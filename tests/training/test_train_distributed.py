@@ -22,7 +22,7 @@ from molgen3D.training.pretraining.components.checkpoint import checkpoint_probl
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 
-DRIVER = '''
+DRIVER = """
 import hashlib, os, sys
 from torchtitan import train
 
@@ -43,7 +43,7 @@ train.Trainer.batch_generator = recording
 from molgen3D.training.pretraining.torchtitan_runner import run_pretraining
 
 run_pretraining(sys.argv[1])
-'''
+"""
 
 
 def _valid_tokens(path: Path, tokenizer_dir: Path, seq_len: int, seed: int, world: int) -> int:

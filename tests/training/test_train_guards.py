@@ -15,8 +15,12 @@ pytestmark = pytest.mark.slow  # trains a model end to end
 
 
 def test_document_masking_trains_on_cpu(make_tiny_toml, train_tiny):
-    toml = make_tiny_toml("masked", model={"flavor": "tiny", "document_masking": True}, training={"steps": 3},
-                          wsds_scheduler={"warmup_steps": 1, "checkpoints": [3], "decay_frac": 0.3})
+    toml = make_tiny_toml(
+        "masked",
+        model={"flavor": "tiny", "document_masking": True},
+        training={"steps": 3},
+        wsds_scheduler={"warmup_steps": 1, "checkpoints": [3], "decay_frac": 0.3},
+    )
     result = train_tiny(toml)
     log = result.log_path.read_text(encoding="utf-8")
     assert "Document masking: sdpa attention, block-causal per unit" in log
@@ -37,7 +41,8 @@ def test_nonfinite_loss_stops_the_run(make_tiny_toml, train_tiny, monkeypatch, t
 
     monkeypatch.setattr(MolGenQwen3Model, "forward", poisoned)
     toml = make_tiny_toml(
-        "nan", training={"steps": 8, "max_nonfinite_loss_steps": 2},
+        "nan",
+        training={"steps": 8, "max_nonfinite_loss_steps": 2},
         wsds_scheduler={"warmup_steps": 1, "checkpoints": [8], "decay_frac": 0.2},
         checkpoint={"enable": True, "interval": 2, "keep_latest_k": 0},
     )

@@ -93,7 +93,7 @@ class CoordinateFormat:
     @property
     def max_atom_error(self) -> float:
         """Largest distance (A) truncation can move one atom: sqrt(3) * 10^-decimals."""
-        return math.sqrt(3) * 10.0 ** -self.decimals
+        return math.sqrt(3) * 10.0**-self.decimals
 
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
@@ -176,7 +176,7 @@ def canonical_frame(coords: np.ndarray) -> np.ndarray:
     axes = vectors[:, ::-1].T.copy()  # rows: largest spread first
     for k in range(2):
         proj = centred @ axes[k]
-        skew = float(np.sum(proj ** 3))
+        skew = float(np.sum(proj**3))
         scale = float(np.sum(np.abs(proj) ** 3))
         if abs(skew) <= 1e-9 * max(scale, 1e-300):
             clear = proj[np.abs(proj) > 1e-6]
@@ -302,8 +302,13 @@ def check_same_format(trained: CoordinateFormat, given: CoordinateFormat, traine
         )
 
 
-def sampling_format(model_format: CoordinateFormat | None, precision: int | None, positions: str | None,
-                    model_where: str, default_precision: int = ORIGINAL.decimals) -> tuple[int, str]:
+def sampling_format(
+    model_format: CoordinateFormat | None,
+    precision: int | None,
+    positions: str | None,
+    model_where: str,
+    default_precision: int = ORIGINAL.decimals,
+) -> tuple[int, str]:
     """(decimals, positions) to sample with: the model's recorded format; options only if they agree with it.
 
     A model folder that records no format (older exports) leaves the options free, as before.

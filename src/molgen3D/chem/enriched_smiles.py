@@ -62,7 +62,7 @@ class EnrichedSmilesError(ValueError):
     def __init__(self, message: str, position: int, text: str = ""):
         self.position = position
         self.text = text
-        context = f" near {text[max(0, position - 15):position + 15]!r}" if text else ""
+        context = f" near {text[max(0, position - 15) : position + 15]!r}" if text else ""
         super().__init__(f"at position {position}: {message}{context}")
 
 

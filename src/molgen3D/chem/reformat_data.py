@@ -43,8 +43,10 @@ def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateForm
     raw = manifest_path.read_bytes()
     manifest = json.loads(raw)
     if MANIFEST_KEY in manifest and CoordinateFormat.from_dict(manifest[MANIFEST_KEY]) != ORIGINAL:
-        raise ValueError(f"{manifest_path}: the source is already in format {manifest[MANIFEST_KEY]['name']}; "
-                         "re-format the original data set (written by `molgen3d prepare-data`) instead")
+        raise ValueError(
+            f"{manifest_path}: the source is already in format {manifest[MANIFEST_KEY]['name']}; "
+            "re-format the original data set (written by `molgen3d prepare-data`) instead"
+        )
     stamp = {"source_manifest_sha256": hashlib.sha256(raw).hexdigest(), MANIFEST_KEY: fmt.to_dict()}
     out_manifest = output / MANIFEST
     if not force and out_manifest.is_file():

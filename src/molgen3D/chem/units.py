@@ -24,4 +24,3 @@ def format_unit(canonical_smiles: str, embedded_smiles: str) -> str:
 def format_prompt(canonical_smiles: str) -> str:
     """The generation prompt; the model goes on with `[CONFORMER]`."""
     return f"{SMILES_OPEN}{canonical_smiles}{SMILES_CLOSE}"
-

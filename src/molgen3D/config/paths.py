@@ -85,7 +85,7 @@ def resolve(value: str | Path, *, default_section: str | None = None, aliases_fi
     """
     value = str(value)
     if value.startswith(HUB_PREFIX):
-        return value[len(HUB_PREFIX):]
+        return value[len(HUB_PREFIX) :]
     where = str(aliases_file or paths_file())
     aliases = load_aliases(where)
     if not is_alias(value):
@@ -116,7 +116,7 @@ def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], where: str, seen:
     if is_alias(target):
         base = _resolve_tag(target, aliases, where, seen + (f"{section}:{key}",))
     elif target.startswith(HUB_PREFIX):
-        base = target[len(HUB_PREFIX):]
+        base = target[len(HUB_PREFIX) :]
     else:
         expanded = Path(target).expanduser()
         base = str(expanded if expanded.is_absolute() else repo_root() / expanded)

@@ -211,8 +211,10 @@ def geom_references(
     else:
         path = Path(spec)
         csv_path = path / "test_smiles.csv" if path.is_dir() else path
-        entries = [(m.corrected_smiles, m.smiles, m.conformers)
-                   for m in read_test_set(csv_path, csv_path.with_name("test_mols.pkl"))[:max_molecules]]
+        entries = [
+            (m.corrected_smiles, m.smiles, m.conformers)
+            for m in read_test_set(csv_path, csv_path.with_name("test_mols.pkl"))[:max_molecules]
+        ]
     molecules = []
     for smiles, name, conformers in entries:
         key = stereo_free(smiles)

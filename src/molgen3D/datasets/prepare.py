@@ -324,8 +324,16 @@ def _run_share(
     with _spool(where / "units.jsonl.gz") as unit_file, _spool(where / "lines.jsonl.gz") as line_file:
         with _Mapper(workers) as mapper:
             for unit, split in mapper.map(fn, items, total, f"{kind} share {index + 1}/{count}"):
-                header = {"where": unit.where, "key": unit.key, "dedup": unit.dedup, "text": unit.text, "split": split,
-                          "n": len(unit.lines), "digests": unit.digests, "skips": unit.skips}
+                header = {
+                    "where": unit.where,
+                    "key": unit.key,
+                    "dedup": unit.dedup,
+                    "text": unit.text,
+                    "split": split,
+                    "n": len(unit.lines),
+                    "digests": unit.digests,
+                    "skips": unit.skips,
+                }
                 unit_file.write(json.dumps(header) + "\n")
                 line_file.writelines(unit.lines)
                 units += 1
@@ -438,8 +446,13 @@ def _first_occurrences(digests: np.ndarray, keep_unit: bytearray, sizes: array) 
 
 
 def _write_splits(
-    out: Path, count: int, config: PrepareConfig, keep_unit: bytearray, keep_line: np.ndarray,
-    by_key: dict[str, str] | None, skips: SkipLog,
+    out: Path,
+    count: int,
+    config: PrepareConfig,
+    keep_unit: bytearray,
+    keep_line: np.ndarray,
+    by_key: dict[str, str] | None,
+    skips: SkipLog,
 ) -> dict[str, dict]:
     writers = {name: ShardWriter(out / name, config.lines_per_shard, config.compress) for name in SPLITS}
     molecules: dict[str, set[str]] = {name: set() for name in SPLITS}

@@ -38,8 +38,14 @@ from molgen3D.datasets.skips import SkipLog
 
 _BLOCK = re.compile(r"<[^<>]*>")
 # Reasons that say the format failed (the others say RDKit could not give us a conformer).
-FORMAT_FAILURES = ("unrepresentable", "decode_error", "graph_mismatch", "strip_mismatch", "template_mismatch",
-                   "coordinate_mismatch")
+FORMAT_FAILURES = (
+    "unrepresentable",
+    "decode_error",
+    "graph_mismatch",
+    "strip_mismatch",
+    "template_mismatch",
+    "coordinate_mismatch",
+)
 
 
 def check_molecule(smiles: str, seed: int = 42, precision: int = 4) -> tuple[str, str]:

@@ -114,15 +114,16 @@ class CanonicalFilter:
         if pre is None or not text:
             return text
         starts = [start for _, (start, _) in pre.pre_tokenize_str(text + token_text) if start <= len(text)]
-        return text[max(starts, default=0):]
+        return text[max(starts, default=0) :]
 
-    def accepts(self, history: Sequence[int], token: int, grammar: MoleculeGrammar,
-                next_state: tuple[int, int]) -> bool:
+    def accepts(
+        self, history: Sequence[int], token: int, grammar: MoleculeGrammar, next_state: tuple[int, int]
+    ) -> bool:
         """Whether `token` after `history` stays canonical now and for some continuation allowed after it."""
         if token in self._tags:
             return True
         strings = self.table.strings
-        text = "".join(strings[i] for i in history[-self.window:] if i not in self._tags)
+        text = "".join(strings[i] for i in history[-self.window :] if i not in self._tags)
         context = self._context(text, strings[token])
         following = self.follows(grammar, next_state)
         key = (context, token, following)

@@ -90,8 +90,9 @@ def stereo_matches(mol: Chem.Mol, canonical_smiles: str) -> bool | None:
             return False
         perceived = Chem.Mol(heavy)
         Chem.AssignStereochemistryFrom3D(perceived, replaceExistingTags=True)
-        specified_atoms = {match[a.GetIdx()] for a in prompt.GetAtoms()
-                           if a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED}
+        specified_atoms = {
+            match[a.GetIdx()] for a in prompt.GetAtoms() if a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED
+        }
         specified_bonds = set()
         for b in prompt.GetBonds():
             if b.GetStereo() != Chem.BondStereo.STEREONONE:

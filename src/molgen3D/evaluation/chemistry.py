@@ -36,7 +36,7 @@ def _angles(mol: Chem.Mol) -> np.ndarray:
     triples = []
     for j in range(mol.GetNumAtoms()):
         nbrs = sorted(n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors())
-        triples += [(i, j, k) for a, i in enumerate(nbrs) for k in nbrs[a + 1:]]
+        triples += [(i, j, k) for a, i in enumerate(nbrs) for k in nbrs[a + 1 :]]
     return np.asarray(triples, dtype=np.int64).reshape(-1, 3)
 
 
@@ -163,6 +163,8 @@ def posebusters_checks(mols: Sequence[Chem.Mol], config: str = "mol") -> dict:
         ran = np.array([isinstance(v, (bool, np.bool_)) for v in values])
         passes = np.array([bool(v) if r else False for v, r in zip(values, ran)])
         passed_all &= passes
-        checks[column] = {"pass_rate": float(passes[ran].mean()) if ran.any() else math.nan,
-                          "not_run": int((~ran).sum())}
+        checks[column] = {
+            "pass_rate": float(passes[ran].mean()) if ran.any() else math.nan,
+            "not_run": int((~ran).sum()),
+        }
     return {"samples": len(table), "checks": checks, "all_pass": float(passed_all.mean())}

@@ -154,10 +154,16 @@ def score_method(
     for ref, samples, matrix in zip(references, outcomes, matrices):
         scores = coverage_matching(matrix, threshold)
         curves.append(coverage_curves(matrix))
-        per_molecule.append({
-            "name": ref.name, "smiles": ref.smiles, "references": len(ref.conformers), "samples": len(samples),
-            "valid": sum(o.mol is not None for o in samples), **scores,
-        })
+        per_molecule.append(
+            {
+                "name": ref.name,
+                "smiles": ref.smiles,
+                "references": len(ref.conformers),
+                "samples": len(samples),
+                "valid": sum(o.mol is not None for o in samples),
+                **scores,
+            }
+        )
     requested = sum(map(len, outcomes))
     valid = sum(m["valid"] for m in per_molecule)
     with warnings.catch_warnings():
@@ -220,8 +226,9 @@ def _samples_from_file(path: Path, references: Sequence[ReferenceMolecule], coun
     for ref, k in zip(references, counts):
         samples = sorted(by_smiles.pop(ref.smiles, []), key=lambda o: o.sample_index)
         if len(samples) > k:
-            unused.add("beyond_k", f"{ref.name}: {len(samples)} samples, K = {k}", unit="sample",
-                       count=len(samples) - k)
+            unused.add(
+                "beyond_k", f"{ref.name}: {len(samples)} samples, K = {k}", unit="sample", count=len(samples) - k
+            )
         samples = samples[:k]
         taken = {o.sample_index for o in samples}
         free = [s for s in range(k + len(samples)) if s not in taken][: k - len(samples)]
@@ -245,8 +252,9 @@ def _inputs(references: Sequence[ReferenceMolecule]) -> list[MoleculeInput]:
     return [MoleculeInput(r.name, r.smiles, "") for r in references]
 
 
-def read_stored(path: Path, references: Sequence[ReferenceMolecule], counts: Sequence[int], *,
-                complete_only: bool = False) -> list[list[SampleOutcome]]:
+def read_stored(
+    path: Path, references: Sequence[ReferenceMolecule], counts: Sequence[int], *, complete_only: bool = False
+) -> list[list[SampleOutcome]]:
     """The samples of `samples/<method>.sdf` per reference molecule, for the longest prefix of complete molecules.
 
     A molecule is complete when its K records are all there and name its SMILES; with
@@ -255,8 +263,10 @@ def read_stored(path: Path, references: Sequence[ReferenceMolecule], counts: Seq
     grouped: dict[int, list[SampleOutcome]] = {}
     for outcome, smiles, index in iter_sdf_samples(path, complete_only=complete_only):
         if index is None or not 0 <= index < len(references) or smiles != references[index].smiles:
-            raise ValueError(f"{path}: a record of molecule_index {index} ({smiles}) does not match the references; "
-                             "the samples were written for other references")
+            raise ValueError(
+                f"{path}: a record of molecule_index {index} ({smiles}) does not match the references; "
+                "the samples were written for other references"
+            )
         grouped.setdefault(index, []).append(outcome)
     done = []
     for i, (ref, k) in enumerate(zip(references, counts)):
@@ -264,8 +274,10 @@ def read_stored(path: Path, references: Sequence[ReferenceMolecule], counts: Seq
         if len({o.sample_index for o in samples}) != k or len(samples) != k:
             if complete_only:
                 break
-            raise ValueError(f"{path}: molecule {i} ({ref.name}) has {len(samples)} of its K = {k} samples; "
-                             "the evaluation was interrupted: run `molgen3d evaluate ... --resume` to finish it")
+            raise ValueError(
+                f"{path}: molecule {i} ({ref.name}) has {len(samples)} of its K = {k} samples; "
+                "the evaluation was interrupted: run `molgen3d evaluate ... --resume` to finish it"
+            )
         done.append(samples)
     return done
 
@@ -273,10 +285,15 @@ def read_stored(path: Path, references: Sequence[ReferenceMolecule], counts: Seq
 def run_identity(cfg: EvaluateConfig, sampling: SamplingConfig) -> dict:
     """What decides the samples: a resumed run must ask for the same."""
     return {
-        "references": str(cfg.references), "max_molecules": cfg.max_molecules, "max_conformers": cfg.max_conformers,
-        "samples_per_reference": cfg.samples_per_reference, "model": cfg.model,
-        "samples": None if cfg.samples is None else str(cfg.samples), "baseline": cfg.baseline,
-        "etkdg_seed": cfg.etkdg_seed, "sampling": asdict(sampling),
+        "references": str(cfg.references),
+        "max_molecules": cfg.max_molecules,
+        "max_conformers": cfg.max_conformers,
+        "samples_per_reference": cfg.samples_per_reference,
+        "model": cfg.model,
+        "samples": None if cfg.samples is None else str(cfg.samples),
+        "baseline": cfg.baseline,
+        "etkdg_seed": cfg.etkdg_seed,
+        "sampling": asdict(sampling),
     }
 
 
@@ -292,8 +309,10 @@ def _load_state(out: Path, identity: dict, resume: bool) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
         differs = [k for k in identity if state.get("identity", {}).get(k) != identity[k]]
         if differs:
-            raise ValueError(f"--resume: {path} was written with other settings ({', '.join(differs)}); "
-                             "pass the same options, or a new --out")
+            raise ValueError(
+                f"--resume: {path} was written with other settings ({', '.join(differs)}); "
+                "pass the same options, or a new --out"
+            )
         return state
     for stale in (out / SAMPLES_DIR).glob("*.sdf") if (out / SAMPLES_DIR).is_dir() else []:
         stale.unlink()
@@ -301,15 +320,22 @@ def _load_state(out: Path, identity: dict, resume: bool) -> dict:
 
 
 def fill_samples(
-    out: Path, name: str, references: Sequence[ReferenceMolecule], counts: Sequence[int],
+    out: Path,
+    name: str,
+    references: Sequence[ReferenceMolecule],
+    counts: Sequence[int],
     sample_fn: Callable[[list[str], list[int]], tuple[list[list[SampleOutcome]], float]],
-    state: dict, *, resume: bool, chunk: int, progress: bool,
+    state: dict,
+    *,
+    resume: bool,
+    chunk: int,
+    progress: bool,
 ) -> None:
     """Sample every molecule not yet complete in `samples/<name>.sdf`, chunk by chunk, appending in molecule order."""
     path = samples_file(out, name)
     done = read_stored(path, references, counts, complete_only=True) if resume and path.is_file() else []
     inputs = _inputs(references)
-    write_samples(path, inputs[:len(done)], done, failures=True)  # drops a torn tail
+    write_samples(path, inputs[: len(done)], done, failures=True)  # drops a torn tail
     info = state["methods"].setdefault(name, {})
     if not resume or "seconds" not in info:
         info.update(seconds=0.0, samples=0)
@@ -343,9 +369,19 @@ def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict):
             state["methods"]["model"]["model_folder"] = str(cache["dir"])
             if cfg.workers == 1:
                 cache["loaded"] = load_model(cache["dir"], cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]
-        return sample_parallel(cache["dir"], cfg.tokenizer, smiles, counts, sampling, workers=cfg.workers,
-                               device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, loaded=cache.get("loaded"),
-                               progress=cfg.progress)
+        return sample_parallel(
+            cache["dir"],
+            cfg.tokenizer,
+            smiles,
+            counts,
+            sampling,
+            workers=cfg.workers,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            threads=cfg.threads,
+            loaded=cache.get("loaded"),
+            progress=cfg.progress,
+        )
 
     return sample_fn
 
@@ -386,20 +422,34 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         mark_stereo([r.smiles for r in references], outcomes)
         write_samples(samples_file(out, "model"), _inputs(references), outcomes, failures=True)
         state["methods"]["model"] = {
-            "source": str(cfg.samples), "settings": sidecar.get("settings"), "complete": True,
-            "samples_per_second": sidecar.get("samples_per_second"), "samples_unused": unused.as_dict(),
+            "source": str(cfg.samples),
+            "settings": sidecar.get("settings"),
+            "complete": True,
+            "samples_per_second": sidecar.get("samples_per_second"),
+            "samples_unused": unused.as_dict(),
         }
     if cfg.baseline == "etkdg":
+
         def etkdg_fn(smiles, k):
             return etkdg_baseline(smiles, k, seed=cfg.etkdg_seed, num_threads=cfg.etkdg_threads)
 
         state["methods"].setdefault("etkdg", {})
-        state["methods"]["etkdg"]["settings"] = {"seed": cfg.etkdg_seed, "num_threads": cfg.etkdg_threads,
-                                                 "method": "ETKDGv3"}
+        state["methods"]["etkdg"]["settings"] = {
+            "seed": cfg.etkdg_seed,
+            "num_threads": cfg.etkdg_threads,
+            "method": "ETKDGv3",
+        }
         fill_samples(out, "etkdg", references, counts, etkdg_fn, **fill)
     _save_state(out, state)
-    return score_run(out, threshold=cfg.threshold, rmsd_workers=cfg.rmsd_workers, pair_timeout=cfg.pair_timeout,
-                     max_matches=cfg.max_matches, posebusters=cfg.posebusters, references=references)
+    return score_run(
+        out,
+        threshold=cfg.threshold,
+        rmsd_workers=cfg.rmsd_workers,
+        pair_timeout=cfg.pair_timeout,
+        max_matches=cfg.max_matches,
+        posebusters=cfg.posebusters,
+        references=references,
+    )
 
 
 def _file_key(path: Path, max_matches: int) -> str:
@@ -424,8 +474,7 @@ def _matrices(out: Path, name: str, references, outcomes, pool_args: dict) -> tu
         )
     stats = stats.as_dict()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, key=key, n=len(references), stats=json.dumps(stats),
-             **{f"m{i}": m for i, m in enumerate(matrices)})
+    np.savez(cache, key=key, n=len(references), stats=json.dumps(stats), **{f"m{i}": m for i, m in enumerate(matrices)})
     return matrices, stats
 
 
@@ -436,13 +485,22 @@ def references_of_run(out: Path) -> tuple[list[ReferenceMolecule], dict]:
         raise FileNotFoundError(f"{out} has no {RUN_FILE}: not a directory written by `molgen3d evaluate`")
     state = json.loads(path.read_text(encoding="utf-8"))
     ident = state["identity"]
-    references, _ = read_references(ident["references"], max_molecules=ident["max_molecules"],
-                                    max_conformers=ident["max_conformers"])
+    references, _ = read_references(
+        ident["references"], max_molecules=ident["max_molecules"], max_conformers=ident["max_conformers"]
+    )
     return references, state
 
 
-def score_run(out: Path, *, threshold: float, rmsd_workers: int = 2, pair_timeout: float = 30.0,
-              max_matches: int = 100_000, posebusters: str = "mol", references=None) -> dict:
+def score_run(
+    out: Path,
+    *,
+    threshold: float,
+    rmsd_workers: int = 2,
+    pair_timeout: float = 30.0,
+    max_matches: int = 100_000,
+    posebusters: str = "mol",
+    references=None,
+) -> dict:
     """Score the samples stored in an evaluation directory: metrics.json, table.txt and coverage.png.
 
     `evaluate` calls it after sampling and `molgen3d rescore` on its own, so both give the same numbers.
@@ -462,13 +520,16 @@ def score_run(out: Path, *, threshold: float, rmsd_workers: int = 2, pair_timeou
         if speed is None and info.get("seconds"):
             speed = info["samples"] / info["seconds"]
         results[name] = score_method(name, references, outcomes, matrices, stats, threshold, speed)
-        results[name].update({k: v for k, v in info.items() if k in ("source", "settings", "samples_unused",
-                                                                     "model_folder")})
+        results[name].update(
+            {k: v for k, v in info.items() if k in ("source", "settings", "samples_unused", "model_folder")}
+        )
         results[name]["samples_file"] = str(samples_file(out, name))
     from molgen3D.evaluation.plots import plot_coverage
 
     plot = plot_coverage(
-        {name: r["curves"] for name, r in results.items()}, threshold, out / "coverage.png",
+        {name: r["curves"] for name, r in results.items()},
+        threshold,
+        out / "coverage.png",
         f"{len(references)} molecules, {sum(len(r.conformers) for r in references)} reference conformers, K = "
         f"{ident['samples_per_reference']}L",
     )
@@ -480,7 +541,7 @@ def score_run(out: Path, *, threshold: float, rmsd_workers: int = 2, pair_timeou
         "samples_per_reference": ident["samples_per_reference"],
         "references_skipped": state.get("references_skipped", {}),
         "nan_policy": "failed samples are NaN columns: they lower COV-R, are left out of COV-P/MAT-P; "
-                      "aggregates are over molecules where the metric is defined (see 'molecules')",
+        "aggregates are over molecules where the metric is defined (see 'molecules')",
         "methods": results,
         "posebusters": posebusters_report(methods, posebusters),
         "plot": str(plot),
@@ -520,11 +581,17 @@ def format_table(metrics: dict) -> str:
     rows = [["method", "validity", "samples/s", "COV-R", "MAT-R (A)", "COV-P", "MAT-P (A)"]]
     for name, r in metrics["methods"].items():
         agg, sps = r["aggregate"], r["samples_per_second"]
-        rows.append([
-            name, _pct(r["validity"]), _num(sps, ".2f"),
-            *(f"{fmt(agg[k]['mean'])} / {fmt(agg[k]['median'])}"
-              for k, fmt in (("cov_r", _pct), ("mat_r", _ang), ("cov_p", _pct), ("mat_p", _ang))),
-        ])
+        rows.append(
+            [
+                name,
+                _pct(r["validity"]),
+                _num(sps, ".2f"),
+                *(
+                    f"{fmt(agg[k]['mean'])} / {fmt(agg[k]['median'])}"
+                    for k, fmt in (("cov_r", _pct), ("mat_r", _ang), ("cov_p", _pct), ("mat_p", _ang))
+                ),
+            ]
+        )
     lines = [
         f"{metrics['num_molecules']} molecules, {metrics['reference_conformers']} reference conformers, "
         f"K = {metrics['samples_per_reference']}L; COV at RMSD < {t} A; cells are mean / median over molecules",
@@ -535,8 +602,16 @@ def format_table(metrics: dict) -> str:
     rows = [["method", "stereo OK", "bond MAE (A)", "angle MAE (deg)", "clash-free", "clashes/sample"]]
     for name, r in metrics["methods"].items():
         c = r["chemistry"]
-        rows.append([name, f"{_pct(c['stereo_ok'])} of {c['stereo_checked']}", _num(c["bond_length_mae"], ".3f"),
-                     _num(c["bond_angle_mae"], ".2f"), _pct(c["clash_free"]), _num(c["clashes_per_sample"], ".2f")])
+        rows.append(
+            [
+                name,
+                f"{_pct(c['stereo_ok'])} of {c['stereo_checked']}",
+                _num(c["bond_length_mae"], ".3f"),
+                _num(c["bond_angle_mae"], ".2f"),
+                _pct(c["clash_free"]),
+                _num(c["clashes_per_sample"], ".2f"),
+            ]
+        )
     lines += _grid(rows)
     pb = metrics["posebusters"]
     if pb["available"]:
@@ -575,6 +650,8 @@ def cli(argv: list[str]) -> int:
         print(f"molgen3d evaluate: {exc}", file=sys.stderr)
         return 1
     print(format_table(metrics))
-    print(f"samples: {Path(cfg.out) / SAMPLES_DIR}; metrics: {Path(cfg.out) / 'metrics.json'}; "
-          f"table: {Path(cfg.out) / 'table.txt'}")
+    print(
+        f"samples: {Path(cfg.out) / SAMPLES_DIR}; metrics: {Path(cfg.out) / 'metrics.json'}; "
+        f"table: {Path(cfg.out) / 'table.txt'}"
+    )
     return 0

@@ -63,8 +63,15 @@ def sample_with_model(
 ) -> tuple[list[list[SampleOutcome]], float]:
     """Samples from a transformers causal LM (KV cache) and the wall time spent."""
     start = time.perf_counter()
-    outcomes = sample_molecules(functools.partial(run_with_cache, model), tokenizer, smiles, counts, cfg,
-                                progress=progress, max_context=model_context(model))
+    outcomes = sample_molecules(
+        functools.partial(run_with_cache, model),
+        tokenizer,
+        smiles,
+        counts,
+        cfg,
+        progress=progress,
+        max_context=model_context(model),
+    )
     return outcomes, time.perf_counter() - start
 
 
@@ -122,7 +129,9 @@ def molecule_summaries(molecules: Sequence[MoleculeInput], outcomes: Sequence[Se
     """Per molecule: requested and valid samples, failures by reason."""
     return [
         {
-            "name": m.name, "smiles": m.smiles, "requested": len(samples),
+            "name": m.name,
+            "smiles": m.smiles,
+            "requested": len(samples),
             "valid": sum(o.mol is not None for o in samples),
             "failures": dict(Counter(o.failure for o in samples if o.failure is not None)),
         }
@@ -136,8 +145,10 @@ def sample_counts(molecules: Sequence[MoleculeInput], cfg: GenerateConfig) -> li
         return [cfg.num_samples] * len(molecules)
     missing = [m.where for m in molecules if m.n_conformers is None]
     if missing:
-        raise ValueError(f"--samples-per-reference needs L per molecule, which {missing[0]} does not give "
-                         "(use a GEOM CSV with n_conformers or an SDF, or --num-samples)")
+        raise ValueError(
+            f"--samples-per-reference needs L per molecule, which {missing[0]} does not give "
+            "(use a GEOM CSV with n_conformers or an SDF, or --num-samples)"
+        )
     return [cfg.samples_per_reference * m.n_conformers for m in molecules]
 
 
@@ -156,8 +167,17 @@ def generate(cfg: GenerateConfig) -> dict:
     if cfg.workers == 1:
         loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]
     outcomes, seconds = sample_parallel(
-        directory, cfg.tokenizer, [m.smiles for m in molecules], counts, sampling, workers=cfg.workers,
-        device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress, loaded=loaded,
+        directory,
+        cfg.tokenizer,
+        [m.smiles for m in molecules],
+        counts,
+        sampling,
+        workers=cfg.workers,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        threads=cfg.threads,
+        progress=cfg.progress,
+        loaded=loaded,
     )
     stereo = mark_stereo([m.smiles for m in molecules], outcomes)
     hydrogens = add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters) if cfg.add_hs else None
@@ -196,8 +216,10 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  failed {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
     stereo = summary.get("stereo")
     if stereo and stereo["checked"]:
-        lines.append(f"  stereo from the coordinates as the prompt says: {stereo['ok']} of {stereo['checked']} valid "
-                     "samples of molecules with specified stereo (wrong ones stay valid; SDF prop stereo_ok)")
+        lines.append(
+            f"  stereo from the coordinates as the prompt says: {stereo['ok']} of {stereo['checked']} valid "
+            "samples of molecules with specified stereo (wrong ones stay valid; SDF prop stereo_ok)"
+        )
     hydrogens = summary.get("hydrogens")
     if hydrogens:
         lines.append("  hydrogens: " + ", ".join(f"{k} {v}" for k, v in hydrogens.items()))

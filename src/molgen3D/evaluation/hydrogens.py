@@ -16,8 +16,9 @@ from rdkit.rdBase import BlockLogs
 from molgen3D.evaluation.sampling import SampleOutcome
 
 
-def add_hydrogens(outcomes: Sequence[Sequence[SampleOutcome]], *, mmff: bool = False,
-                  max_iters: int = 200) -> dict[str, int]:
+def add_hydrogens(
+    outcomes: Sequence[Sequence[SampleOutcome]], *, mmff: bool = False, max_iters: int = 200
+) -> dict[str, int]:
     """Replace every valid sample's molecule by one with hydrogens (in place); counts of what happened.
 
     Counts: `added`, and with `mmff`: `mmff_relaxed` (converged), `mmff_not_converged`

@@ -59,10 +59,16 @@ def coverage_curves(rmsd, thresholds=DEFAULT_THRESHOLDS) -> dict[str, np.ndarray
     best_sample = _best(matrix, axis=0)
     scored_samples = best_sample[np.isfinite(best_sample)]
     with np.errstate(invalid="ignore"):
-        cov_r = (best_ref[None, :] < thresholds[:, None]).sum(axis=1) / matrix.shape[0] if matrix.shape[0] else (
-            np.full(len(thresholds), np.nan))
-        cov_p = (scored_samples[None, :] < thresholds[:, None]).mean(axis=1) if scored_samples.size else (
-            np.full(len(thresholds), np.nan))
+        cov_r = (
+            (best_ref[None, :] < thresholds[:, None]).sum(axis=1) / matrix.shape[0]
+            if matrix.shape[0]
+            else (np.full(len(thresholds), np.nan))
+        )
+        cov_p = (
+            (scored_samples[None, :] < thresholds[:, None]).mean(axis=1)
+            if scored_samples.size
+            else (np.full(len(thresholds), np.nan))
+        )
     return {"thresholds": thresholds, "cov_r": np.asarray(cov_r, dtype=float), "cov_p": np.asarray(cov_p, dtype=float)}
 
 

@@ -98,9 +98,11 @@ def load_model(model: str | Path, tokenizer: str | Path | None = None, *, device
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = model_directory(model)
     target = resolve_device(device)
-    lm = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=model_dtype(target, dtype), local_files_only=True
-    ).to(target).eval()
+    lm = (
+        AutoModelForCausalLM.from_pretrained(str(directory), dtype=model_dtype(target, dtype), local_files_only=True)
+        .to(target)
+        .eval()
+    )
     if tokenizer is None:
         tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     else:

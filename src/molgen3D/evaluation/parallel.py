@@ -44,8 +44,16 @@ def worker_devices(device, workers: int) -> list[str]:
     return [f"cuda:{k % count}" for k in range(workers)]
 
 
-def _init_worker(model_dir: str, tokenizer: str | None, smiles: list[str], cfg: SamplingConfig,
-                 ranks, devices: list[str], dtype: str, threads: int) -> None:
+def _init_worker(
+    model_dir: str,
+    tokenizer: str | None,
+    smiles: list[str],
+    cfg: SamplingConfig,
+    ranks,
+    devices: list[str],
+    dtype: str,
+    threads: int,
+) -> None:
     import torch
 
     from molgen3D.evaluation.model_io import load_model
@@ -87,11 +95,13 @@ def sample_parallel(
     start = time.perf_counter()
     target = resolve_device(device)
     if workers == 1:
-        model, tokenizer = loaded if loaded is not None else load_model(model_dir, tokenizer_arg, device=str(target),
-                                                                        dtype=dtype)[:2]
+        model, tokenizer = (
+            loaded if loaded is not None else load_model(model_dir, tokenizer_arg, device=str(target), dtype=dtype)[:2]
+        )
         batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
-        results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg,
-                              progress=progress)
+        results = run_batches(
+            functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg, progress=progress
+        )
         return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
 
     from transformers import AutoConfig
@@ -112,8 +122,9 @@ def sample_parallel(
     initargs = (str(directory), tokenizer_arg, list(smiles), cfg, ranks, devices, dtype, threads or 1)
     results = []
     with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
-        bar = tqdm(total=sum(map(len, batches)), desc=f"sampling ({workers} workers)", unit="sample",
-                   disable=not progress)
+        bar = tqdm(
+            total=sum(map(len, batches)), desc=f"sampling ({workers} workers)", unit="sample", disable=not progress
+        )
         for batch, res in zip(batches, pool.imap(_run_batch, batches, chunksize=1)):
             results.append(res)
             bar.update(len(batch))

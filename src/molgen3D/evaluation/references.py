@@ -66,8 +66,9 @@ def iter_jsonl(path: str | Path, skips: SkipLog) -> Iterator[tuple[str, str, str
                 if not isinstance(record, dict) or not all(
                     isinstance(record.get(k), str) for k in ("canonical_smiles", "embedded_smiles")
                 ):
-                    skips.add("missing_key", f"{where}: needs string keys canonical_smiles and embedded_smiles",
-                              unit="line")
+                    skips.add(
+                        "missing_key", f"{where}: needs string keys canonical_smiles and embedded_smiles", unit="line"
+                    )
                     continue
                 yield where, record["canonical_smiles"], record["embedded_smiles"]
 
@@ -138,8 +139,13 @@ def iter_sdf_conformers(path: str | Path, skips: SkipLog) -> Iterator[tuple[str,
             yield record.where, fields["canonical_smiles"], decode(fields["embedded_smiles"]), record.name
 
 
-def load_sdf_references(path: str | Path, *, max_molecules: int | None = None, max_conformers: int | None = None,
-                        skips: SkipLog | None = None) -> list[ReferenceMolecule]:
+def load_sdf_references(
+    path: str | Path,
+    *,
+    max_molecules: int | None = None,
+    max_conformers: int | None = None,
+    skips: SkipLog | None = None,
+) -> list[ReferenceMolecule]:
     """Molecules of a 3D SDF grouped by canonical heavy-atom SMILES (first-appearance order).
 
     Records of molecules beyond the first `max_molecules` are counted as `prepare-data` counts them.
@@ -162,7 +168,10 @@ def is_sdf(path: Path) -> bool:
 
 
 def read_references(
-    path: str | Path, *, max_molecules: int | None = None, max_conformers: int | None = None,
+    path: str | Path,
+    *,
+    max_molecules: int | None = None,
+    max_conformers: int | None = None,
     skips: SkipLog | None = None,
 ) -> tuple[list[ReferenceMolecule], int | None]:
     """References from an SDF (`.sdf`/`.sd`) or a JSONL split; the first `max_molecules` molecules.
@@ -170,15 +179,20 @@ def read_references(
     Returns the molecules and the JSONL coordinate precision (None for an SDF).
     """
     if is_geom_reference(str(path)):
-        found = geom_references(str(path), max_molecules=max_molecules, max_conformers=max_conformers,
-                                skips=skips if skips is not None else SkipLog())
+        found = geom_references(
+            str(path),
+            max_molecules=max_molecules,
+            max_conformers=max_conformers,
+            skips=skips if skips is not None else SkipLog(),
+        )
         return [ReferenceMolecule(smiles, conformers, name=name) for smiles, name, conformers in found], None
     resolved = resolve_path(str(path))
     if is_sdf(resolved):
         if not resolved.is_file():
             raise FileNotFoundError(f"reference SDF {path!r} (resolved to {resolved}) does not exist")
-        molecules = load_sdf_references(resolved, max_molecules=max_molecules, max_conformers=max_conformers,
-                                        skips=skips)
+        molecules = load_sdf_references(
+            resolved, max_molecules=max_molecules, max_conformers=max_conformers, skips=skips
+        )
         return molecules, None
     select = None if max_molecules is None else (lambda all_smiles: all_smiles[:max_molecules])
     return load_jsonl_references(resolved, select=select, max_conformers=max_conformers, skips=skips)
@@ -186,7 +200,9 @@ def read_references(
 
 def seeded_choice(num_molecules: int, seed: int) -> Callable[[list[str]], list[str]]:
     """A `select` that draws `num_molecules` molecules reproducibly (sorted first, so file order does not matter)."""
+
     def select(all_smiles: list[str]) -> list[str]:
         pool = sorted(all_smiles)
         return random.Random(seed).sample(pool, min(num_molecules, len(pool)))
+
     return select

@@ -41,8 +41,14 @@ class RescoreConfig:
 def cli(argv: list[str]) -> int:
     try:
         cfg = tyro.cli(RescoreConfig, args=argv, prog="molgen3d rescore")
-        metrics = score_run(cfg.out, threshold=cfg.threshold, rmsd_workers=cfg.rmsd_workers,
-                            pair_timeout=cfg.pair_timeout, max_matches=cfg.max_matches, posebusters=cfg.posebusters)
+        metrics = score_run(
+            cfg.out,
+            threshold=cfg.threshold,
+            rmsd_workers=cfg.rmsd_workers,
+            pair_timeout=cfg.pair_timeout,
+            max_matches=cfg.max_matches,
+            posebusters=cfg.posebusters,
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"molgen3d rescore: {exc}", file=sys.stderr)
         return 1

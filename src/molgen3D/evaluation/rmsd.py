@@ -54,8 +54,13 @@ class RmsdStats:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"pairs": self.pairs, "computed": self.computed, "timeouts": self.timeouts,
-                "errors": dict(self.errors), "seconds": round(self.seconds, 3)}
+        return {
+            "pairs": self.pairs,
+            "computed": self.computed,
+            "timeouts": self.timeouts,
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _worker_main(conn: Connection) -> None:
@@ -158,7 +163,7 @@ class RmsdPool:
             pairs = [(i, j) for i in range(len(refs)) for j, m in enumerate(samples) if m is not None]
             stats.pairs += len(pairs)
             for k in range(0, len(pairs), self.chunk_pairs):
-                pending.append(_Unit(t, deque(pairs[k:k + self.chunk_pairs])))
+                pending.append(_Unit(t, deque(pairs[k : k + self.chunk_pairs])))
         if pending:
             while len(self._workers) < self.n_workers:
                 self._workers.append(self._spawn())

@@ -141,8 +141,9 @@ def summary_path(samples_path: Path) -> Path:
     return samples_path.with_name(f"{samples_path.stem}.summary.json")
 
 
-def failure_report(molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequence[SampleOutcome]],
-                   max_examples: int = 3) -> dict:
+def failure_report(
+    molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequence[SampleOutcome]], max_examples: int = 3
+) -> dict:
     """Failures by reason: count and the first examples (molecule, sample index, start of the text)."""
     log = SkipLog(max_examples=max_examples)
     for mol, samples in zip(molecules, outcomes):
@@ -152,8 +153,15 @@ def failure_report(molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequen
     return log.as_dict()
 
 
-def write_samples(path: Path, molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequence[SampleOutcome]], *,
-                  failures: bool = False, mode: str = "w", first_index: int = 0) -> None:
+def write_samples(
+    path: Path,
+    molecules: Sequence[MoleculeInput],
+    outcomes: Sequence[Sequence[SampleOutcome]],
+    *,
+    failures: bool = False,
+    mode: str = "w",
+    first_index: int = 0,
+) -> None:
     """Write samples as SDF or JSONL (every sample), by the suffix of `path`.
 
     SDF keeps only valid samples unless `failures` (then a failure is an atom-less record with
@@ -176,12 +184,20 @@ def write_samples(path: Path, molecules: Sequence[MoleculeInput], outcomes: Sequ
         with open(path, mode, encoding="utf-8") as f:
             for mol_in, samples in zip(molecules, outcomes):
                 for o in samples:
-                    f.write(json.dumps({
-                        "name": mol_in.name, "canonical_smiles": mol_in.smiles, "sample_index": o.sample_index,
-                        "embedded_smiles": o.text if o.mol is not None else None,
-                        "failure": o.failure, "num_tokens": o.num_tokens,
-                        "stereo_ok": (o.extra or {}).get("stereo_ok"),
-                    }) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "name": mol_in.name,
+                                "canonical_smiles": mol_in.smiles,
+                                "sample_index": o.sample_index,
+                                "embedded_smiles": o.text if o.mol is not None else None,
+                                "failure": o.failure,
+                                "num_tokens": o.num_tokens,
+                                "stereo_ok": (o.extra or {}).get("stereo_ok"),
+                            }
+                        )
+                        + "\n"
+                    )
     else:
         raise ValueError(f"{path}: unknown sample file type {suffix!r}; use one of {', '.join(SAMPLE_SUFFIXES)}")
 
@@ -248,8 +264,10 @@ def iter_sdf_samples(path: Path, *, complete_only: bool = False):
         if mol is None or "smiles" not in props:
             if complete_only and n == len(records) - 1:
                 return
-            raise ValueError(f"{record.where}: unreadable sample record or no 'smiles' property; "
-                             "score SDFs written by `molgen3d generate` or `molgen3d evaluate`")
+            raise ValueError(
+                f"{record.where}: unreadable sample record or no 'smiles' property; "
+                "score SDFs written by `molgen3d generate` or `molgen3d evaluate`"
+            )
         smiles = props["smiles"]
         try:
             sample_index = int(props.get("sample_index", n))
@@ -273,7 +291,7 @@ def _sdf_props(block: str) -> dict[str, str]:
     props, lines = {}, block.splitlines()
     for k, line in enumerate(lines):
         if line.startswith(">") and "<" in line and k + 1 < len(lines):
-            name = line[line.index("<") + 1: line.rindex(">")] if line.rindex(">") > line.index("<") else ""
+            name = line[line.index("<") + 1 : line.rindex(">")] if line.rindex(">") > line.index("<") else ""
             props[name] = lines[k + 1]
     return props
 
@@ -290,8 +308,10 @@ def _jsonl_sample(line: str, where: str) -> tuple[SampleOutcome, str]:
         if not isinstance(smiles, str) or isinstance(sample_index, bool) or not isinstance(sample_index, int):
             raise TypeError("canonical_smiles must be a string and sample_index an integer")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{where}: not a sample line of `molgen3d generate` ({type(exc).__name__}: {exc}); "
-                         "each line needs canonical_smiles, sample_index, embedded_smiles and failure") from exc
+        raise ValueError(
+            f"{where}: not a sample line of `molgen3d generate` ({type(exc).__name__}: {exc}); "
+            "each line needs canonical_smiles, sample_index, embedded_smiles and failure"
+        ) from exc
     text, failure, num_tokens = rec.get("embedded_smiles"), rec.get("failure"), rec.get("num_tokens", 0)
     if not isinstance(num_tokens, int) or isinstance(num_tokens, bool):
         num_tokens, failure = 0, failure or BAD_FIELD

@@ -106,8 +106,12 @@ class SequenceResult:
     """None when it ended normally ([/CONFORMER], <|endoftext|> or grammar end), else a failure reason."""
 
 
-def draw(scores: torch.Tensor, temperature: float, top_p: float,
-         generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+def draw(
+    scores: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+) -> torch.Tensor:
     """Row-wise choice from unnormalised `scores` (-inf = forbidden): greedy at temperature 0, else nucleus sampling.
 
     `generator` may be one generator per row: then each row's draw depends only on its own
@@ -196,10 +200,19 @@ class BatchSampler:
             scores = scores.masked_fill(~valid, float("-inf"))
             pending = list(range(open_rows.size))
             while pending:
-                picked = draw(scores[pending], self.temperature, self.top_p,
-                              self._generators([pairs[open_rows[j]] for j in pending]))
-                pending = [j for j, c in zip(pending, picked.tolist()) if not self._accept(
-                    scores, j, open_rows[j], pairs[open_rows[j]][1], allowed[open_rows[j]], c, choice)]
+                picked = draw(
+                    scores[pending],
+                    self.temperature,
+                    self.top_p,
+                    self._generators([pairs[open_rows[j]] for j in pending]),
+                )
+                pending = [
+                    j
+                    for j, c in zip(pending, picked.tolist())
+                    if not self._accept(
+                        scores, j, open_rows[j], pairs[open_rows[j]][1], allowed[open_rows[j]], c, choice
+                    )
+                ]
         for (k, r), a, c in zip(pairs, allowed, choice.tolist()):
             if len(a.ids) == 0:
                 self.done[r], self.stops[r] = True, DEAD_END
@@ -261,8 +274,8 @@ def run_with_cache(model, prompts: Sequence[Sequence[int]], sampler: BatchSample
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for b, p in enumerate(prompts):
-        input_ids[b, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
-        mask[b, width - len(p):] = 1
+        input_ids[b, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+        mask[b, width - len(p) :] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     rows = list(range(len(prompts)))
@@ -281,8 +294,11 @@ def run_with_cache(model, prompts: Sequence[Sequence[int]], sampler: BatchSample
             tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(
-            input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-            past_key_values=cache, use_cache=True,
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
         )
         next_pos = next_pos + 1
 
@@ -324,7 +340,7 @@ def finish_sample(
         return None, stop, text
     if not text.startswith(CONFORMER_OPEN):
         return None, NO_OPEN_TAG, text
-    body = text[len(CONFORMER_OPEN):]
+    body = text[len(CONFORMER_OPEN) :]
     if body.endswith(EOT):
         body = body[: -len(EOT)]
     if not body.endswith(CONFORMER_CLOSE):
@@ -361,7 +377,12 @@ def sample_seed(seed: int, smiles: str, index: int) -> int:
 
 
 def plan_jobs(
-    tokenizer, smiles: Sequence[str], counts: Sequence[int], cfg: SamplingConfig, *, max_context: int | None = None,
+    tokenizer,
+    smiles: Sequence[str],
+    counts: Sequence[int],
+    cfg: SamplingConfig,
+    *,
+    max_context: int | None = None,
 ) -> tuple[list[list[Job]], dict[int, list[SampleOutcome]]]:
     """Batches of jobs (similar prompt lengths together, longest first) and the samples failed before decoding.
 
@@ -392,7 +413,7 @@ def plan_jobs(
                 limit, reason = room, CONTEXT_FULL
         jobs += [Job(i, s, prompt, limit, reason) for s in range(count)]
     jobs.sort(key=lambda job: (-len(job.prompt), job.mol, job.index))
-    return [jobs[k:k + cfg.batch_size] for k in range(0, len(jobs), cfg.batch_size)], failed
+    return [jobs[k : k + cfg.batch_size] for k in range(0, len(jobs), cfg.batch_size)], failed
 
 
 def _dfa(cfg: SamplingConfig) -> NumberDfa:
@@ -400,8 +421,13 @@ def _dfa(cfg: SamplingConfig) -> NumberDfa:
 
 
 def run_batches(
-    runner: Runner, tokenizer, smiles: Sequence[str], batches: Sequence[Sequence[Job]], cfg: SamplingConfig,
-    *, progress: bool = False,
+    runner: Runner,
+    tokenizer,
+    smiles: Sequence[str],
+    batches: Sequence[Sequence[Job]],
+    cfg: SamplingConfig,
+    *,
+    progress: bool = False,
 ) -> list[list[SequenceResult]]:
     """Decode every batch; results align with `batches`. Each sample draws from its own seeded generator."""
     table = token_table(tokenizer)
@@ -416,10 +442,15 @@ def run_batches(
                 if job.mol not in grammars:
                     grammars[job.mol] = MoleculeGrammar(smiles[job.mol], table, dfa)
         sampler = BatchSampler(
-            table, [grammars.get(job.mol) for job in batch], temperature=cfg.temperature, top_p=cfg.top_p,
-            max_new_tokens=[job.limit for job in batch], cut_reasons=[job.cut_reason for job in batch],
-            generator=[torch.Generator().manual_seed(sample_seed(cfg.seed, smiles[job.mol], job.index))
-                       for job in batch],
+            table,
+            [grammars.get(job.mol) for job in batch],
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=[job.limit for job in batch],
+            cut_reasons=[job.cut_reason for job in batch],
+            generator=[
+                torch.Generator().manual_seed(sample_seed(cfg.seed, smiles[job.mol], job.index)) for job in batch
+            ],
             canonical=canonical,
         )
         runner([list(job.prompt) for job in batch], sampler, table.eos_id)
@@ -430,8 +461,12 @@ def run_batches(
 
 
 def assemble(
-    tokenizer, smiles: Sequence[str], batches: Sequence[Sequence[Job]], results: Sequence[Sequence[SequenceResult]],
-    failed: dict[int, list[SampleOutcome]], positions: str | None = None,
+    tokenizer,
+    smiles: Sequence[str],
+    batches: Sequence[Sequence[Job]],
+    results: Sequence[Sequence[SequenceResult]],
+    failed: dict[int, list[SampleOutcome]],
+    positions: str | None = None,
 ) -> list[list[SampleOutcome]]:
     """Per molecule, its samples in sample-index order: decoded results and up-front failures.
 

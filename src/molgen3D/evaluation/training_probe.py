@@ -106,8 +106,13 @@ def sample_and_score(
         (m.GetProp(POSITIONS_PROP) for _, mols in references for m in mols if m.HasProp(POSITIONS_PROP)), "absolute"
     )
     cfg = SamplingConfig(
-        temperature=temperature, max_new_tokens=max_new_tokens, batch_size=samples_per_molecule,
-        constrained=True, precision=precision, positions=positions, seed=seed,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=samples_per_molecule,
+        constrained=True,
+        precision=precision,
+        positions=positions,
+        seed=seed,
     )
     if hf_model is not None:
         runner = functools.partial(run_with_cache, hf_model)

@@ -99,7 +99,8 @@ def hf_config(model_args: Any, *, eot_id: int, torch_dtype: str) -> dict[str, An
     if a.get("attn_mask_type", "causal") != "causal":
         logger.warning(
             "model_args.attn_mask_type=%r: transformers attends across documents, so logits on packed "
-            "multi-document inputs differ from training", a["attn_mask_type"],
+            "multi-document inputs differ from training",
+            a["attn_mask_type"],
         )
     return {
         "architectures": ["Qwen3ForCausalLM"],

@@ -65,8 +65,9 @@ def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> d
     }
 
 
-def build_compact_tokenizer(out_dir: Path, split: str = "whole", fmt: CoordinateFormat | None = None,
-                            name: str | None = None) -> Path:
+def build_compact_tokenizer(
+    out_dir: Path, split: str = "whole", fmt: CoordinateFormat | None = None, name: str | None = None
+) -> Path:
     """Write the compact format-aware tokenizer into `out_dir` (see `molgen3D.tokenization.compact`).
 
     With `fmt`, the directory records it (`coordinate_format.json`): data of another format is refused.
@@ -82,8 +83,10 @@ def build_compact_tokenizer(out_dir: Path, split: str = "whole", fmt: Coordinate
 
 def build_compact_tokenizers(out_root: Path) -> dict[str, Path]:
     """`out_root/molgen_compact` and its coordinate-split variants (`COMPACT_VARIANTS`)."""
-    return {name: build_compact_tokenizer(Path(out_root) / name, split, fmt, name)
-            for name, (split, fmt) in COMPACT_VARIANTS.items()}
+    return {
+        name: build_compact_tokenizer(Path(out_root) / name, split, fmt, name)
+        for name, (split, fmt) in COMPACT_VARIANTS.items()
+    }
 
 
 def build_all(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
@@ -132,6 +135,8 @@ def cli(argv: list[str]) -> int:
         return 1
     for name, directory in built.items():
         print(f"{name:<20} vocab {read_marker(directory)['vocab_size']:>7,}  {directory}")
-    print(f"done in {time.monotonic() - begin:.1f} s; load one with "
-          f"molgen3D.tokenization.load.load_tokenizer('tokenizers:<name>')")
+    print(
+        f"done in {time.monotonic() - begin:.1f} s; load one with "
+        f"molgen3D.tokenization.load.load_tokenizer('tokenizers:<name>')"
+    )
     return 0

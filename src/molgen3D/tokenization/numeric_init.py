@@ -52,8 +52,10 @@ def numeric_embedding_rows(
     ids = sorted(values)
     generator = torch.Generator().manual_seed(seed)
     families = sorted({family for family, _ in values.values()})
-    family_dirs = {f: torch.nn.functional.normalize(torch.randn(dim, generator=generator, dtype=torch.float64), dim=0)
-                   for f in families}
+    family_dirs = {
+        f: torch.nn.functional.normalize(torch.randn(dim, generator=generator, dtype=torch.float64), dim=0)
+        for f in families
+    }
     k = torch.arange(dim, dtype=torch.float64)
     weights = 1.0 / (1.0 + k)
     rows = torch.empty(len(ids), dim, dtype=torch.float64)

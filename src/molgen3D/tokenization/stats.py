@@ -35,7 +35,7 @@ def _encode_batches(tokenizer: Any, units: list[str]) -> Iterator[int]:
     if backend is None and hasattr(tokenizer, "encode_batch"):
         backend = tokenizer
     for start in range(0, len(units), _BATCH):
-        chunk = units[start:start + _BATCH]
+        chunk = units[start : start + _BATCH]
         if backend is not None:
             yield from (len(enc.ids) for enc in backend.encode_batch(chunk, add_special_tokens=False))
         else:

@@ -153,8 +153,10 @@ def test_resume_skips_model_only_and_hf_steps(tmp_path):
 
     folder = tmp_path / "checkpoint"
     weights = {"tok_embeddings.weight": torch.ones(4, 2)}
-    dcp.save({**weights, "optimizer": {"exp_avg": torch.zeros(4, 2)}, "train_state": {"step": torch.tensor(4)}},
-             checkpoint_id=str(folder / "step-4"))
+    dcp.save(
+        {**weights, "optimizer": {"exp_avg": torch.zeros(4, 2)}, "train_state": {"step": torch.tensor(4)}},
+        checkpoint_id=str(folder / "step-4"),
+    )
     dcp.save(dict(weights), checkpoint_id=str(folder / "step-6"))
     hf = folder / "step-8"
     hf.mkdir()

@@ -121,7 +121,15 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, qwen,
         return [("CCO", [])]
 
     def sample_and_score(
-        logits_fn, tokenizer, references, *, samples_per_molecule, max_new_tokens, temperature, seed, device,
+        logits_fn,
+        tokenizer,
+        references,
+        *,
+        samples_per_molecule,
+        max_new_tokens,
+        temperature,
+        seed,
+        device,
         hf_model,
     ):
         assert logits_fn is None

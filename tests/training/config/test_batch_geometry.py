@@ -73,7 +73,9 @@ def test_real_toml_runs_unchanged_on_1_2_4_nodes(nodes):
     training = tomllib.loads(QWEN3_06B_TOML.read_text())["training"]
     world, _ = launch_world_size({"SLURM_NNODES": str(nodes), "NGPU_PER_NODE": "8"})
     g = resolve_batch_geometry(
-        training["global_batch_size"], training["local_batch_size"], dp_degree(world),
+        training["global_batch_size"],
+        training["local_batch_size"],
+        dp_degree(world),
         training.get("global_batch_rounding", "exact"),
     )
     assert g.global_batch == (48 if nodes == 1 else 64)

@@ -73,4 +73,3 @@ def test_a_schedule_that_exists_is_valid():
     assert info.value.argument == "checkpoints"
     schedule = WSDSSchedule(warmup_steps=10, checkpoints=(100,), lr_max=1e-3, lr_min=0.0, decay_frac=0.1)
     assert schedule.lr(10) == 1e-3 and schedule.lr(100) == 0.0 and schedule.decay_length(100) == 10
-

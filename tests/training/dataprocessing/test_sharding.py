@@ -32,8 +32,15 @@ def _epoch_units(path, tok, rank, world, monkeypatch=None, worker=0, n_workers=0
         info = SimpleNamespace(id=worker, num_workers=n_workers)
         monkeypatch.setattr(dl, "get_worker_info", lambda: info)
     ds = JsonlTaggedPackedDataset(
-        path, tok, SEQ_LEN, infinite=False, min_emb_len=0, seed=7, lookahead_limit=lookahead,
-        dp_rank=rank, dp_world_size=world,
+        path,
+        tok,
+        SEQ_LEN,
+        infinite=False,
+        min_emb_len=0,
+        seed=7,
+        lookahead_limit=lookahead,
+        dp_rank=rank,
+        dp_world_size=world,
     )
     return units_of_batches(list(ds), SEQ_LEN, eot_id(tok))
 

@@ -35,7 +35,13 @@ def test_flavors_are_tied_and_0_6b_has_the_qwen3_shape():
     assert all(a.enable_weight_tying for a in MOLGEN_FLAVORS.values())
     big = MOLGEN_FLAVORS["0.6B"]
     assert (big.dim, big.n_layers, big.n_heads, big.n_kv_heads, big.head_dim, big.hidden_dim, big.vocab_size) == (
-        1024, 28, 16, 8, 128, 3072, 151_936,
+        1024,
+        28,
+        16,
+        8,
+        128,
+        3072,
+        151_936,
     )
     tiny = MOLGEN_FLAVORS["tiny"]
     assert (tiny.dim, tiny.n_layers, tiny.n_heads, tiny.n_kv_heads, tiny.head_dim, tiny.hidden_dim) == (

@@ -130,8 +130,12 @@ class IntactChoice:
 
 
 def newest_intact(
-    steps: Iterable[tuple[int, str | os.PathLike]], *, warn: Callable[[str], None] | None = None, workers: int = 4,
-    require: bool = True, precheck: Callable[[Path], str | None] | None = None,
+    steps: Iterable[tuple[int, str | os.PathLike]],
+    *,
+    warn: Callable[[str], None] | None = None,
+    workers: int = 4,
+    require: bool = True,
+    precheck: Callable[[Path], str | None] | None = None,
 ) -> IntactChoice:
     """Walk `(step, folder)` newest first; the first that passes `precheck` (a structural check: the
     problem, or None) and verifies wins. Each newer one is warned about with its problem or its files."""

@@ -37,14 +37,14 @@ def resolve_attention(document_masking: bool, backend: str = "auto", cuda: bool 
         if backend in ("flex", "varlen"):
             raise ValueError(
                 f"[model] attention_backend = {backend!r} only serves document masking; set "
-                "[model] document_masking = true or attention_backend = \"auto\""
+                '[model] document_masking = true or attention_backend = "auto"'
             )
         return "sdpa", "causal"
     if backend == "auto":
         backend = "flex" if cuda else "sdpa"
     if backend in ("flex", "varlen") and not cuda:
         raise ValueError(
-            f"[model] attention_backend = {backend!r} needs CUDA kernels; on this machine use \"sdpa\" or \"auto\""
+            f'[model] attention_backend = {backend!r} needs CUDA kernels; on this machine use "sdpa" or "auto"'
         )
     return backend, BLOCK_CAUSAL
 

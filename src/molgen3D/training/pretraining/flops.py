@@ -83,8 +83,15 @@ def unit_lengths(tokens: torch.Tensor, eos_id: int) -> list[int]:
 
 
 def flops_per_token(
-    params: ParamCounts, *, dim: int, vocab_size: int, n_layers: int, n_heads: int, head_dim: int,
-    seq_len: float, tied_head: bool = True,
+    params: ParamCounts,
+    *,
+    dim: int,
+    vocab_size: int,
+    n_layers: int,
+    n_heads: int,
+    head_dim: int,
+    seq_len: float,
+    tied_head: bool = True,
 ) -> float:
     """Training FLOPs per token: dense matmuls + LM head + attention at `seq_len` (full-square convention)."""
     head = 6.0 * dim * vocab_size
@@ -97,8 +104,13 @@ def model_flops_per_token(model_args, model: nn.Module, seq_len: float) -> tuple
     """`count_params` and `flops_per_token` from a TorchTitan Qwen3ModelArgs and its model."""
     params = count_params(model)
     flops = flops_per_token(
-        params, dim=model_args.dim, vocab_size=model_args.vocab_size, n_layers=model_args.n_layers,
-        n_heads=model_args.n_heads, head_dim=model_args.head_dim, seq_len=seq_len,
+        params,
+        dim=model_args.dim,
+        vocab_size=model_args.vocab_size,
+        n_layers=model_args.n_layers,
+        n_heads=model_args.n_heads,
+        head_dim=model_args.head_dim,
+        seq_len=seq_len,
         tied_head=bool(getattr(model_args, "enable_weight_tying", False)),
     )
     return params, flops
@@ -126,4 +138,3 @@ def describe(params: ParamCounts, flops: float, seq_len: float) -> str:
         f"tied embedding/head); {flops / 1e9:.3f} GFLOP/token at seq {seq_len:.0f}, LM head included, "
         f"attention convention {ATTENTION_CONVENTION} (with document masking, MFU uses the units' real lengths)"
     )
-

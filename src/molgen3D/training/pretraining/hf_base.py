@@ -44,8 +44,10 @@ def read_base_config(base_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def shape_of(model_args: Any) -> dict[str, int]:
-    return {field: int(getattr(model_args, field) or (model_args.n_heads if field == "n_kv_heads" else 0))
-            for field in SHAPE_KEYS}
+    return {
+        field: int(getattr(model_args, field) or (model_args.n_heads if field == "n_kv_heads" else 0))
+        for field in SHAPE_KEYS
+    }
 
 
 def config_shape(config: Mapping[str, Any]) -> dict[str, int]:

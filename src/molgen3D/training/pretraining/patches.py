@@ -160,7 +160,7 @@ def cpu_maybe_enable_amp(
         logger.warning(
             f"training.mixed_precision_param = {mixed_precision_param!r} ignored on CPU: "
             "computing in float32 (bf16 autocast is ~30x slower on CPUs without bf16 units). "
-            "Set it to \"float32\" in CPU configs to silence this warning."
+            'Set it to "float32" in CPU configs to silence this warning.'
         )
         _warned_amp = True
     return contextlib.nullcontext()
@@ -262,7 +262,9 @@ def install_wandb_folder() -> None:
         titan_metrics._build_metric_logger, "WandBLogger", "torchtitan.components.metrics._build_metric_logger"
     )
     _replace(
-        "torchtitan.components.metrics", "WandBLogger", RunFolderWandBLogger,
+        "torchtitan.components.metrics",
+        "WandBLogger",
+        RunFolderWandBLogger,
         _defined_as("torchtitan.components.metrics", "WandBLogger"),
     )
 
@@ -283,7 +285,9 @@ def install_nonfinite_guard() -> None:
 
     _require_lookup(torchtitan.train.Trainer.train_step, "clip_grad_norm_", "torchtitan.train.Trainer.train_step")
     _replace(
-        "torchtitan.distributed.utils", "clip_grad_norm_", guarded_clip_grad_norm_,
+        "torchtitan.distributed.utils",
+        "clip_grad_norm_",
+        guarded_clip_grad_norm_,
         _defined_as("torchtitan.distributed.utils", "clip_grad_norm_"),
     )
 

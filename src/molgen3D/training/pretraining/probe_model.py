@@ -27,7 +27,11 @@ def full_state_dict(model: nn.Module, keep: bool = True) -> dict[str, torch.Tens
 
 
 def hf_model_for_probe(
-    titan_state: dict[str, torch.Tensor], model_args: Any, eot_id: int, *, device: torch.device | str,
+    titan_state: dict[str, torch.Tensor],
+    model_args: Any,
+    eot_id: int,
+    *,
+    device: torch.device | str,
     dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """A transformers Qwen3ForCausalLM with the TorchTitan weights, in eval mode on `device`."""

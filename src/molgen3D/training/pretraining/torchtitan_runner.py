@@ -202,7 +202,8 @@ def _check_data(key: str, location: Path | None) -> None:
         expand_paths(str(location))
     except DataPathError as err:
         raise MolGenConfigError(
-            key, f"no data at {location} ({err})",
+            key,
+            f"no data at {location} ({err})",
             "prepare it with `molgen3d prepare-data` or point the key at a JSONL file, a folder of *.jsonl or a glob",
         ) from None
 

@@ -67,7 +67,8 @@ class WSDSSchedule:
             )
         if any(b <= a for a, b in zip(points, points[1:])):
             raise WSDSArgumentError(
-                "checkpoints", f"must be strictly increasing (sorted and unique), got {points}",
+                "checkpoints",
+                f"must be strictly increasing (sorted and unique), got {points}",
                 f"write them in increasing order without repeats: {sorted(set(points))}",
             )
         if points[0] <= self.warmup_steps:
@@ -89,7 +90,8 @@ class WSDSSchedule:
             _check_int("decay_steps", self.decay_steps, 1, "remove it (decay_frac applies) or set a positive length")
         elif self.decay_frac is None:
             raise WSDSArgumentError(
-                "decay_frac", "is unset and so is decay_steps: each decay needs decay_frac or decay_steps",
+                "decay_frac",
+                "is unset and so is decay_steps: each decay needs decay_frac or decay_steps",
                 "set decay_frac (fraction of each checkpoint step, e.g. 0.1) or decay_steps",
             )
         if self.decay_frac is not None and not (_is_number(self.decay_frac) and 0 < self.decay_frac <= 1):

@@ -381,5 +381,4 @@ class MolGenCheckpointManager(CheckpointManager):
         dim = self.trainer.model_args.dim
         for model in self.states[MODEL].model:
             reinit_token_rows(model, ids, dim**-0.5, seed=self.job_config.debug.seed)
-        logger.info(f"Re-initialised the embedding rows of tokens {ids} with N(0, {dim ** -0.5:.4g})")
-
+        logger.info(f"Re-initialised the embedding rows of tokens {ids} with N(0, {dim**-0.5:.4g})")

@@ -87,7 +87,8 @@ def dp_degree(world_size: int, *, tp: int = 1, cp: int = 1, pp: int = 1, ep: int
     if model_parallel < 1 or world_size % model_parallel:
         raise BatchGeometryError(
             f"world size {world_size} is not a multiple of tensor x context x pipeline parallel = {model_parallel}",
-            "change the [parallelism] degrees", key="parallelism.tensor_parallel_degree",
+            "change the [parallelism] degrees",
+            key="parallelism.tensor_parallel_degree",
         )
     return world_size // model_parallel
 
@@ -103,19 +104,27 @@ def resolve_batch_geometry(
     """The global batch for `dp` data-parallel ranks, or `BatchGeometryError` naming the keys and the fix."""
     located = f" ({where})" if where else ""
     if rounding not in ROUNDING_RULES:
-        raise BatchGeometryError(f"{RULE_KEY} = {rounding!r}{located} is not one of {', '.join(ROUNDING_RULES)}",
-                                 'set "exact" or "up"', key="training.global_batch_rounding")
+        raise BatchGeometryError(
+            f"{RULE_KEY} = {rounding!r}{located} is not one of {', '.join(ROUNDING_RULES)}",
+            'set "exact" or "up"',
+            key="training.global_batch_rounding",
+        )
     if local_batch < 1:
-        raise BatchGeometryError(f"{LOCAL_KEY} = {local_batch}{located} must be >= 1", "set a positive value",
-                                 key="training.local_batch_size")
+        raise BatchGeometryError(
+            f"{LOCAL_KEY} = {local_batch}{located} must be >= 1",
+            "set a positive value",
+            key="training.local_batch_size",
+        )
     if dp < 1:
         raise BatchGeometryError(f"data-parallel degree {dp} must be >= 1", "check the launch")
     per_step = local_batch * dp
     if global_batch == -1:
         return BatchGeometry(local_batch, dp, per_step, -1)
     if global_batch < 1:
-        raise BatchGeometryError(f"{GLOBAL_KEY} = {global_batch}{located} must be -1 (local x dp) or >= 1",
-                                 "set -1 or a positive multiple of local_batch_size")
+        raise BatchGeometryError(
+            f"{GLOBAL_KEY} = {global_batch}{located} must be -1 (local x dp) or >= 1",
+            "set -1 or a positive multiple of local_batch_size",
+        )
     if global_batch % per_step == 0:
         return BatchGeometry(local_batch, dp, global_batch, global_batch)
     if rounding == "up":
@@ -125,7 +134,7 @@ def resolve_batch_geometry(
     raise BatchGeometryError(
         f"{GLOBAL_KEY} = {global_batch}{located} is not a multiple of {LOCAL_KEY} ({local_batch}) x data-parallel "
         f"degree ({dp}) = {per_step}. Node counts of {gpus_per_node} GPUs where it divides: {node_text}",
-        f"use a multiple of {per_step}, -1 (= {per_step}, no accumulation), or {RULE_KEY} = \"up\" "
+        f'use a multiple of {per_step}, -1 (= {per_step}, no accumulation), or {RULE_KEY} = "up" '
         f"(rounds to {-(-global_batch // per_step) * per_step})",
     )
 
@@ -138,7 +147,7 @@ def describe(geometry: BatchGeometry, seq_len: int, source: str) -> str:
         f"(dp from {source})"
     )
     if geometry.rounded:
-        line += f"; rounded up from {geometry.target_global_batch} ({RULE_KEY} = \"up\")"
+        line += f'; rounded up from {geometry.target_global_batch} ({RULE_KEY} = "up")'
     return line
 
 
@@ -174,7 +183,10 @@ def apply_launch_geometry(cfg, env: Mapping[str, str], log=None) -> BatchGeometr
     )
     t = cfg.training
     geometry = resolve_batch_geometry(
-        t.global_batch_size, t.local_batch_size, dp, getattr(t, "global_batch_rounding", "exact"),
+        t.global_batch_size,
+        t.local_batch_size,
+        dp,
+        getattr(t, "global_batch_rounding", "exact"),
         gpus_per_node=gpus_per_node(env, world) if world > 1 else 8,
     )
     t.global_batch_size = geometry.global_batch

@@ -106,7 +106,7 @@ def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
     stray = _STRAY_BRACKET.search(rest)
     if stray:
         at = stray.start()
-        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, at - 10):at + 20]!r}"
+        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, at - 10) : at + 20]!r}"
     with BlockLogs():
         mol = Chem.MolFromSmiles(canonical, _SMILES_PARAMS)
     if mol is None:

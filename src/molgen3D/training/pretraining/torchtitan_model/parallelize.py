@@ -45,9 +45,7 @@ def _reshard_after_forward(policy: str, pp_enabled: bool) -> bool:
         return False
     if policy == "default":
         return not pp_enabled
-    raise ValueError(
-        f"parallelism.fsdp_reshard_after_forward = {policy!r}: expected \"default\", \"always\" or \"never\""
-    )
+    raise ValueError(f'parallelism.fsdp_reshard_after_forward = {policy!r}: expected "default", "always" or "never"')
 
 
 def uses_gloo() -> bool:
@@ -93,9 +91,7 @@ def parallelize_molgen_qwen3(model: nn.Module, parallel_dims: ParallelDims, job_
     """TrainSpec.parallelize_fn: AC, compile, then FSDP/HSDP (tied-aware) or DDP."""
     for flag, option in _UNSUPPORTED:
         if getattr(parallel_dims, flag):
-            raise NotImplementedError(
-                f"molgen_qwen3 supports data parallelism only (FSDP/HSDP/DDP); set {option} = 1"
-            )
+            raise NotImplementedError(f"molgen_qwen3 supports data parallelism only (FSDP/HSDP/DDP); set {option} = 1")
     # The runner checks this before anything is built; TorchTitan's own entry point reaches only here.
     run = getattr(job_config, "molgen_run", None)
     check_device(job_config.model.flavor, bool(getattr(run, "allow_cpu", False)), not patches.is_cpu_run())

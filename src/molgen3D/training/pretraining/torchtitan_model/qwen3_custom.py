@@ -98,7 +98,8 @@ class MolGenQwen3ModelArgs(Qwen3ModelArgs):
         model = job_config.model
         try:
             self.attn_type, self.attn_mask_type = resolve_attention(
-                bool(getattr(model, "document_masking", False)), getattr(model, "attention_backend", "auto"),
+                bool(getattr(model, "document_masking", False)),
+                getattr(model, "attention_backend", "auto"),
                 cuda=patches.accelerator_available(),
             )
         except ValueError as err:
