@@ -175,19 +175,6 @@ def run_here(args, overrides: list[str]) -> dict:
     return summarize(times, losses, tokens[-1] if tokens else 0, per_token, peak, memory, args.warmup, world)
 
 
-def tokenizer_dir_for(alias: str, scratch: Path) -> Path:
-    from molgen3D.config.paths import resolve_path
-
-    path = resolve_path(alias)
-    if (path / "tokenizer.json").is_file():
-        return path
-    from molgen3D.tokenization.build import build_all
-
-    print(f"{path} not built yet: building the tokenizers into {scratch}", file=sys.stderr)
-    build_all(scratch)
-    return scratch / path.name
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        tokenizer_dir = tokenizer_dir_for(args.tokenizer, work / "tokenizers")
+        from molgen3D.tokenization.build import tokenizer_dir_or_build
+
+        tokenizer_dir = tokenizer_dir_or_build(args.tokenizer, work / "tokenizers")
         if torch.cuda.is_available():
             for n in gpu_counts(args.gpu_counts, torch.cuda.device_count()):
                 runs.append(launch_workers(args, n, work, tokenizer_dir))

@@ -169,20 +169,6 @@ def mfu(tokens_per_s: float, job_overrides: list[str], toml: Path) -> float | No
     return None if peak is None else tokens_per_s * flops_per_token / peak
 
 
-def tokenizer_dir_for(alias: str, scratch: Path) -> Path:
-    """The named tokenizer dir, or freshly built tokenizers when it does not exist yet."""
-    from molgen3D.config.paths import resolve_path
-
-    path = resolve_path(alias)
-    if (path / "tokenizer.json").is_file():
-        return path
-    from molgen3D.tokenization.build import build_all
-
-    print(f"{path} not built yet: building the tokenizers into {scratch}", file=sys.stderr)
-    build_all(scratch)
-    return scratch / path.name
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--toml", type=Path, default=DEFAULT_TOML)
@@ -203,7 +189,9 @@ def main() -> int:
     ours_tps, plain_tps = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        tokenizer_dir = tokenizer_dir_for(args.tokenizer, work / "tokenizers")
+        from molgen3D.tokenization.build import tokenizer_dir_or_build
+
+        tokenizer_dir = tokenizer_dir_or_build(args.tokenizer, work / "tokenizers")
         tokens_per_step = None
         for rep in range(args.repeats):
             overrides = overrides_for(args, tokenizer_dir, work, f"bench-{rep}")

@@ -96,6 +96,19 @@ def build_all(out_root: Path, source: str | Path | None = None) -> dict[str, Pat
     return built
 
 
+def tokenizer_dir_or_build(alias: str, scratch: Path) -> Path:
+    """The tokenizer dir `alias` names when it is built, else every tokenizer freshly built into `scratch`
+    (benchmarks run on a fresh clone without `molgen3d build-tokenizer` first)."""
+    from molgen3D.config.paths import resolve_path
+
+    path = resolve_path(alias)
+    if (path / "tokenizer.json").is_file():
+        return path
+    print(f"{path} not built yet: building the tokenizers into {scratch}", file=sys.stderr)
+    build_all(scratch)
+    return scratch / path.name
+
+
 @dataclass
 class BuildTokenizerConfig:
     """Build the MolGen3D tokenizers (Qwen3 origin, Qwen3 + tags, compact)."""
