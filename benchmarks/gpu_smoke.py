@@ -121,8 +121,11 @@ def run_here(args, overrides: list[str]) -> dict:
 
     from molgen3D.training.pretraining import flops
     from molgen3D.training.pretraining.config.loading import load_job_config
+    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import register
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args, run_pretraining
 
+    # The patches check TorchTitan's own train_step; install them before the timing wrappers below.
+    register()
     times: list[float] = []
     losses: list[float] = []
     tokens: list[int] = []
