@@ -25,11 +25,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from molgen3D.evaluation.canonical import is_canonical  # noqa: E402
+from molgen3D.evaluation.generate import with_model_format  # noqa: E402
 from molgen3D.evaluation.metrics import coverage_matching  # noqa: E402
-from molgen3D.evaluation.model_io import load_model, model_context  # noqa: E402
+from molgen3D.evaluation.model_io import load_model, model_context, model_directory  # noqa: E402
 from molgen3D.evaluation.references import read_references  # noqa: E402
 from molgen3D.evaluation.rmsd import RmsdPool  # noqa: E402
-from molgen3D.evaluation.sampling import SamplingConfig, assemble, plan_jobs, run_batches, run_with_cache  # noqa: E402
+from molgen3D.evaluation.sampling import (  # noqa: E402
+    DEFAULT_PRECISION,
+    SamplingConfig,
+    assemble,
+    plan_jobs,
+    run_batches,
+    run_with_cache,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "constrained_vs_free.json"
@@ -45,7 +53,7 @@ def sample(model, tokenizer, smiles, counts, cfg):
     results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg)
     ids = [r.token_ids for batch in results for r in batch]
     canonical = sum(is_canonical(tokenizer, i) for i in ids) / max(len(ids), 1)
-    return assemble(tokenizer, smiles, batches, results, failed), canonical
+    return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), canonical
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -77,9 +85,9 @@ def main() -> int:
     per_mode = {}
     with RmsdPool(workers=1) as pool:
         for name, options in MODES.items():
-            cfg = SamplingConfig(
-                max_new_tokens=args.max_new_tokens, precision=precision, seed=args.seed, batch_size=8, **options
-            )
+            cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=8, **options)
+            # The model folder's coordinate format (decimals, relative positions) decides how samples decode.
+            cfg = with_model_format(cfg, model_directory(args.model), precision or DEFAULT_PRECISION)
             outcomes, canonical = sample(model, tokenizer, smiles, counts, cfg)
             matrices, _ = pool.matrices([(r.conformers, [o.mol for o in s]) for r, s in zip(references, outcomes)])
             scores = [coverage_matching(m, args.threshold) for m in matrices]
