@@ -27,10 +27,11 @@ import torch  # noqa: E402
 
 from molgen3D.evaluation import sampling as sampling_module  # noqa: E402
 from molgen3D.evaluation.baseline import etkdg_baseline  # noqa: E402
-from molgen3D.evaluation.model_io import load_model  # noqa: E402
+from molgen3D.evaluation.generate import with_model_format  # noqa: E402
+from molgen3D.evaluation.model_io import load_model, model_directory  # noqa: E402
 from molgen3D.evaluation.parallel import sample_parallel  # noqa: E402
 from molgen3D.evaluation.references import read_references  # noqa: E402
-from molgen3D.evaluation.sampling import SamplingConfig  # noqa: E402
+from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SamplingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "generation.json"
@@ -188,6 +189,10 @@ def main() -> int:
         loaded = load_model(model_dir, device="cpu")[:2]
         n_params = sum(p.numel() for p in loaded[0].parameters())
         base = dict(max_new_tokens=args.max_new_tokens, precision=precision, seed=0)
+        if args.model:  # sample in the decimals and positions the model folder records
+            unset = SamplingConfig(**{**base, "precision": None})
+            recorded = with_model_format(unset, model_directory(model_dir), precision or DEFAULT_PRECISION)
+            base.update(precision=recorded.precision, positions=recorded.positions)
         run(model_dir, smiles[:1], [1], SamplingConfig(batch_size=1, **base), 1, loaded)  # warm-up: tables, grammar
         startup = {}
         for workers in args.workers:
