@@ -22,6 +22,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.datasets.chemistry import stereo_free_key
 from molgen3D.datasets.inputs import InputError
 from molgen3D.datasets.splits import SPLITS
 
@@ -131,9 +132,7 @@ def stereo_free(smiles_or_mol: str | Chem.Mol) -> str | None:
     """Stereo-free canonical heavy-atom SMILES, parsed without sanitizing (None if unparsable)."""
     with BlockLogs():
         mol = Chem.MolFromSmiles(smiles_or_mol, sanitize=False) if isinstance(smiles_or_mol, str) else smiles_or_mol
-        if mol is None:
-            return None
-        return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=False)
+    return None if mol is None else stereo_free_key(mol)
 
 
 def read_test_set(csv_path: Path, mols_path: Path) -> list[GeomTestMolecule]:
@@ -227,8 +226,8 @@ def geom_references(
         for conformer in conformers:
             if not isinstance(conformer, Chem.Mol) or conformer.GetNumConformers() == 0:
                 skips.add("invalid_conformer", f"{name}: not an RDKit molecule with coordinates", unit="conformer")
-            elif stereo_free(conformer) != key:
-                skips.add("reference_graph_differs", f"{name}: {stereo_free(conformer)} vs {key}", unit="conformer")
+            elif (graph := stereo_free(conformer)) != key:
+                skips.add("reference_graph_differs", f"{name}: {graph} vs {key}", unit="conformer")
             elif max_conformers is None or len(kept) < max_conformers:
                 with BlockLogs():
                     kept.append(Chem.RemoveHs(conformer))
