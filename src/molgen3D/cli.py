@@ -11,7 +11,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("molgen3D.datasets.prepare", "molecules (SMILES, SDF or GEOM) -> train/valid/test JSONL shards"),
-    "reformat-data": ("molgen3D.chem.reformat_data", "re-write a prepared data set in another coordinate format"),
+    "reformat-data": ("molgen3D.datasets.reformat_data", "re-write a prepared data set in another coordinate format"),
     "build-tokenizer": ("molgen3D.tokenization.build", "build the Qwen3 origin/custom and compact tokenizers"),
     "pack-stats": (
         "molgen3D.training.pretraining.dataprocessing.pack_stats",

@@ -86,7 +86,7 @@ def nll_line(nll: dict) -> str:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
-    from molgen3D.chem.reformat_data import reformat_dataset
+    from molgen3D.datasets.reformat_data import reformat_dataset
     from molgen3D.datasets.prepare import prepare_embedded_default
     from molgen3D.tokenization.build import CPU_DEFAULT, CPU_DEFAULT_FORMAT, build_all
     from molgen3D.tokenization.load import load_tokenizer

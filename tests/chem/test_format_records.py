@@ -15,8 +15,8 @@ from molgen3D.chem.coordinate_format import (
     sampling_format,
     write_format,
 )
-from molgen3D.chem.reformat_data import cli as reformat_cli
-from molgen3D.chem.reformat_data import reformat_dataset
+from molgen3D.datasets.reformat_data import cli as reformat_cli
+from molgen3D.datasets.reformat_data import reformat_dataset
 from molgen3D.evaluation.references import load_jsonl_references
 
 FMT = CoordinateFormat(decimals=2, frame="canonical", positions="relative")

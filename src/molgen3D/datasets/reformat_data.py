@@ -26,8 +26,8 @@ from molgen3D.chem.coordinate_format import (
     CoordinateFormat,
     apply_format,
 )
-
-SPLITS = ("train", "valid", "test")
+from molgen3D.datasets.jsonl_paths import open_jsonl
+from molgen3D.datasets.splits import SPLITS
 
 
 def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateFormat, force: bool = False) -> Path:
@@ -70,14 +70,11 @@ def _files_present(output: Path, manifest: dict) -> bool:
     return all((output / s / f).is_file() for s in SPLITS for f in counts.get(s, {}).get("files", []))
 
 
-def _open(path: Path, mode: str, gz: bool):
-    return gzip.open(path, mode + "t", encoding="utf-8") if gz else open(path, mode, encoding="utf-8")
-
-
 def _reformat_file(src: Path, dst: Path, fmt: CoordinateFormat) -> None:
     partial = dst.with_name(dst.name + ".partial")
     gz = src.suffix == ".gz"
-    with _open(src, "r", gz) as fin, _open(partial, "w", gz) as fout:
+    out = gzip.open(partial, "wt", encoding="utf-8") if gz else open(partial, "w", encoding="utf-8")
+    with open_jsonl(src, "rt") as fin, out as fout:
         for number, line in enumerate(tqdm(fin, desc=f"reformat {src.parent.name}", unit="line", file=sys.stderr), 1):
             row = json.loads(line)
             try:
