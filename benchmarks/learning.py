@@ -88,6 +88,10 @@ VARIANTS: dict[str, Variant] = {
     "combo_digits_d2_canon_rel": Variant(
         split="digits", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"
     ),
+    "j_local_d4": Variant(fmt=D(positions="local"), note="offsets in the frame of the bonds before"),
+    "combo_pairs_d2_canon_local": Variant(
+        split="pairs", fmt=D(decimals=2, frame="canonical", positions="local"), note="combined"
+    ),
     "combo_pairs_d2_canon_rel_num": Variant(
         split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), numeric_init=True, note="combined"
     ),

@@ -1,8 +1,9 @@
-"""Coordinate formats: decimals, canonical frame, relative positions; each a recorded, reversible setting."""
+"""Coordinate formats: decimals, canonical frame, relative and local positions; each a recorded, reversible setting."""
 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import numpy as np
@@ -13,12 +14,16 @@ from rdkit.Chem import rdDistGeom, rdMolAlign
 from molgen3D.chem.coordinate_format import (
     ORIGINAL,
     CoordinateFormat,
+    FormatMismatchError,
     apply_format,
     canonical_frame,
+    check_data_format,
+    from_local,
     from_relative,
     read_format,
     smiles_parents,
     to_absolute_text,
+    to_local,
     to_relative,
     write_format,
 )
@@ -143,3 +148,71 @@ def test_format_is_recorded_and_read_back(tmp_path):
         read_format(tmp_path)
     with pytest.raises(ValueError, match="frame must be"):
         CoordinateFormat(frame="inertial")
+
+
+def test_local_offsets_never_drift_even_on_a_long_chain():
+    rng = np.random.default_rng(2)
+    parents = [-1] + list(range(59))
+    steps = rng.normal(size=(60, 3))
+    coords = np.cumsum(1.5 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+    for decimals in (2, 3, 4):
+        back = np.array(from_local(to_local(coords, parents, decimals), parents))
+        err = np.linalg.norm(back - coords, axis=1)
+        assert err.max() <= np.sqrt(3) * 10.0**-decimals  # per atom, the chain's end included
+
+
+def test_local_text_round_trip_keeps_graph_chirality_and_geometry():
+    mol = embedded(CHIRAL)
+    text = encode(mol, precision=4)
+    fmt = CoordinateFormat(decimals=2, frame="canonical", positions="local")
+    out = apply_format(text, fmt)
+    assert strip_coordinates(out) == strip_coordinates(text)
+    absolute = decode(to_absolute_text(out, fmt))
+    ref = decode(text)
+    rms = rdMolAlign.AlignMol(Chem.Mol(absolute), ref, atomMap=[(i, i) for i in range(mol.GetNumAtoms())])
+    assert rms < fmt.max_atom_error
+    assert cip_labels(absolute) == cip_labels(ref) and {"R", "S"} & set(cip_labels(ref))
+
+
+def test_local_numbers_depend_on_the_shape_not_on_how_it_was_placed():
+    """From the fourth atom of a chain on, the written numbers are the same for any rigid motion."""
+    mol = embedded("CCCc1ccc(O)cc1")
+    moved = Chem.Mol(mol)
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    conf = moved.GetConformer()
+    for i, xyz in enumerate(conf.GetPositions() @ q.T + [4.0, -7.0, 1.0]):
+        conf.SetAtomPosition(i, xyz.tolist())
+    fmt = CoordinateFormat(decimals=2, positions="local")
+    a = _numbers(apply_format(encode(mol, precision=4), fmt))
+    b = _numbers(apply_format(encode(moved, precision=4), fmt))
+    assert a[:3] != b[:3]  # the first atoms are written in the global axes
+    assert np.abs(np.array(a[3:]) - np.array(b[3:])).max() <= 0.011  # one last digit of truncation
+    # Aromatic atoms whose three atoms before are in the ring: in the ring's plane (3rd number ~0).
+    assert all(abs(row[2]) < 0.1 for row in a[6:9])
+
+
+def test_local_frames_survive_degenerate_geometry():
+    """A straight chain (alkyne) and atoms written on top of each other still place every atom."""
+    coords = np.array([[0, 0, 0], [1.2, 0, 0], [2.4, 0, 0], [3.6, 0, 0], [3.6, 1.0, 0.5], [3.6, 1.0, 0.5]])
+    parents = [-1, 0, 1, 2, 3, 4]
+    back = np.array(from_local(to_local(coords, parents, 3), parents))
+    assert np.isfinite(back).all()
+    assert np.linalg.norm(back - coords, axis=1).max() <= np.sqrt(3) * 1e-3
+    # A sample that stacks atoms (zero-length bond) decodes to finite positions instead of NaN.
+    assert np.isfinite(np.array(from_local([("0", "0", "0")] * 4, [-1, 0, 1, 2]))).all()
+
+
+def test_local_format_needs_a_recorded_tokenizer_format(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(
+        json.dumps({"coordinate_format": CoordinateFormat(2, "canonical", "local").to_dict()})
+    )
+    with pytest.raises(FormatMismatchError, match="local positions"):
+        check_data_format(data, tmp_path)
+
+
+def _numbers(text: str) -> list[list[float]]:
+    return [[float(v) for v in block.split(",")] for block in re.findall(r"<([^>]*)>", text)]

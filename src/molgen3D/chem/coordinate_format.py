@@ -16,6 +16,14 @@ atoms, bonds, ring closures and the `<x,y,z>` grammar stay the same, so constrai
 - `positions = "relative"`: each atom is written as its offset from its parent in the SMILES tree
   (the atom it is bonded to on the left; the previous atom after a `.`; the first atom absolute).
   Offsets are taken from the parent's *written* position, so truncation errors never add up.
+- `positions = "local"`: the same offset, but in a frame that follows the chain (`local_axes`):
+  axis 1 along the bond from the grandparent to the parent, axis 2 in the plane of that bond and
+  the bond before it (toward the atom before the grandparent), axis 3 their cross product. A bond length and angle
+  then fix the first number and the radius of the other two; a torsion only turns them. So the
+  numbers of a carbonyl or an aromatic ring are nearly the same in every molecule, which is what a
+  small model can learn; in absolute or relative form they depend on where the chain is heading.
+  Frames are built from *written* positions too, so truncation errors stay per atom; a wrong
+  number from a model turns the rest of its branch (the drift `benchmarks/learning.py` measures).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from molgen3D.chem.enriched_smiles import (
 __all__ = [
     "FORMAT_FILE",
     "ORIGINAL",
+    "POSITIONS",
     "CoordinateFormat",
     "FormatMismatchError",
     "apply_format",
@@ -47,17 +56,23 @@ __all__ = [
     "check_data_format",
     "check_same_format",
     "dataset_format",
+    "from_local",
     "from_relative",
+    "local_axes",
     "read_format",
     "sampling_format",
     "smiles_parents",
     "to_absolute_text",
+    "to_local",
     "to_relative",
     "write_format",
 ]
 
 FORMAT_FILE = "coordinate_format.json"
 """Written next to a tokenizer, into an exported model folder and into a data set's manifest."""
+
+POSITIONS = ("absolute", "relative", "local")
+"""What a written position is measured from (see the module docstring)."""
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
@@ -75,16 +90,17 @@ class CoordinateFormat:
     """Digits after the decimal point, truncated toward zero."""
     frame: Literal["stored", "canonical"] = "stored"
     """`stored`: as the data holds them; `canonical`: centroid and principal axes, proper rotation."""
-    positions: Literal["absolute", "relative"] = "absolute"
-    """`relative`: each atom as its offset from its SMILES-tree parent's written position."""
+    positions: Literal["absolute", "relative", "local"] = "absolute"
+    """`relative`: each atom as its offset from its SMILES-tree parent's written position;
+    `local`: that offset in the frame of the bonds leading to the parent (`local_axes`)."""
 
     def __post_init__(self):
         if not 0 <= self.decimals <= 6:
             raise ValueError(f"CoordinateFormat.decimals must be in 0..6, got {self.decimals}")
         if self.frame not in ("stored", "canonical"):
             raise ValueError(f"CoordinateFormat.frame must be 'stored' or 'canonical', got {self.frame!r}")
-        if self.positions not in ("absolute", "relative"):
-            raise ValueError(f"CoordinateFormat.positions must be 'absolute' or 'relative', got {self.positions!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"CoordinateFormat.positions must be one of {POSITIONS}, got {self.positions!r}")
 
     @property
     def name(self) -> str:
@@ -214,6 +230,68 @@ def from_relative(offsets: Sequence[Sequence[str]], parents: Sequence[int]) -> l
     return positions
 
 
+def local_axes(written: Sequence[np.ndarray], parents: Sequence[int], i: int) -> np.ndarray | None:
+    """Rows: the unit axes atom `i`'s offset is written in; None means the global axes.
+
+    Axis 1 runs from the grandparent g to the parent p; axis 3 is normal to the plane of the
+    bond before (g's parent h to g) and g -> p; axis 2 = axis 3 x axis 1, which points to h's side
+    (a cis torsion writes a positive second number, trans a negative one). Without a grandparent
+    (the first two atoms of a chain) the global axes are used; without h, or with h, g, p in
+    a line, the global axis most perpendicular to g -> p stands in for h -> g. Only positions
+    already written are read, so decoding rebuilds every frame exactly as encoding saw it.
+    """
+    p = parents[i]
+    g = parents[p] if p >= 0 else -1
+    if g < 0:
+        return None
+    e1 = written[p] - written[g]
+    length = float(np.linalg.norm(e1))
+    if length < 1e-6:
+        return None
+    e1 = e1 / length
+    h = parents[g]
+    before = written[g] - written[h] if h >= 0 else None
+    if before is None or np.linalg.norm(np.cross(before, e1)) < 1e-3 * max(float(np.linalg.norm(before)), 1e-6):
+        before = np.eye(3)[int(np.argmin(np.abs(e1)))]
+    e3 = np.cross(before, e1)
+    e3 = e3 / np.linalg.norm(e3)
+    return np.stack([e1, np.cross(e3, e1), e3])
+
+
+def _place(written: list[np.ndarray], parents: Sequence[int], i: int, texts: Sequence[str]) -> np.ndarray:
+    """Atom `i`'s absolute position from its written local offset (one rule for encoding and decoding)."""
+    p = parents[i]
+    offset = np.array([float(t) for t in texts], dtype=np.float64)
+    if p < 0:
+        return offset
+    axes = local_axes(written, parents, i)
+    return written[p] + (offset if axes is None else axes.T @ offset)
+
+
+def to_local(coords: np.ndarray, parents: Sequence[int], decimals: int) -> list[tuple[str, str, str]]:
+    """Per atom, its written offset from its parent in its local frame (the first atom: absolute)."""
+    written: list[np.ndarray] = []
+    out: list[tuple[str, str, str]] = []
+    for i, p in enumerate(parents):
+        delta = np.asarray(coords[i], dtype=np.float64) - (written[p] if p >= 0 else 0.0)
+        axes = local_axes(written, parents, i) if p >= 0 else None
+        local = delta if axes is None else axes @ delta
+        texts = (_fmt(local[0], decimals), _fmt(local[1], decimals), _fmt(local[2], decimals))
+        out.append(texts)
+        written.append(_place(written, parents, i, texts))
+    return out
+
+
+def from_local(offsets: Sequence[Sequence[str]], parents: Sequence[int]) -> list[np.ndarray]:
+    """Absolute positions from written local offsets, rebuilding each frame from earlier atoms."""
+    if len(offsets) != len(parents):
+        raise ValueError(f"{len(offsets)} coordinate blocks for {len(parents)} atoms")
+    written: list[np.ndarray] = []
+    for i, texts in enumerate(offsets):
+        written.append(_place(written, parents, i, texts))
+    return written
+
+
 def _blocks(text: str) -> list[tuple[str, str, str]]:
     return [m.groups() for m in _BLOCK.finditer(text)]  # type: ignore[misc]
 
@@ -235,16 +313,22 @@ def apply_format(text: str, fmt: CoordinateFormat) -> str:
         coords = canonical_frame(coords)
     if fmt.positions == "relative":
         values = to_relative(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
+    elif fmt.positions == "local":
+        values = to_local(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
     else:
         values = [tuple(_fmt(v, fmt.decimals) for v in row) for row in coords]
     return _replace_blocks(text, values)
 
 
 def to_absolute_text(text: str, fmt: CoordinateFormat) -> str:
-    """Conformer text in `fmt` with absolute positions (relative offsets summed); other formats unchanged."""
+    """Conformer text in `fmt` with absolute positions (offsets placed); absolute formats unchanged."""
     if fmt.positions == "absolute":
         return text
-    positions = from_relative(_blocks(text), smiles_parents(strip_coordinates(text)))
+    parents = smiles_parents(strip_coordinates(text))
+    if fmt.positions == "local":
+        placed = from_local(_blocks(text), parents)
+        return _replace_blocks(text, [tuple(f"{v:.6f}" for v in p) for p in placed])
+    positions = from_relative(_blocks(text), parents)
     return _replace_blocks(text, [tuple(f"{v:f}" for v in p) for p in positions])
 
 
@@ -280,9 +364,9 @@ def check_data_format(data_path: str | Path, tokenizer_dir: str | Path) -> None:
     if data is None:
         return
     if trained is None:
-        if data.positions == "relative":
+        if data.positions != "absolute":
             raise FormatMismatchError(
-                f"data {data_path} is in format {data.name} (relative positions) but tokenizer {tokenizer_dir} "
+                f"data {data_path} is in format {data.name} ({data.positions} positions) but tokenizer {tokenizer_dir} "
                 f"records no coordinate format, so the trained model could not say how to read its samples; "
                 f"train with a tokenizer directory that records it (`molgen3d build-tokenizer` writes "
                 f"tokenizers:molgen_cpu) or write {FORMAT_FILE} into a copy of the tokenizer directory"

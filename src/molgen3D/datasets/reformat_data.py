@@ -97,8 +97,9 @@ class ReformatConfig:
     """Digits after the decimal point (truncated toward zero)."""
     frame: Literal["stored", "canonical"] = "stored"
     """`canonical`: centroid at the origin, principal axes, proper rotation."""
-    positions: Literal["absolute", "relative"] = "absolute"
-    """`relative`: each atom as its offset from its SMILES-tree parent."""
+    positions: Literal["absolute", "relative", "local"] = "absolute"
+    """`relative`: each atom as its offset from its SMILES-tree parent; `local`: that offset in the
+    frame of the bonds leading to the parent."""
     force: bool = False
     """Rewrite even if the output is up to date."""
 

@@ -102,7 +102,7 @@ def load_jsonl_references(
     wanted = set(chosen)
     conformers: dict[str, list[Chem.Mol]] = {s: [] for s in chosen}
     precision = None
-    fmt = dataset_format(resolve_path(str(path))) or ORIGINAL  # relative offsets are summed before decoding
+    fmt = dataset_format(resolve_path(str(path))) or ORIGINAL  # offsets are placed before decoding
     for where, smiles, embedded in iter_jsonl(path, skips):
         if smiles not in wanted or (max_conformers is not None and len(conformers[smiles]) >= max_conformers):
             continue

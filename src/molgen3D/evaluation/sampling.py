@@ -21,7 +21,7 @@ import torch
 from rdkit import Chem
 from tqdm.auto import tqdm
 
-from molgen3D.chem.coordinate_format import CoordinateFormat, to_absolute_text
+from molgen3D.chem.coordinate_format import POSITIONS, CoordinateFormat, to_absolute_text
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, format_prompt
 from molgen3D.evaluation.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
@@ -63,8 +63,8 @@ class SamplingConfig:
     max_int_digits: int = 3
     """Longest integer part of a coordinate under constrained decoding."""
     positions: str | None = None
-    """'absolute' or 'relative' (offsets from the SMILES-tree parent, summed before decoding);
-    None = the model's recorded format, else absolute."""
+    """'absolute', 'relative' (offsets from the SMILES-tree parent) or 'local' (those offsets in the
+    frame of the bonds before; both placed before decoding); None = the model's recorded format, else absolute."""
     seed: int = 0
     """Seed of the sampling generator."""
 
@@ -76,7 +76,7 @@ class SamplingConfig:
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.precision is None or self.precision >= 0, "--precision must be >= 0"),
             (self.max_int_digits >= 1, "--max-int-digits must be >= 1"),
-            (self.positions in (None, "absolute", "relative"), "--positions must be 'absolute' or 'relative'"),
+            (self.positions in (None, *POSITIONS), f"--positions must be one of {', '.join(POSITIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -333,7 +333,7 @@ def finish_sample(
 
     A sample is valid iff it is `[CONFORMER]body[/CONFORMER]` (optionally followed by
     `<|endoftext|>`), `body` decodes, and `checks.sample_failure` finds nothing (usable
-    coordinates, the prompt's graph). With relative `positions` the offsets are summed into
+    coordinates, the prompt's graph). With relative or local `positions` the offsets are placed into
     absolute coordinates first (`body` stays as written).
     """
     if stop is not None:
@@ -470,7 +470,7 @@ def assemble(
 ) -> list[list[SampleOutcome]]:
     """Per molecule, its samples in sample-index order: decoded results and up-front failures.
 
-    `positions` as in `SamplingConfig.positions` (relative offsets are summed before decoding).
+    `positions` as in `SamplingConfig.positions` (offsets are placed before decoding).
     """
     outcomes: list[list[SampleOutcome]] = [list(failed.get(i, [])) for i in range(len(smiles))]
     for batch, batch_results in zip(batches, results):

@@ -34,7 +34,7 @@ from molgen3D.evaluation.sampling import (
 PRECISION_PROP = "molgen3d_precision"
 """Mol property carrying the data's coordinate decimals from `load_references` to `sample_and_score`."""
 POSITIONS_PROP = "molgen3d_positions"
-"""Mol property carrying the data's positions ('absolute'/'relative') the same way."""
+"""Mol property carrying the data's positions ('absolute'/'relative'/'local') the same way."""
 
 
 @functools.lru_cache(maxsize=4)
