@@ -216,3 +216,21 @@ def test_local_format_needs_a_recorded_tokenizer_format(tmp_path):
 
 def _numbers(text: str) -> list[list[float]]:
     return [[float(v) for v in block.split(",")] for block in re.findall(r"<([^>]*)>", text)]
+
+
+def test_a_second_branch_is_written_against_the_first_not_the_torsion():
+    """Turning both children of p about the g -> p bond changes the first child's numbers only."""
+    tetra = np.array([[0.5, 1.41, 0.0], [0.5, -0.71, 1.22]])  # two substituents of p, 109.5 deg apart
+    for turn in (0.0, 0.9, 2.0):
+        c, s = np.cos(turn), np.sin(turn)
+        kids = tetra @ np.array([[1, 0, 0], [0, c, s], [0, -s, c]]) + [1.5, 0, 0]
+        coords = np.vstack([[[-0.5, 1.4, 0.0], [0.0, 0.0, 0.0], [1.5, 0.0, 0.0]], kids])
+        written = to_local(coords, [-1, 0, 1, 2, 2], 2)
+        if turn == 0.0:
+            first, second = written[3], written[4]
+        else:
+            assert written[3] != first  # the torsion is in the first child's numbers
+            # The second child only says where it sits next to the first (up to a last digit).
+            assert np.abs(np.array(written[4], float) - np.array(second, float)).max() <= 0.011
+        back = np.array(from_local(written, [-1, 0, 1, 2, 2]))
+        assert np.linalg.norm(back - coords, axis=1).max() <= np.sqrt(3) * 1e-2

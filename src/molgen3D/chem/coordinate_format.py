@@ -18,7 +18,8 @@ atoms, bonds, ring closures and the `<x,y,z>` grammar stay the same, so constrai
   Offsets are taken from the parent's *written* position, so truncation errors never add up.
 - `positions = "local"`: the same offset, but in a frame that follows the chain (`local_axes`):
   axis 1 along the bond from the grandparent to the parent, axis 2 in the plane of that bond and
-  the bond before it (toward the atom before the grandparent), axis 3 their cross product. A bond length and angle
+  the bond before it (toward the atom before the grandparent; for a second branch at the same
+  atom, toward the first branch instead), axis 3 their cross product. A bond length and angle
   then fix the first number and the radius of the other two; a torsion only turns them. So the
   numbers of a carbonyl or an aromatic ring are nearly the same in every molecule, which is what a
   small model can learn; in absolute or relative form they depend on where the chain is heading.
@@ -235,10 +236,13 @@ def local_axes(written: Sequence[np.ndarray], parents: Sequence[int], i: int) ->
 
     Axis 1 runs from the grandparent g to the parent p; axis 3 is normal to the plane of the
     bond before (g's parent h to g) and g -> p; axis 2 = axis 3 x axis 1, which points to h's side
-    (a cis torsion writes a positive second number, trans a negative one). Without a grandparent
-    (the first two atoms of a chain) the global axes are used; without h, or with h, g, p in
-    a line, the global axis most perpendicular to g -> p stands in for h -> g. Only positions
-    already written are read, so decoding rebuilds every frame exactly as encoding saw it.
+    (a cis torsion writes a positive second number, trans a negative one). A second or later
+    child of p takes p's first child s in place of h (the plane of s, p and g): its numbers then
+    say only on which side of s it sits (the hybridisation and the chirality), not the torsion
+    again, which the first child already wrote. Without a grandparent (the first two atoms of
+    a chain) the global axes are used; without h, or with the reference in line with g -> p, the
+    global axis most perpendicular to g -> p stands in. Only positions already written are read,
+    so decoding rebuilds every frame exactly as encoding saw it.
     """
     p = parents[i]
     g = parents[p] if p >= 0 else -1
@@ -251,6 +255,9 @@ def local_axes(written: Sequence[np.ndarray], parents: Sequence[int], i: int) ->
     e1 = e1 / length
     h = parents[g]
     before = written[g] - written[h] if h >= 0 else None
+    sibling = next((j for j in range(p + 1, i) if parents[j] == p), None)
+    if sibling is not None:
+        before = written[p] - written[sibling]
     if before is None or np.linalg.norm(np.cross(before, e1)) < 1e-3 * max(float(np.linalg.norm(before)), 1e-6):
         before = np.eye(3)[int(np.argmin(np.abs(e1)))]
     e3 = np.cross(before, e1)

@@ -31,7 +31,7 @@ COMPACT_SOURCE = "molgen3D.tokenization.compact (rule-based vocabulary)"
 # at the demo's budget; its directory records the format (coordinate_format.json), which the
 # exported model folder inherits and training checks against the data's manifest.
 CPU_DEFAULT = "molgen_cpu"
-CPU_DEFAULT_FORMAT = CoordinateFormat(decimals=2, frame="canonical", positions="relative")
+CPU_DEFAULT_FORMAT = CoordinateFormat(decimals=2, frame="canonical", positions="local")
 # Compact tokenizer directories: name -> (coordinate split, recorded format or None = any format).
 COMPACT_VARIANTS: dict[str, tuple[str, CoordinateFormat | None]] = {
     COMPACT: ("whole", None),
