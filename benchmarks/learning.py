@@ -89,6 +89,12 @@ VARIANTS: dict[str, Variant] = {
         split="digits", fmt=D(decimals=2, frame="canonical", positions="relative"), note="combined"
     ),
     "j_local_d4": Variant(fmt=D(positions="local"), note="offsets in the frame of the bonds before"),
+    "b_digits_d4_canon_local": Variant(
+        split="digits", fmt=D(frame="canonical", positions="local"), note="Qwen3-style digits, local positions"
+    ),
+    "b_digits_d2_canon_local": Variant(
+        split="digits", fmt=D(decimals=2, frame="canonical", positions="local"), note="the same, 2 decimals"
+    ),
     "combo_pairs_d2_canon_local": Variant(
         split="pairs", fmt=D(decimals=2, frame="canonical", positions="local"), note="combined"
     ),

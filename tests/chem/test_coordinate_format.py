@@ -234,3 +234,15 @@ def test_a_second_branch_is_written_against_the_first_not_the_torsion():
             assert np.abs(np.array(written[4], float) - np.array(second, float)).max() <= 0.011
         back = np.array(from_local(written, [-1, 0, 1, 2, 2]))
         assert np.linalg.norm(back - coords, axis=1).max() <= np.sqrt(3) * 1e-2
+
+
+def test_a_nearly_straight_reference_does_not_make_the_frame_turn_with_noise():
+    """N#C-c: the bond before the ring (N -> C) is almost in line with C -> c, so it is not used."""
+    base = np.array([[-1.15, 0.0, 0.0], [0.0, 0.0, 0.0], [1.44, 0.0, 0.0], [2.14, 1.21, 0.0]])
+    parents = [-1, 0, 1, 2]
+    seen = []
+    for wobble in (0.02, -0.02):  # N bent ~1 degree either way out of the plane
+        coords = base.copy()
+        coords[0, 2] = wobble
+        seen.append(np.array(to_local(coords, parents, 2)[3], float))
+    assert np.abs(seen[0] - seen[1]).max() <= 0.011

@@ -14,8 +14,9 @@ from rdkit.Chem import rdDistGeom
 from rdkit.Geometry import Point3D
 
 from molgen3D.chem.enriched_smiles import decode
-from molgen3D.datasets.chemistry import choose_fragments, geometry_problem
-from molgen3D.datasets.inputs import InputError
+from molgen3D.datasets.chemistry import choose_fragments, geometry_problem, straight_angle
+from molgen3D.datasets.conformers import Settings, from_smiles
+from molgen3D.datasets.inputs import InputError, Record
 from molgen3D.datasets.prepare import PrepareConfig, prepare
 from molgen3D.datasets.splits import SPLITS
 
@@ -267,3 +268,37 @@ def test_gzip_split_is_an_evaluate_reference(tmp_path):
     )
     refs, precision = read_references(str(tmp_path / "gz" / "train"))
     assert sorted(len(r.conformers) for r in refs) == [2] * 5 and precision == 4
+
+
+def test_straight_angle_flags_a_bent_atom_pulled_straight_but_not_an_alkyne():
+    propane = embedded("CCC", 1)
+    assert straight_angle(propane) == ""
+    conf = propane.GetConformer()
+    a, b = np.array(conf.GetAtomPosition(0)), np.array(conf.GetAtomPosition(1))
+    conf.SetAtomPosition(2, Point3D(*(b + (b - a))))  # C-C-C at 180 degrees
+    assert "atom 1 (C, SP3) at 180.0 degrees" in straight_angle(propane)
+    assert straight_angle(embedded("CC#CC", 1)) == ""  # sp carbons are straight by nature
+
+
+def test_etkdg_conformers_with_a_straightened_atom_are_skipped_and_counted():
+    """ETKDGv3 (seed 42) writes this molecule's third conformer with an sp2 carbon at 180 degrees."""
+    settings = Settings(
+        conformers=4,
+        seed=42,
+        mmff=False,
+        mmff_max_iters=200,
+        precision=4,
+        fragments="largest",
+        max_atom_degree=None,
+        max_conformers=None,
+        min_distance=0.7,
+    )
+    unit = from_smiles(Record("CCCC[C@H](CC)COCCCNC(=O)c1cscc1OC", "mols.smi:3"), settings)
+    assert len(unit.lines) == 3
+    assert [(reason, kind, count) for reason, _, kind, count in unit.skips] == [
+        ("embed_straight_angle", "conformer", 1)
+    ]
+    assert "mols.smi:3" in unit.skips[0][1] and "SP2) at 180.0 degrees" in unit.skips[0][1]
+    for line in unit.lines:
+        mol = decode(json.loads(line)["embedded_smiles"])
+        assert straight_angle(Chem.AddHs(mol, addCoords=True)) == ""

@@ -285,6 +285,17 @@ def test_up_to_date_output_is_not_rebuilt(tmp_path, smiles_file):
     assert prepare(config(tmp_path, smiles_file.parent / "grown.smi", conformers_per_molecule=2, force=True)).rebuilt
 
 
+def test_a_data_set_built_under_older_rules_is_rebuilt(tmp_path, smiles_file, monkeypatch):
+    """A rule change (e.g. dropping broken ETKDG conformers) must not leave an old data set in use."""
+    from molgen3D.datasets import prepare as prepare_module
+
+    cfg = config(tmp_path, smiles_file, conformers_per_molecule=1)
+    assert prepare(cfg).rebuilt and not prepare(cfg).rebuilt
+    monkeypatch.setattr(prepare_module, "RULES", prepare_module.RULES + 1)
+    result = prepare(cfg)
+    assert result.rebuilt and result.manifest["versions"]["rules"] == str(prepare_module.RULES)
+
+
 def test_embedded_default_is_cached(tmp_path):
     out = prepare_embedded_default(tmp_path / "emb", max_molecules=5, conformers_per_molecule=1)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -9,7 +9,7 @@ from molgen3D.chem.coordinate_format import CoordinateFormat, write_format
 from molgen3D.evaluation import generate as generate_module
 from molgen3D.evaluation.sample_io import summary_path
 
-FMT = CoordinateFormat(decimals=2, frame="canonical", positions="relative")
+FMT = CoordinateFormat(decimals=2, frame="canonical", positions="local")
 
 
 def test_generate_uses_the_recorded_format_and_refuses_another(compact_model_dir, tmp_path, capsys):
@@ -36,11 +36,11 @@ def test_generate_uses_the_recorded_format_and_refuses_another(compact_model_dir
     ]
     assert generate_module.cli(base) == 0
     summary = json.loads(summary_path(out).read_text())
-    assert summary["settings"]["precision"] == 2 and summary["settings"]["positions"] == "relative"
+    assert summary["settings"]["precision"] == 2 and summary["settings"]["positions"] == "local"
     capsys.readouterr()
     assert generate_module.cli([*base, "--precision", "4"]) == 1
     err = capsys.readouterr().err
-    assert "--precision 4" in err and "trained on coordinate format d2-canonical-relative" in err
+    assert "--precision 4" in err and "trained on coordinate format d2-canonical-local" in err
 
 
 def test_the_exported_model_folder_carries_the_tokenizer_format(tokenizer_root, tmp_path):

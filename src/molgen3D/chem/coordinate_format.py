@@ -239,10 +239,12 @@ def local_axes(written: Sequence[np.ndarray], parents: Sequence[int], i: int) ->
     (a cis torsion writes a positive second number, trans a negative one). A second or later
     child of p takes p's first child s in place of h (the plane of s, p and g): its numbers then
     say only on which side of s it sits (the hybridisation and the chirality), not the torsion
-    again, which the first child already wrote. Without a grandparent (the first two atoms of
-    a chain) the global axes are used; without h, or with the reference in line with g -> p, the
-    global axis most perpendicular to g -> p stands in. Only positions already written are read,
-    so decoding rebuilds every frame exactly as encoding saw it.
+    again, which the first child already wrote. A reference within ~11.5 degrees of the g -> p
+    line (a triple bond, a broken input) would make the frame turn with noise, so the bond before
+    that one is tried next, up the chain; the global axis most perpendicular to g -> p is the
+    last resort, and without a grandparent (the first two atoms of a chain) the global axes are
+    used. Only positions already written are read, so decoding rebuilds every frame exactly as
+    encoding saw it.
     """
     p = parents[i]
     g = parents[p] if p >= 0 else -1
@@ -253,16 +255,26 @@ def local_axes(written: Sequence[np.ndarray], parents: Sequence[int], i: int) ->
     if length < 1e-6:
         return None
     e1 = e1 / length
-    h = parents[g]
-    before = written[g] - written[h] if h >= 0 else None
     sibling = next((j for j in range(p + 1, i) if parents[j] == p), None)
-    if sibling is not None:
-        before = written[p] - written[sibling]
-    if before is None or np.linalg.norm(np.cross(before, e1)) < 1e-3 * max(float(np.linalg.norm(before)), 1e-6):
-        before = np.eye(3)[int(np.argmin(np.abs(e1)))]
+    candidates = [written[p] - written[sibling]] if sibling is not None else []
+    a, b = g, parents[g]
+    while b >= 0 and len(candidates) < 4:
+        candidates.append(written[a] - written[b])
+        a, b = b, parents[b]
+    before = next((c for c in candidates if _sine(c, e1) >= _MIN_SINE), np.eye(3)[int(np.argmin(np.abs(e1)))])
     e3 = np.cross(before, e1)
     e3 = e3 / np.linalg.norm(e3)
     return np.stack([e1, np.cross(e3, e1), e3])
+
+
+_MIN_SINE = 0.2
+"""A frame's reference bond must make at least asin(0.2) ~ 11.5 degrees with the bond it turns about."""
+
+
+def _sine(v: np.ndarray, unit: np.ndarray) -> float:
+    """Sine of the angle between `v` and the unit vector `unit` (0 for a zero-length `v`)."""
+    n = float(np.linalg.norm(v))
+    return float(np.linalg.norm(np.cross(v, unit))) / n if n > 1e-9 else 0.0
 
 
 def _place(written: list[np.ndarray], parents: Sequence[int], i: int, texts: Sequence[str]) -> np.ndarray:

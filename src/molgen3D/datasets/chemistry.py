@@ -76,6 +76,29 @@ def geometry_problem(positions: np.ndarray, min_distance: float = MIN_ATOM_DISTA
     return "atoms_too_close" if float(d2.min()) < min_distance**2 else ""
 
 
+STRAIGHT_ANGLE = 170.0
+"""Degrees. Two neighbours of an atom that is not sp-hybridised this close to a line are an embedding
+failure (ETKDGv3 writes about 1% of drug-like conformers with such an atom at ~180 degrees)."""
+
+
+def straight_angle(mol: Chem.Mol, conf_id: int = -1, limit: float = STRAIGHT_ANGLE) -> str:
+    """ "" or where conformer `conf_id` bends an atom that is not sp-hybridised straight (>= `limit` degrees)."""
+    xyz = mol.GetConformer(conf_id).GetPositions()
+    cos_limit = np.cos(np.radians(limit))
+    for atom in mol.GetAtoms():
+        if atom.GetDegree() < 2 or atom.GetHybridization() == Chem.HybridizationType.SP:
+            continue
+        centre = atom.GetIdx()
+        bonds = xyz[[n.GetIdx() for n in atom.GetNeighbors()]] - xyz[centre]
+        bonds = bonds / np.maximum(np.linalg.norm(bonds, axis=1, keepdims=True), 1e-9)
+        cosines = bonds @ bonds.T
+        np.fill_diagonal(cosines, 1.0)
+        if float(cosines.min()) <= cos_limit:
+            angle = float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0))))
+            return f"atom {centre} ({atom.GetSymbol()}, {atom.GetHybridization()}) at {angle:.1f} degrees"
+    return ""
+
+
 def max_degree(mol: Chem.Mol) -> int:
     return max((atom.GetDegree() for atom in mol.GetAtoms()), default=0)
 

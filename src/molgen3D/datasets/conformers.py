@@ -20,6 +20,7 @@ from molgen3D.datasets.chemistry import (
     choose_fragments,
     conformer_text,
     geometry_problem,
+    straight_angle,
     max_degree,
     stereo_free_key,
 )
@@ -122,7 +123,12 @@ def from_smiles(record: Record, settings: Settings) -> Unit:
         unit.skip("conformer_embed_failed", f"{unit.dedup} ({missing} missing)", unit="conformer", count=missing)
     collector = _Conformers(unit, settings, record.name)
     for conf_id in conf_ids:
-        collector.add(mol, conf_id, f"{unit.dedup} conformer {conf_id}")
+        label = f"{unit.dedup} conformer {conf_id}"
+        straight = straight_angle(mol, conf_id)
+        if straight:
+            unit.skip("embed_straight_angle", f"{label}: {straight}", unit="conformer")
+            continue
+        collector.add(mol, conf_id, label)
     return unit
 
 

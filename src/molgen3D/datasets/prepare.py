@@ -46,6 +46,9 @@ from molgen3D.datasets.splits import SPLITS, assign_splits, validate_fractions
 
 MANIFEST = "manifest.json"
 FORMAT = "molgen3d-conformers-jsonl/2"
+RULES = 2
+"""Bumped when a rule changes what is written for the same input (2: ETKDG conformers with a
+straightened atom are dropped); a data set built under other rules is rebuilt, not reused."""
 WORK_DIR = "_shards"
 _PER_RUN = ("output", "input", "workers", "force", "shard_index", "num_shards", "finalize", "split_file")
 
@@ -529,7 +532,7 @@ class _Mapper:
 
 
 def _versions() -> dict[str, str]:
-    return {"molgen3d": molgen3D.__version__, "rdkit": rdkit.__version__}
+    return {"molgen3d": molgen3D.__version__, "rules": str(RULES), "rdkit": rdkit.__version__}
 
 
 def _totals(manifest: dict[str, Any]) -> str:
