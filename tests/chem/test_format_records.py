@@ -128,3 +128,23 @@ def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
     with gzip.open(out / "test" / "part-00000.jsonl.gz", "rt") as f:
         row = json.loads(f.readline())
     assert len(row["embedded_smiles"].split(",")[1].split(".")[1]) == 2
+
+
+def test_local_data_set_references_decode_to_the_stored_conformers(fixture_data, tmp_path):
+    """`reformat-data --positions local` writes data whose references decode back to the stored shapes."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolAlign
+
+    out = tmp_path / "local"
+    args = ["--source", str(fixture_data), "--output", str(out), "--decimals", "2", "--frame", "canonical"]
+    assert reformat_cli([*args, "--positions", "local"]) == 0
+    fmt = CoordinateFormat(decimals=2, frame="canonical", positions="local")
+    assert dataset_format(out / "test") == fmt
+    stored, _ = load_jsonl_references(fixture_data / "test")
+    local, _ = load_jsonl_references(out / "test")
+    assert [r.smiles for r in local] == [r.smiles for r in stored]
+    for a, b in zip(stored, local):
+        for conf_a, conf_b in zip(a.conformers, b.conformers):
+            n = conf_a.GetNumAtoms()
+            rms = rdMolAlign.AlignMol(Chem.Mol(conf_b), conf_a, atomMap=[(i, i) for i in range(n)])
+            assert rms < fmt.max_atom_error
