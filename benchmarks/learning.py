@@ -98,6 +98,9 @@ VARIANTS: dict[str, Variant] = {
     "combo_pairs_d2_canon_local": Variant(
         split="pairs", fmt=D(decimals=2, frame="canonical", positions="local"), note="combined"
     ),
+    "combo_pairs_d2_canon_local_small": Variant(
+        split="pairs", fmt=D(decimals=2, frame="canonical", positions="local"), flavor="small", note="combined, small"
+    ),
     "combo_pairs_d2_canon_rel_num": Variant(
         split="pairs", fmt=D(decimals=2, frame="canonical", positions="relative"), numeric_init=True, note="combined"
     ),
