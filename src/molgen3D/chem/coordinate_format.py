@@ -24,7 +24,7 @@ atoms, bonds, ring closures and the `<x,y,z>` grammar stay the same, so constrai
   numbers of a carbonyl or an aromatic ring are nearly the same in every molecule, which is what a
   small model can learn; in absolute or relative form they depend on where the chain is heading.
   Frames are built from *written* positions too, so truncation errors stay per atom; a wrong
-  number from a model turns the rest of its branch (the drift `benchmarks/learning.py` measures).
+  number from a model turns the rest of its branch (the drift `benchmarks/format_drift.py` measures).
 """
 
 from __future__ import annotations
@@ -277,14 +277,10 @@ def _sine(v: np.ndarray, unit: np.ndarray) -> float:
     return float(np.linalg.norm(np.cross(v, unit))) / n if n > 1e-9 else 0.0
 
 
-def _place(written: list[np.ndarray], parents: Sequence[int], i: int, texts: Sequence[str]) -> np.ndarray:
-    """Atom `i`'s absolute position from its written local offset (one rule for encoding and decoding)."""
-    p = parents[i]
+def _place(base: np.ndarray, axes: np.ndarray | None, texts: Sequence[str]) -> np.ndarray:
+    """A position from its written offset: one rule for encoding and decoding, so both see the same floats."""
     offset = np.array([float(t) for t in texts], dtype=np.float64)
-    if p < 0:
-        return offset
-    axes = local_axes(written, parents, i)
-    return written[p] + (offset if axes is None else axes.T @ offset)
+    return base + (offset if axes is None else axes.T @ offset)
 
 
 def to_local(coords: np.ndarray, parents: Sequence[int], decimals: int) -> list[tuple[str, str, str]]:
@@ -292,12 +288,13 @@ def to_local(coords: np.ndarray, parents: Sequence[int], decimals: int) -> list[
     written: list[np.ndarray] = []
     out: list[tuple[str, str, str]] = []
     for i, p in enumerate(parents):
-        delta = np.asarray(coords[i], dtype=np.float64) - (written[p] if p >= 0 else 0.0)
-        axes = local_axes(written, parents, i) if p >= 0 else None
+        base = written[p] if p >= 0 else np.zeros(3)
+        axes = local_axes(written, parents, i)
+        delta = np.asarray(coords[i], dtype=np.float64) - base
         local = delta if axes is None else axes @ delta
         texts = (_fmt(local[0], decimals), _fmt(local[1], decimals), _fmt(local[2], decimals))
         out.append(texts)
-        written.append(_place(written, parents, i, texts))
+        written.append(_place(base, axes, texts))
     return out
 
 
@@ -306,8 +303,8 @@ def from_local(offsets: Sequence[Sequence[str]], parents: Sequence[int]) -> list
     if len(offsets) != len(parents):
         raise ValueError(f"{len(offsets)} coordinate blocks for {len(parents)} atoms")
     written: list[np.ndarray] = []
-    for i, texts in enumerate(offsets):
-        written.append(_place(written, parents, i, texts))
+    for i, (texts, p) in enumerate(zip(offsets, parents)):
+        written.append(_place(written[p] if p >= 0 else np.zeros(3), local_axes(written, parents, i), texts))
     return written
 
 
