@@ -7,12 +7,12 @@ early bond direction moves far atoms by the lever arm. This script measures that
 for every format: each held-out reference conformer is written in the format, every written
 number gets independent Gaussian noise of `--noise` A, the text is turned back into absolute
 coordinates, and the aligned RMSD (heavy atoms, atoms in order, no symmetry search) to the clean
-conformer is reported: mean, median and 90th percentile over molecules. It has no model in it,
+conformer is reported: mean, median and 90th percentile over conformers and draws. It has no model in it,
 so it separates what the format does to errors from what a model learns.
 
 Writes benchmarks/results/format_drift.json.
 
-Usage: .venv/bin/python benchmarks/format_drift.py --molecules 200 --noise 0.01,0.05,0.1
+Usage: .venv/bin/python benchmarks/format_drift.py --conformers 200 --noise 0.01,0.05,0.1
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def perturbed(text: str, noise: float, rng: np.random.Generator, decimals: int) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data:embedded_root", help="prepared data set; its test/ split is used")
-    parser.add_argument("--molecules", type=int, default=200)
+    parser.add_argument("--conformers", type=int, default=200, help="test conformers (lines) to perturb")
     parser.add_argument("--noise", default="0.01,0.05,0.1", help="comma list of per-number noise (A)")
     parser.add_argument("--repeats", type=int, default=3, help="noise draws per conformer")
     parser.add_argument("--seed", type=int, default=0)
@@ -76,7 +76,7 @@ def main() -> int:
     for file in expand_paths([str(resolve_path(args.data) / "test")]):
         with open(file, encoding="utf-8") as f:
             rows += [json.loads(line)["embedded_smiles"] for line in f]
-    rows = rows[: args.molecules]
+    rows = rows[: args.conformers]
     noises = [float(x) for x in args.noise.split(",")]
     begin = time.perf_counter()
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -116,7 +116,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "settings": {**vars(args), "out": str(args.out)},
-        "molecules": len(rows),
+        "conformers": len(rows),
         "mean_heavy_atoms": float(np.mean(atoms)),
         "formats": {name: fmt.to_dict() for name, fmt in FORMATS.items()},
         "rmsd": results,
