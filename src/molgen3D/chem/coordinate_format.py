@@ -25,6 +25,9 @@ atoms, bonds, ring closures and the `<x,y,z>` grammar stay the same, so constrai
   small model can learn; in absolute or relative form they depend on where the chain is heading.
   Frames are built from *written* positions too, so truncation errors stay per atom; a wrong
   number from a model turns the rest of its branch (the drift `benchmarks/format_drift.py` measures).
+
+Model folders, tokenizers and data sets record a format by its settings only, so the rules behind a
+setting never change once released: a different frame rule is a new `positions` value.
 """
 
 from __future__ import annotations
