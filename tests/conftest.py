@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -68,3 +69,16 @@ def qwen_origin_tokenizer(qwen_origin_tokenizer_dir):
     from molgen3D.tokenization.load import load_tokenizer
 
     return load_tokenizer(qwen_origin_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """`load_benchmark("geom_scale")`: the module of benchmarks/geom_scale.py (benchmarks are scripts)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "format_drift.py"
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("format_drift", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_aligned_rmsd_ignores_rigid_motion_but_not_mirroring():
-    bench = load_benchmark()
+def test_aligned_rmsd_ignores_rigid_motion_but_not_mirroring(load_benchmark):
+    bench = load_benchmark("format_drift")
     rng = np.random.default_rng(0)
     xyz = rng.normal(size=(10, 3)) * [3, 2, 1]
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -30,8 +19,8 @@ def test_aligned_rmsd_ignores_rigid_motion_but_not_mirroring():
     assert bench.aligned_rmsd(xyz * [1, 1, -1], xyz) > 0.1  # a proper rotation cannot undo a mirror
 
 
-def test_the_run_orders_the_formats_by_how_errors_add_up(fixture_data, tmp_path, monkeypatch):
-    bench = load_benchmark()
+def test_the_run_orders_the_formats_by_how_errors_add_up(load_benchmark, fixture_data, tmp_path, monkeypatch):
+    bench = load_benchmark("format_drift")
     out = tmp_path / "drift.json"
     argv = ["format_drift.py", "--data", str(fixture_data), "--conformers", "4", "--noise", "0.05", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pickle
-from pathlib import Path
 
 from molgen3D.datasets.geom import find_geom
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "geom_scale.py"
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("geom_scale", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_synthetic_tree_has_geoms_schema(tmp_path):
-    bench = load_benchmark()
+def test_synthetic_tree_has_geoms_schema(load_benchmark, tmp_path):
+    bench = load_benchmark("geom_scale")
     folder = bench.write_geom_tree(tmp_path, molecules=4, conformers=3, n_templates=2)
     geom = find_geom(folder / "summary_drugs.json")
     assert len(geom.pickles) == 4 and geom.missing_from_summary() == []
@@ -32,8 +21,8 @@ def test_synthetic_tree_has_geoms_schema(tmp_path):
     assert any(a.GetSymbol() == "H" for a in conformer["rd_mol"].GetAtoms())
 
 
-def test_tiny_run_reports_every_figure(tmp_path):
-    bench = load_benchmark()
+def test_tiny_run_reports_every_figure(load_benchmark, tmp_path):
+    bench = load_benchmark("geom_scale")
     args = argparse.Namespace(
         molecules=6, conformers=3, jsonl_lines=2500, workers=1, work=str(tmp_path / "w"), keep=False
     )
