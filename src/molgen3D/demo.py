@@ -153,7 +153,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
     from molgen3D.evaluation.sampling import SamplingConfig
 
-    t = _step(f"6/6 sample and score {cfg.eval_molecules} held-out molecules, model vs ETKDG")
+    t = _step(
+        f"6/6 sample and score {cfg.eval_molecules} held-out molecules, model vs ETKDG, each also relaxed with MMFF94"
+    )
     eval_dir = cfg.out or resolve_path("base_paths:outputs_root") / "demo" / result.run_name
     metrics = evaluate(
         EvaluateConfig(
@@ -164,6 +166,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
             max_molecules=cfg.eval_molecules,
             threads=cfg.sample_threads,
             sampling=SamplingConfig(max_new_tokens=cfg.max_new_tokens),
+            relax="mmff",
         )
     )
     print(format_table(metrics))

@@ -249,3 +249,29 @@ def test_bad_jsonl_sample_line_names_file_and_line(tmp_path, line, problem):
     path.write_text(f"{good}\n{line}\n")
     with pytest.raises(ValueError, match=rf"s\.jsonl:2: not a sample line .*{problem}"):
         read_samples(path)
+
+
+def test_relax_mmff_scores_each_method_again_after_a_force_field(tmp_path, fixture_data):
+    """--relax mmff adds `<method>+mmff` rows from the same samples; the unrelaxed rows are unchanged."""
+    out = tmp_path / "eval"
+    common = dict(
+        references=str(fixture_data / "test"),
+        baseline="etkdg",
+        max_molecules=2,
+        progress=False,
+        rmsd_workers=1,
+        posebusters="none",
+    )
+    plain = evaluate(EvaluateConfig(out=tmp_path / "plain", **common))
+    metrics = evaluate(EvaluateConfig(out=out, relax="mmff", mmff_max_iters=50, **common))
+    assert set(metrics["methods"]) == {"etkdg", "etkdg+mmff"}
+    assert metrics["methods"]["etkdg"]["aggregate"] == plain["methods"]["etkdg"]["aggregate"]
+    relaxed = metrics["methods"]["etkdg+mmff"]
+    assert relaxed["samples_requested"] == metrics["methods"]["etkdg"]["samples_requested"]
+    assert relaxed["validity"] == 1.0 and "relaxed with MMFF94" in relaxed["source"]
+    assert sum(relaxed["settings"]["outcomes"].values()) > 0
+    assert (out / "samples" / "etkdg+mmff.sdf").is_file()
+    assert "etkdg+mmff" in (out / "table.txt").read_text()
+    # The force field moves atoms: the relaxed samples are not the ETKDG samples they started from.
+    mat = [metrics["methods"][n]["aggregate"]["mat_r"]["mean"] for n in ("etkdg", "etkdg+mmff")]
+    assert mat[0] != mat[1]

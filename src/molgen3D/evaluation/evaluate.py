@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
 from molgen3D.evaluation.chemistry import geometry_report, mark_stereo, posebusters_checks
+from molgen3D.evaluation.hydrogens import add_hydrogens
 from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
 from molgen3D.evaluation.references import ReferenceMolecule, read_references
 from molgen3D.evaluation.rmsd import RmsdPool
@@ -86,6 +87,11 @@ class EvaluateConfig:
     """Continue an interrupted evaluation in --out: molecules with all samples written are kept, the rest sampled."""
     posebusters: Literal["mol", "mol_fast", "none"] = "mol"
     """PoseBusters checks on every valid sample (`mol`: with the energy-ratio check; `none`: skip)."""
+    relax: Literal["none", "mmff"] = "none"
+    """`mmff`: also score every method's samples relaxed with MMFF94 (hydrogens added) as `<method>+mmff`:
+    how far a force field takes what the model wrote. The unrelaxed rows stay what the model can do."""
+    mmff_max_iters: int = 200
+    """MMFF94 iterations per sample with --relax mmff."""
     device: str = "auto"
     """Sampling device: auto (CUDA if present), cpu, cuda or cuda:N."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -120,6 +126,7 @@ class EvaluateConfig:
             ("--etkdg-seed", self.etkdg_seed),
             ("--workers", self.workers),
             ("--chunk-molecules", self.chunk_molecules),
+            ("--mmff-max-iters", self.mmff_max_iters),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -440,6 +447,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             "method": "ETKDGv3",
         }
         fill_samples(out, "etkdg", references, counts, etkdg_fn, **fill)
+    if cfg.relax == "mmff":
+        for name in [n for n in state["methods"] if not n.endswith(RELAXED)]:
+            _relax_method(out, name, references, counts, state, cfg.mmff_max_iters)
     _save_state(out, state)
     return score_run(
         out,
@@ -450,6 +460,22 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         posebusters=cfg.posebusters,
         references=references,
     )
+
+
+RELAXED = "+mmff"
+"""Suffix of a method whose samples are another method's, relaxed with MMFF94."""
+
+
+def _relax_method(out: Path, name: str, references, counts: Sequence[int], state: dict, max_iters: int) -> None:
+    """`samples/<name>+mmff.sdf`: the samples of `name` with hydrogens added and MMFF94-relaxed, as a method."""
+    outcomes = read_stored(samples_file(out, name), references, counts)
+    relaxed = add_hydrogens(outcomes, mmff=True, max_iters=max_iters)
+    write_samples(samples_file(out, name + RELAXED), _inputs(references), outcomes, failures=True)
+    state["methods"][name + RELAXED] = {
+        "source": f"samples/{name}.sdf relaxed with MMFF94 (hydrogens added, at most {max_iters} iterations)",
+        "settings": {"mmff_max_iters": max_iters, "outcomes": relaxed},
+        "complete": True,
+    }
 
 
 def _file_key(path: Path, max_matches: int) -> str:
