@@ -376,8 +376,8 @@ def check_data_format(data_path: str | Path, tokenizer_dir: str | Path) -> None:
     """Training data must be in the format its tokenizer directory records.
 
     A directory recording none takes absolute data of any decimals or frame (samples of such a
-    model decode as written), but not relative data: its model folder could not tell `generate`
-    to sum the offsets.
+    model decode as written), but not relative or local data: its model folder could not tell
+    `generate` to place the offsets.
     """
     trained, data = read_format(tokenizer_dir), dataset_format(data_path)
     if data is None:
