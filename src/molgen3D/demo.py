@@ -56,22 +56,14 @@ def _step(title: str) -> float:
 
 def heldout_nll(model_dir: Path, valid_dir: Path, units: int) -> dict:
     """NLL per coordinate of the exported model on the first `units` validation units (in its format)."""
-    import torch
-
     from molgen3D.chem.coordinate_format import ORIGINAL, read_format
-    from molgen3D.chem.units import format_unit
-    from molgen3D.datasets.jsonl_paths import expand_paths
     from molgen3D.evaluation.generate import load_model
     from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
+    from molgen3D.tokenization.stats import read_units
 
     lm, tokenizer, _ = load_model(model_dir)
-    texts: list[str] = []
-    for path in expand_paths([str(valid_dir)]):
-        with open(path, encoding="utf-8") as f:
-            texts += [format_unit(row["canonical_smiles"], row["embedded_smiles"]) for row in map(json.loads, f)]
-    texts = texts[:units]
-    with torch.no_grad():
-        out = coordinate_nll(lambda ids: lm(input_ids=ids).logits, tokenizer, texts, tokenizer.eos_token_id)
+    texts = list(read_units(valid_dir, limit=units))
+    out = coordinate_nll(lambda ids: lm(input_ids=ids).logits, tokenizer, texts, tokenizer.eos_token_id)
     fmt = read_format(model_dir) or ORIGINAL
     return {**out, "units": len(texts), "format": fmt.name, "uniform_fraction_nll": uniform_fraction_nll(fmt.decimals)}
 

@@ -61,6 +61,7 @@ __all__ = [
     "check_same_format",
     "dataset_format",
     "from_local",
+    "format_json",
     "from_relative",
     "local_axes",
     "read_format",
@@ -135,10 +136,15 @@ ORIGINAL = CoordinateFormat()
 """What data preparation writes and what Qwen3-BPE runs train on: 4 decimals, as stored, absolute."""
 
 
+def format_json(fmt: CoordinateFormat) -> str:
+    """The text of a `coordinate_format.json` recording `fmt`."""
+    return json.dumps(fmt.to_dict(), indent=2) + "\n"
+
+
 def write_format(directory: str | Path, fmt: CoordinateFormat) -> Path:
     """Record `fmt` as `<directory>/coordinate_format.json`."""
     path = Path(directory) / FORMAT_FILE
-    path.write_text(json.dumps(fmt.to_dict(), indent=2) + "\n", encoding="utf-8")
+    path.write_text(format_json(fmt), encoding="utf-8")
     return path
 
 
@@ -330,12 +336,11 @@ def apply_format(text: str, fmt: CoordinateFormat) -> str:
     coords = np.array([[float(v) for v in b] for b in blocks], dtype=np.float64)
     if fmt.frame == "canonical":
         coords = canonical_frame(coords)
-    if fmt.positions == "relative":
-        values = to_relative(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
-    elif fmt.positions == "local":
-        values = to_local(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
-    else:
+    if fmt.positions == "absolute":
         values = [tuple(_fmt(v, fmt.decimals) for v in row) for row in coords]
+    else:
+        offsets = to_relative if fmt.positions == "relative" else to_local
+        values = offsets(coords, smiles_parents(strip_coordinates(text)), fmt.decimals)
     return _replace_blocks(text, values)
 
 

@@ -58,7 +58,7 @@ def input_kind(path: Path) -> str:
     """`smiles`, `sdf` or `geom` (a directory or a GEOM summary_*.json), from the suffix (`.gz` is ignored)."""
     if path.is_dir() or (path.name.startswith("summary") and path.suffix == ".json"):
         return "geom"
-    suffix = _inner_suffix(path)
+    suffix = inner_suffix(path)
     if suffix in SDF_SUFFIXES:
         return "sdf"
     if suffix in SMILES_SUFFIXES:
@@ -70,7 +70,8 @@ def input_kind(path: Path) -> str:
     )
 
 
-def _inner_suffix(path: Path) -> str:
+def inner_suffix(path: Path) -> str:
+    """The file's type suffix, lower case, under a `.gz` (`mols.SDF.gz` -> `.sdf`)."""
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -112,7 +113,7 @@ def read_smiles(path: Path, column: str | None = None) -> Iterator[Record]:
     `smiles` (or `canonical_smiles`, `smi`; any case) is used when present, else the first column
     of a header-less file.
     """
-    delimiter = SMILES_SUFFIXES[_inner_suffix(path)]
+    delimiter = SMILES_SUFFIXES[inner_suffix(path)]
     name = path.name
     lines = _numbered_lines(path)
     first = next(lines, None)

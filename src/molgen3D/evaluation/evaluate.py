@@ -14,7 +14,6 @@ Everything is kept in the output directory, so a run can be inspected, resumed a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import tyro
 from tqdm.auto import tqdm
 
+from molgen3D.datasets.inputs import sha256_file
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
 from molgen3D.evaluation.chemistry import geometry_report, mark_stereo, posebusters_checks
@@ -470,6 +470,7 @@ def _relax_method(out: Path, name: str, references, counts: Sequence[int], state
     """`samples/<name>+mmff.sdf`: the samples of `name` with hydrogens added and MMFF94-relaxed, as a method."""
     outcomes = read_stored(samples_file(out, name), references, counts)
     relaxed = add_hydrogens(outcomes, mmff=True, max_iters=max_iters)
+    mark_stereo([r.smiles for r in references], outcomes)
     write_samples(samples_file(out, name + RELAXED), _inputs(references), outcomes, failures=True)
     state["methods"][name + RELAXED] = {
         "source": f"samples/{name}.sdf relaxed with MMFF94 (hydrogens added, at most {max_iters} iterations)",
@@ -479,11 +480,7 @@ def _relax_method(out: Path, name: str, references, counts: Sequence[int], state
 
 
 def _file_key(path: Path, max_matches: int) -> str:
-    digest = hashlib.sha256(f"{max_matches}\0".encode())
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return f"{max_matches}:{sha256_file(path)}"
 
 
 def _matrices(out: Path, name: str, references, outcomes, pool_args: dict) -> tuple[list[np.ndarray], dict]:
@@ -504,17 +501,27 @@ def _matrices(out: Path, name: str, references, outcomes, pool_args: dict) -> tu
     return matrices, stats
 
 
-def references_of_run(out: Path) -> tuple[list[ReferenceMolecule], dict]:
-    """The references an evaluation directory was scored against (read again, as `evaluate` read them)."""
+def _run_state(out: Path) -> dict:
+    """`run.json` of an evaluation directory."""
     path = Path(out) / RUN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{out} has no {RUN_FILE}: not a directory written by `molgen3d evaluate`")
-    state = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _references_of(state: dict) -> list[ReferenceMolecule]:
+    """The references a run was scored against (read again, as `evaluate` read them)."""
     ident = state["identity"]
     references, _ = read_references(
         ident["references"], max_molecules=ident["max_molecules"], max_conformers=ident["max_conformers"]
     )
-    return references, state
+    return references
+
+
+def references_of_run(out: Path) -> tuple[list[ReferenceMolecule], dict]:
+    """The references an evaluation directory was scored against, and its `run.json`."""
+    state = _run_state(out)
+    return _references_of(state), state
 
 
 def score_run(
@@ -532,8 +539,8 @@ def score_run(
     `evaluate` calls it after sampling and `molgen3d rescore` on its own, so both give the same numbers.
     """
     out = Path(out)
-    loaded, state = references_of_run(out)
-    references = references if references is not None else loaded
+    state = _run_state(out)
+    references = references if references is not None else _references_of(state)
     ident = state["identity"]
     counts = [ident["samples_per_reference"] * len(r.conformers) for r in references]
     pool_args = dict(workers=rmsd_workers, pair_timeout_s=pair_timeout, max_matches=max_matches)

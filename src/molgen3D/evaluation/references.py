@@ -23,7 +23,7 @@ from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode
 from molgen3D.config.paths import resolve_path
 from molgen3D.datasets.conformers import from_sdf
 from molgen3D.datasets.geom import geom_references, is_geom_reference
-from molgen3D.datasets.inputs import read_sdf
+from molgen3D.datasets.inputs import SDF_SUFFIXES, inner_suffix, read_sdf
 from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
 from molgen3D.datasets.skips import SkipLog
 
@@ -164,7 +164,7 @@ def load_sdf_references(
 
 def is_sdf(path: Path) -> bool:
     """`.sdf`, `.sd` or `.mol`, optionally gzipped (what `prepare-data` reads as SDF)."""
-    return Path(path).name.lower().removesuffix(".gz").endswith((".sdf", ".sd", ".mol"))
+    return inner_suffix(Path(path)) in SDF_SUFFIXES
 
 
 def read_references(

@@ -7,7 +7,6 @@ directory already holding exactly what would be written is left alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from molgen3D.chem.coordinate_format import FORMAT_FILE, CoordinateFormat
+from molgen3D.chem.coordinate_format import FORMAT_FILE, CoordinateFormat, format_json
 from molgen3D.tokenization.compact import compact_files, compact_vocabulary
 from molgen3D.tokenization.qwen import fetch_source, qwen_tokenizer_files
 from molgen3D.tokenization.tokenizer_dir import TokenizerFiles, read_marker, write_tokenizer_dir
@@ -73,7 +72,7 @@ def build_qwen_tokenizers(out_root: Path, source: str | Path | None = None) -> d
 
 def _with_format(content: TokenizerFiles, fmt: CoordinateFormat) -> TokenizerFiles:
     """`content` plus `coordinate_format.json`: data of another format is refused, samples are read in `fmt`."""
-    files = {**content.files, FORMAT_FILE: (json.dumps(fmt.to_dict(), indent=2) + "\n").encode("utf-8")}
+    files = {**content.files, FORMAT_FILE: format_json(fmt).encode("utf-8")}
     return TokenizerFiles(files, content.vocab_size, f"{content.source}, coordinate format {fmt.name}")
 
 
