@@ -50,6 +50,7 @@ from molgen3D.chem.enriched_smiles import (
 )
 
 __all__ = [
+    "COORDINATE_BLOCK",
     "FORMAT_FILE",
     "ORIGINAL",
     "POSITIONS",
@@ -80,7 +81,8 @@ POSITIONS = ("absolute", "relative", "local")
 """What a written position is measured from (see the module docstring)."""
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-_BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
+COORDINATE_BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
+"""One well-formed `<x,y,z>` block (the loader counts them against the atoms)."""
 
 
 class FormatMismatchError(ValueError):
@@ -318,12 +320,12 @@ def from_local(offsets: Sequence[Sequence[str]], parents: Sequence[int]) -> list
 
 
 def _blocks(text: str) -> list[tuple[str, str, str]]:
-    return [m.groups() for m in _BLOCK.finditer(text)]  # type: ignore[misc]
+    return [m.groups() for m in COORDINATE_BLOCK.finditer(text)]  # type: ignore[misc]
 
 
 def _replace_blocks(text: str, values: Sequence[Sequence[str]]) -> str:
     it = iter(values)
-    return _BLOCK.sub(lambda _m: "<{},{},{}>".format(*next(it)), text)
+    return COORDINATE_BLOCK.sub(lambda _m: "<{},{},{}>".format(*next(it)), text)
 
 
 def apply_format(text: str, fmt: CoordinateFormat) -> str:

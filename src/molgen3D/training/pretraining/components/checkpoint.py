@@ -188,9 +188,6 @@ class MolGenCheckpointManager(CheckpointManager):
         self.save_hf_per_checkpoint = bool(getattr(checkpoint_config, "save_hf_per_checkpoint", False))
         if self.enable and self.save_hf_per_checkpoint and self.sd_adapter is None:
             raise ValueError("[checkpoint] save_hf_per_checkpoint = true needs the train spec's state_dict_adapter")
-        metrics_processor = getattr(self.trainer, "metrics_processor", None)
-        if hasattr(metrics_processor, "attach_model") and MODEL in self.states:
-            metrics_processor.attach_model(self.states[MODEL].model)
         self.checksums = bool(getattr(checkpoint_config, "checksums", False))
         if self.is_molgen_run and self.trainer is not None:
             trainer = self.trainer

@@ -86,10 +86,7 @@ class MolGenMetricsProcessor(MetricsProcessor):
         if _offered_loaders:
             self.attach_loader(_offered_loaders.pop())
         self.model_parts: list[Any] = []
-
-    def attach_model(self, model_parts: list[Any]) -> None:
-        """The model parts, whose unit-length counts make masked attention FLOPs exact."""
-        self.model_parts = list(model_parts)
+        """The model parts (the Trainer sets them), whose unit-length counts make masked attention FLOPs exact."""
 
     def window_flops_per_token(self) -> tuple[float, float | None]:
         """FLOPs/token of this window, and the attention length used (None: the full seq_len).

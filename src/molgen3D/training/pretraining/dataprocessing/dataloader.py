@@ -32,6 +32,7 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 from torchtitan.components.dataloader import ParallelAwareDataloader
 
+from molgen3D.chem.coordinate_format import COORDINATE_BLOCK
 from molgen3D.chem.units import EOT, format_unit
 from molgen3D.tokenization.load import eot_id, load_tokenizer
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
@@ -54,8 +55,6 @@ SKIP_REASONS = (
     "coordinates_mismatch",  # the number of <x,y,z> blocks differs from the atoms of canonical_smiles
 )
 MAX_EXAMPLES = 3
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-_COORDINATE_BLOCK = re.compile(rf"<{_NUMBER},{_NUMBER},{_NUMBER}>")
 _STRAY_BRACKET = re.compile(r"<(?!-)|(?<!-)>|,")  # what remains of a broken block; `<-`/`->` are dative bonds
 _SMILES_PARAMS = Chem.SmilesParserParams()
 _SMILES_PARAMS.sanitize = False
@@ -102,7 +101,7 @@ def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
     An unsanitized RDKit parse of the SMILES (syntax, not chemistry) and a count of well-formed
     coordinate blocks against its atoms; the full decode would cost more than tokenizing.
     """
-    rest, blocks = _COORDINATE_BLOCK.subn("", embedded)
+    rest, blocks = COORDINATE_BLOCK.subn("", embedded)
     stray = _STRAY_BRACKET.search(rest)
     if stray:
         at = stray.start()
