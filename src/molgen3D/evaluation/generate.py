@@ -8,10 +8,8 @@ by reason in the printed summary and in `<out stem>.summary.json`, never dropped
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -43,8 +41,6 @@ from molgen3D.evaluation.sampling import (
     DEFAULT_PRECISION,
     SampleOutcome,
     SamplingConfig,
-    run_with_cache,
-    sample_molecules,
 )
 
 
@@ -56,23 +52,6 @@ def with_model_format(sampling: SamplingConfig, model_dir: Path, default_precisi
         read_format(model_dir), sampling.precision, sampling.positions, str(model_dir), default_precision
     )
     return replace(sampling, precision=decimals, positions=positions)
-
-
-def sample_with_model(
-    model, tokenizer, smiles: Sequence[str], counts: Sequence[int], cfg: SamplingConfig, *, progress: bool = False
-) -> tuple[list[list[SampleOutcome]], float]:
-    """Samples from a transformers causal LM (KV cache) and the wall time spent."""
-    start = time.perf_counter()
-    outcomes = sample_molecules(
-        functools.partial(run_with_cache, model),
-        tokenizer,
-        smiles,
-        counts,
-        cfg,
-        progress=progress,
-        max_context=model_context(model),
-    )
-    return outcomes, time.perf_counter() - start
 
 
 @dataclass
