@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from molgen3D.chem.coordinate_format import CoordinateFormat, apply_format  # noqa: E402
-from molgen3D.chem.units import format_unit  # noqa: E402
+from molgen3D.chem.tagged_text import format_unit  # noqa: E402
 from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll  # noqa: E402
 
 THRESHOLD = 0.75

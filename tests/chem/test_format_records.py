@@ -83,7 +83,7 @@ def test_sampling_uses_the_model_format_and_rejects_other_options():
 def test_relative_sample_text_is_decoded_as_absolute():
     from molgen3D.chem.coordinate_format import apply_format
     from molgen3D.chem.enriched_smiles import decode
-    from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN
+    from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN
     from molgen3D.evaluation.sampling import finish_sample
 
     absolute = "[C]<1.0000,2.0000,3.0000>[C]<2.5000,2.0000,3.0000>[O]<3.0000,3.0000,3.0000>"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from molgen3D.chem.enriched_smiles import decode, strip_coordinates
-from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN
+from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN
 from molgen3D.evaluation.constrained import MoleculeGrammar, NumberDfa, token_table
 
 from .helpers import fixture_lines

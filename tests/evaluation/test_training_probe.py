@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from molgen3D.chem.units import format_prompt, format_unit
+from molgen3D.chem.tagged_text import format_prompt, format_unit
 from molgen3D.evaluation.training_probe import load_references, sample_and_score
 
 from .helpers import fixture_lines, tiny_qwen3

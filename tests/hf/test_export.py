@@ -62,7 +62,7 @@ def batch(tokenizer_dir, fixture_data) -> torch.Tensor:
     """Two rows of real training text (fixture units), 48 tokens each."""
     from transformers import AutoTokenizer
 
-    from molgen3D.chem.units import format_unit
+    from molgen3D.chem.tagged_text import format_unit
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     lines = (fixture_data / "train").glob("*.jsonl")

@@ -7,7 +7,7 @@ import random
 import pytest
 from tokenization_cases import ADVERSARIAL_SMILES, HAND_MADE_BRACKETS, embed_text, read_fixture_units
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 
 
 @pytest.fixture(scope="session")

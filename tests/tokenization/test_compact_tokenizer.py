@@ -9,7 +9,7 @@ import re
 import pytest
 from tokenizers import Tokenizer
 
-from molgen3D.chem.units import EOT, TAGS
+from molgen3D.chem.tagged_text import EOT, TAGS
 from molgen3D.tokenization.compact import (
     ELEMENTS,
     MAX_WORD_CHARS,
@@ -186,7 +186,7 @@ def test_compact_is_much_shorter_than_qwen(compact_tokenizer, qwen_custom_tokeni
 
 @pytest.mark.parametrize("split", ["whole", "pairs", "digits"])
 def test_coordinate_splits_are_lossless_on_every_fixture_unit(split, fixture_data):
-    from molgen3D.chem.units import format_unit
+    from molgen3D.chem.tagged_text import format_unit
 
     backend = build_compact_backend(split)
     lines = [json.loads(line) for p in sorted(fixture_data.glob("*/*.jsonl")) for line in p.open()]

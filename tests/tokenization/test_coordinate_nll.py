@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 from molgen3D.tokenization.coordinate_nll import (
     PROMPT,
     STRUCTURE,

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from tokenizers import Tokenizer
 
-from molgen3D.chem.units import EOT, TAGS
+from molgen3D.chem.tagged_text import EOT, TAGS
 from molgen3D.tokenization.build import build_qwen_tokenizers
 from molgen3D.tokenization.load import eot_id, load_tokenizer
 from molgen3D.tokenization.qwen import packaged_qwen_dir

@@ -7,7 +7,7 @@ import json
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.tokenization.stats import heavy_atoms, read_units, tokens_per_unit
 

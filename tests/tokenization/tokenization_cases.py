@@ -7,7 +7,7 @@ import random
 import re
 from pathlib import Path
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 
 # Molecules whose SMILES exercise every part of the format: stereo (tetrahedral, double bond,
 # sulfoxide), charges, isotopes, explicit and isotopic H, aromatic heteroatoms with H, rare

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from molgen3D.chem.units import TAGS
+from molgen3D.chem.tagged_text import TAGS
 from molgen3D.hf.export import complete_hf_folder, export_step
 from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from molgen3D.chem.enriched_smiles import coordinate_template
-from molgen3D.chem.units import CONFORMER_CLOSE, CONFORMER_OPEN, EOT
+from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN, EOT
 
 __all__ = ["GrammarError", "MoleculeGrammar", "NumberDfa", "TokenTable", "token_table"]
 

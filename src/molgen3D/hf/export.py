@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from molgen3D.chem.units import CONFORMER_CLOSE
+from molgen3D.chem.tagged_text import CONFORMER_CLOSE
 from molgen3D.tokenization.load import load_titan_tokenizer
 
 logger = logging.getLogger(__name__)

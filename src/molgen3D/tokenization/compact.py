@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from molgen3D.chem.units import EOT, TAGS
+from molgen3D.chem.tagged_text import EOT, TAGS
 from molgen3D.tokenization.hf_config import config_bytes, tokenizer_config
 
 # ---------------------------------------------------------------- SMILES alphabet

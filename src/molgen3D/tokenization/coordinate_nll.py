@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from molgen3D.chem.units import CONFORMER_OPEN
+from molgen3D.chem.tagged_text import CONFORMER_OPEN
 
 __all__ = ["coordinate_nll", "token_classes", "uniform_fraction_nll"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from molgen3D.chem.units import EOT
+from molgen3D.chem.tagged_text import EOT
 
 # Qwen's own value; the packed sequences are far shorter.
 MODEL_MAX_LENGTH = 131072

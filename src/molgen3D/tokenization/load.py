@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from molgen3D.chem.units import EOT
+from molgen3D.chem.tagged_text import EOT
 from molgen3D.config.paths import resolve
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
-from molgen3D.chem.units import EOT, TAGS
+from molgen3D.chem.tagged_text import EOT, TAGS
 from molgen3D.config.paths import resolve
 from molgen3D.tokenization.hf_config import config_bytes, tokenizer_config
 from molgen3D.tokenization.tokenizer_dir import TokenizerFiles

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 from molgen3D.datasets.skips import SkipLog
 
 # One `<x,y,z>` block per heavy atom (a dative bond `<-`/`->` is not one).
@@ -43,7 +43,7 @@ def _encode_batches(tokenizer: Any, units: list[str]) -> Iterator[int]:
 
 
 def tokens_per_unit(tokenizer: Any, units: Iterable[str]) -> dict:
-    """Summary of token counts over `units` (unit text as `chem.units.format_unit` writes it).
+    """Summary of token counts over `units` (unit text as `chem.tagged_text.format_unit` writes it).
 
     `tokenizer`: a transformers tokenizer, a `tokenizers.Tokenizer`, a TorchTitan
     HuggingFaceTokenizer, or a tokenizer directory / `tokenizers:` alias. Keys: units, tokens,

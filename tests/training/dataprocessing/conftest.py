@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from molgen3D.chem.units import format_unit
+from molgen3D.chem.tagged_text import format_unit
 
 IGNORE = -100
 

@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torchtitan.components.checkpoint import MODEL, AsyncMode, CheckpointManager
 from torchtitan.tools.logging import logger
 
-from molgen3D.chem.units import TAGS
+from molgen3D.chem.tagged_text import TAGS
 from molgen3D.hf.export import complete_hf_folder
 from molgen3D.hf.state_dict_adapter import reinit_token_rows
 from molgen3D.training.pretraining.config.finalize import resolved

@@ -31,7 +31,7 @@ from torchtitan.components.validate import BaseValidator
 from torchtitan.tools import utils
 from torchtitan.tools.logging import logger
 
-from molgen3D.chem.units import format_prompt
+from molgen3D.chem.tagged_text import format_prompt
 from molgen3D.evaluation import training_probe
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.training.pretraining.config.finalize import resolved

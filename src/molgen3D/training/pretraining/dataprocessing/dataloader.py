@@ -33,7 +33,7 @@ from rdkit.rdBase import BlockLogs
 from torchtitan.components.dataloader import ParallelAwareDataloader
 
 from molgen3D.chem.coordinate_format import COORDINATE_BLOCK
-from molgen3D.chem.units import EOT, format_unit
+from molgen3D.chem.tagged_text import EOT, format_unit
 from molgen3D.tokenization.load import eot_id, load_tokenizer
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 from molgen3D.training.pretraining.dataprocessing.packing import assemble, pick_best_fit
