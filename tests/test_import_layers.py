@@ -22,6 +22,8 @@ LAYERS = {
     "molgen3D.tokenization": 1,
     "molgen3D.datasets": 1,
     "molgen3D.hf": 2,
+    "molgen3D.scoring": 3,
+    "molgen3D.generation": 3,
     "molgen3D.evaluation": 3,
     "molgen3D.training": 4,
     "molgen3D.training.pretraining.wsds": 4,

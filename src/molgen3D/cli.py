@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "pretrain": ("molgen3D.training.pretraining.torchtitan_runner", "pretrain with TorchTitan from a TOML config"),
     "export-hf": ("molgen3D.hf.export", "export a saved DCP step to a Hugging Face model folder"),
-    "generate": ("molgen3D.evaluation.generate", "sample conformers from a trained model"),
+    "generate": ("molgen3D.generation.generate", "sample conformers from a trained model"),
     "evaluate": (
         "molgen3D.evaluation.evaluate",
         "score sampled conformers against references (COV/MAT), with an ETKDG baseline",

@@ -17,7 +17,7 @@ from molgen3D.chem.coordinate_format import (
 )
 from molgen3D.datasets.reformat_data import cli as reformat_cli
 from molgen3D.datasets.reformat_data import reformat_dataset
-from molgen3D.evaluation.references import load_jsonl_references
+from molgen3D.scoring.references import load_jsonl_references
 
 FMT = CoordinateFormat(decimals=2, frame="canonical", positions="relative")
 
@@ -84,7 +84,7 @@ def test_relative_sample_text_is_decoded_as_absolute():
     from molgen3D.chem.coordinate_format import apply_format
     from molgen3D.chem.enriched_smiles import decode
     from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN
-    from molgen3D.evaluation.sampling import finish_sample
+    from molgen3D.generation.sampling import finish_sample
 
     absolute = "[C]<1.0000,2.0000,3.0000>[C]<2.5000,2.0000,3.0000>[O]<3.0000,3.0000,3.0000>"
     relative = apply_format(absolute, CoordinateFormat(positions="relative"))

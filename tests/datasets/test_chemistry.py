@@ -253,7 +253,7 @@ def test_sdf_and_smiles_shares_equal_a_single_run(tmp_path):
 
 
 def test_gzip_split_is_an_evaluate_reference(tmp_path):
-    from molgen3D.evaluation.references import read_references
+    from molgen3D.scoring.references import read_references
 
     smi = tmp_path / "five.smi"
     smi.write_text("CCO\nCCCN\nCCCCO\nOCCO\nCCOC\n", encoding="utf-8")

@@ -226,7 +226,7 @@ def write_test_set(root: Path) -> Path:
 def test_test_set_as_evaluate_references(tmp_path):
     from molgen3D.datasets.skips import SkipLog
     from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
-    from molgen3D.evaluation.references import read_references
+    from molgen3D.scoring.references import read_references
 
     csv_path = write_test_set(tmp_path)
     for spec in (csv_path, tmp_path):
@@ -246,7 +246,7 @@ def test_test_set_as_evaluate_references(tmp_path):
 
 
 def test_split_file_test_indices_as_evaluate_references(tmp_path, geom):
-    from molgen3D.evaluation.references import read_references
+    from molgen3D.scoring.references import read_references
 
     split = tmp_path / "split0.npy"
     arrays = np.empty(3, dtype=object)

@@ -7,7 +7,7 @@ import pytest
 
 from molgen3D.chem.enriched_smiles import decode, strip_coordinates
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN
-from molgen3D.evaluation.constrained import MoleculeGrammar, NumberDfa, token_table
+from molgen3D.generation.constrained import MoleculeGrammar, NumberDfa, token_table
 
 from .helpers import fixture_lines
 
@@ -142,7 +142,7 @@ def test_structure_is_forced(compact_tokenizer):
 
 
 def test_is_canonical_tells_a_split_from_the_tokenizers_own(qwen_custom_tokenizer):
-    from molgen3D.evaluation.canonical import is_canonical
+    from molgen3D.generation.canonical import is_canonical
 
     tok = qwen_custom_tokenizer
     own = tok.encode("[C]<-1.5,0.0,2.0>", add_special_tokens=False)
@@ -153,7 +153,7 @@ def test_is_canonical_tells_a_split_from_the_tokenizers_own(qwen_custom_tokenize
 
 def test_canonical_filter_rejects_split_fractions_and_literals(compact_tokenizer):
     """`.23` where four decimals are due would merge with the next digits; `[` before `C]<` would merge too."""
-    from molgen3D.evaluation.canonical import CanonicalFilter
+    from molgen3D.generation.canonical import CanonicalFilter
 
     tok = compact_tokenizer
     grammar = MoleculeGrammar("CO", token_table(tok), NumberDfa(4, 3))
@@ -179,8 +179,8 @@ def test_canonical_constrained_samples_retokenize_to_the_same_ids(
     """With the filter every sample decodes and re-tokenizes to the ids drawn; without it a random model splits."""
     import functools
 
-    from molgen3D.evaluation.canonical import is_canonical
-    from molgen3D.evaluation.sampling import SamplingConfig, plan_jobs, run_batches, run_with_cache
+    from molgen3D.generation.canonical import is_canonical
+    from molgen3D.generation.sampling import SamplingConfig, plan_jobs, run_batches, run_with_cache
 
     from .helpers import smallest_molecules, tiny_qwen3
 

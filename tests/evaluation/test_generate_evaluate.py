@@ -9,12 +9,12 @@ from rdkit import Chem
 
 from molgen3D.chem.enriched_smiles import decode, encode
 from molgen3D.evaluation import evaluate as evaluate_module
-from molgen3D.evaluation import generate as generate_module
-from molgen3D.evaluation.checks import same_graph
+from molgen3D.generation import generate as generate_module
+from molgen3D.scoring.checks import same_graph
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
-from molgen3D.evaluation.references import read_references
-from molgen3D.evaluation.sample_io import MoleculeInput, read_samples, summary_path, write_samples
-from molgen3D.evaluation.sampling import SampleOutcome
+from molgen3D.scoring.references import read_references
+from molgen3D.generation.sample_io import MoleculeInput, read_samples, summary_path, write_samples
+from molgen3D.generation.sampling import SampleOutcome
 
 from .helpers import fixture_lines
 

@@ -6,8 +6,8 @@ import json
 import shutil
 
 from molgen3D.chem.coordinate_format import CoordinateFormat, write_format
-from molgen3D.evaluation import generate as generate_module
-from molgen3D.evaluation.sample_io import summary_path
+from molgen3D.generation import generate as generate_module
+from molgen3D.generation.sample_io import summary_path
 
 FMT = CoordinateFormat(decimals=2, frame="canonical", positions="local")
 

@@ -10,9 +10,9 @@ from rdkit import Chem
 from molgen3D.chem.enriched_smiles import decode
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
 from molgen3D.datasets.skips import SkipLog
-from molgen3D.evaluation.references import coordinate_precision, read_references
-from molgen3D.evaluation.sample_io import MoleculeInput, read_samples, read_smiles_inputs, write_samples
-from molgen3D.evaluation.sampling import SampleOutcome
+from molgen3D.scoring.references import coordinate_precision, read_references
+from molgen3D.generation.sample_io import MoleculeInput, read_samples, read_smiles_inputs, write_samples
+from molgen3D.generation.sampling import SampleOutcome
 
 from .helpers import fixture_lines
 

@@ -10,7 +10,7 @@ from rdkit.Chem import AllChem
 
 from molgen3D.chem.enriched_smiles import decode
 from molgen3D.datasets.skips import SkipLog
-from molgen3D.evaluation.checks import (
+from molgen3D.scoring.checks import (
     GRAPH_MISMATCH,
     MAX_ABS_COORDINATE,
     NON_FINITE,
@@ -20,9 +20,9 @@ from molgen3D.evaluation.checks import (
     stereo_matches,
 )
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
-from molgen3D.evaluation.references import read_references
-from molgen3D.evaluation.sample_io import BAD_FIELD, SamplesMismatchError, read_samples, read_smiles_inputs
-from molgen3D.evaluation.sampling import PARSE_ERROR, PROMPT_TOO_LONG, SamplingConfig, finish_sample, plan_jobs
+from molgen3D.scoring.references import read_references
+from molgen3D.generation.sample_io import BAD_FIELD, SamplesMismatchError, read_samples, read_smiles_inputs
+from molgen3D.generation.sampling import PARSE_ERROR, PROMPT_TOO_LONG, SamplingConfig, finish_sample, plan_jobs
 
 OK = "[C]<0.0000,0.0000,0.0000>[O]<1.4000,0.0000,0.0000>"
 
@@ -176,7 +176,7 @@ def test_single_conformer_renumbers_to_id_zero():
 
 
 def test_k_is_2l_from_the_geom_csv(tmp_path):
-    from molgen3D.evaluation.generate import GenerateConfig, sample_counts
+    from molgen3D.generation.generate import GenerateConfig, sample_counts
 
     csv_file = tmp_path / "test_smiles.csv"
     csv_file.write_text("smiles,n_conformers,corrected_smiles\nOCC,3,CCO\nCN,1,CN\n")

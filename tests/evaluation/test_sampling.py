@@ -9,8 +9,8 @@ import torch
 from rdkit import Chem
 
 from molgen3D.chem.enriched_smiles import decode, strip_coordinates
-from molgen3D.evaluation.constrained import token_table
-from molgen3D.evaluation.sampling import (
+from molgen3D.generation.constrained import token_table
+from molgen3D.generation.sampling import (
     GRAPH_MISMATCH,
     MAX_NEW_TOKENS,
     NO_OPEN_TAG,

@@ -7,13 +7,13 @@ import json
 import pytest
 from rdkit import Chem
 
-from molgen3D.evaluation import generate as generate_module
+from molgen3D.generation import generate as generate_module
 from molgen3D.evaluation import rescore as rescore_module
-from molgen3D.evaluation.chemistry import clash_count, geometry_report, posebusters_checks
+from molgen3D.scoring.geometry import clash_count, geometry_report, posebusters_checks
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, samples_file
-from molgen3D.evaluation.references import read_references
-from molgen3D.evaluation.sample_io import iter_sdf_samples
-from molgen3D.evaluation.sampling import SampleOutcome
+from molgen3D.scoring.references import read_references
+from molgen3D.generation.sample_io import iter_sdf_samples
+from molgen3D.generation.sampling import SampleOutcome
 
 from .helpers import fixture_lines
 
@@ -236,7 +236,7 @@ def test_checkpoint_conversion_goes_to_the_cache(tmp_path, monkeypatch):
 def test_cuda_workers_take_gpus_round_robin(monkeypatch):
     import torch
 
-    from molgen3D.evaluation.parallel import worker_devices
+    from molgen3D.generation.parallel import worker_devices
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert worker_devices("cuda", 3) == ["cuda:0", "cuda:1", "cuda:0"]
@@ -248,9 +248,9 @@ def test_stereo_rate_counts_the_inverted_sample_and_the_sdf_says_which(tmp_path)
     """Threonine: one sample as the prompt says, one mirrored (both centres inverted): valid both, stereo 50%."""
     from rdkit.Chem import AllChem
 
-    from molgen3D.evaluation.chemistry import mark_stereo
-    from molgen3D.evaluation.references import ReferenceMolecule
-    from molgen3D.evaluation.sample_io import MoleculeInput, write_samples
+    from molgen3D.scoring.geometry import mark_stereo
+    from molgen3D.scoring.references import ReferenceMolecule
+    from molgen3D.generation.sample_io import MoleculeInput, write_samples
 
     smiles = Chem.MolToSmiles(Chem.MolFromSmiles("C[C@@H](O)[C@H](N)C(=O)O"))
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))

@@ -1,1 +1,1 @@
-
+"""The `evaluate` and `rescore` commands over a run folder, and the training probe."""

@@ -29,13 +29,13 @@ from tqdm.auto import tqdm
 
 from molgen3D.datasets.inputs import sha256_file
 from molgen3D.datasets.skips import SkipLog
-from molgen3D.evaluation.baseline import etkdg_baseline
-from molgen3D.evaluation.chemistry import geometry_report, mark_stereo, posebusters_checks
-from molgen3D.evaluation.hydrogens import add_hydrogens
-from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
-from molgen3D.evaluation.references import ReferenceMolecule, read_references
-from molgen3D.evaluation.rmsd import RmsdPool
-from molgen3D.evaluation.sample_io import (
+from molgen3D.scoring.baseline import etkdg_baseline
+from molgen3D.scoring.geometry import geometry_report, mark_stereo, posebusters_checks
+from molgen3D.scoring.hydrogens import add_hydrogens
+from molgen3D.scoring.coverage import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
+from molgen3D.scoring.references import ReferenceMolecule, read_references
+from molgen3D.scoring.rmsd import RmsdPool
+from molgen3D.generation.sample_io import (
     MoleculeInput,
     SamplesMismatchError,
     failure_report,
@@ -44,7 +44,7 @@ from molgen3D.evaluation.sample_io import (
     summary_path,
     write_samples,
 )
-from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SampleOutcome, SamplingConfig
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SampleOutcome, SamplingConfig
 
 NOT_SAMPLED = "not_in_samples_file"
 METRICS = ("cov_r", "mat_r", "cov_p", "mat_p")
@@ -364,8 +364,8 @@ def fill_samples(
 
 def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict):
     """A `sample_fn` that loads the model on first use (a resumed run with all samples written never loads it)."""
-    from molgen3D.evaluation.model_io import load_model, model_directory
-    from molgen3D.evaluation.parallel import sample_parallel
+    from molgen3D.generation.model_io import load_model, model_directory
+    from molgen3D.generation.parallel import sample_parallel
 
     cache: dict = {}
 
@@ -404,8 +404,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     counts = [cfg.samples_per_reference * len(r.conformers) for r in references]
     sampling = cfg.sampling
     if cfg.model is not None:
-        from molgen3D.evaluation.generate import with_model_format
-        from molgen3D.evaluation.model_io import model_directory
+        from molgen3D.generation.generate import with_model_format
+        from molgen3D.generation.model_io import model_directory
 
         default = precision if precision is not None else DEFAULT_PRECISION
         sampling = with_model_format(sampling, model_directory(cfg.model), default)
@@ -557,7 +557,7 @@ def score_run(
             {k: v for k, v in info.items() if k in ("source", "settings", "samples_unused", "model_folder")}
         )
         results[name]["samples_file"] = str(samples_file(out, name))
-    from molgen3D.evaluation.plots import plot_coverage
+    from molgen3D.scoring.plots import plot_coverage
 
     plot = plot_coverage(
         {name: r["curves"] for name, r in results.items()},

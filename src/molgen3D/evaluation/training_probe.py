@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from rdkit import Chem
 
-from molgen3D.evaluation.references import load_jsonl_references, seeded_choice
-from molgen3D.evaluation.rmsd import best_rms
-from molgen3D.evaluation.sampling import (
+from molgen3D.scoring.references import load_jsonl_references, seeded_choice
+from molgen3D.scoring.rmsd import best_rms
+from molgen3D.generation.sampling import (
     DEFAULT_PRECISION,
     SamplingConfig,
     run_with_cache,

@@ -223,7 +223,7 @@ class RmsdPool:
                 raise RuntimeError(
                     "RMSD worker processes die before they start (3 in a row). Workers are spawned, so a script "
                     "that scores conformers needs the `if __name__ == '__main__':` guard; otherwise run "
-                    "`python -c 'import molgen3D.evaluation.rmsd'` to see the import error"
+                    "`python -c 'import molgen3D.scoring.rmsd'` to see the import error"
                 )
         if unit is not None and unit.pairs:
             unit.pairs.popleft()

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from molgen3D.evaluation.constrained import _TAG_CHARS, MoleculeGrammar, NumberDfa, TokenTable, token_table
+from molgen3D.generation.constrained import _TAG_CHARS, MoleculeGrammar, NumberDfa, TokenTable, token_table
 
 _BOUNDARY = ""
 """Stands for "what follows cannot merge": the end of the text or an added (tag) token."""

@@ -30,9 +30,9 @@ from rdkit.rdBase import BlockLogs
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.datasets.inputs import read_sdf
 from molgen3D.datasets.skips import SkipLog
-from molgen3D.evaluation.checks import sample_failure
-from molgen3D.evaluation.references import canonicalize, iter_sdf_conformers, is_sdf
-from molgen3D.evaluation.sampling import PARSE_ERROR, SampleOutcome
+from molgen3D.scoring.checks import sample_failure
+from molgen3D.scoring.references import canonicalize, iter_sdf_conformers, is_sdf
+from molgen3D.generation.sampling import PARSE_ERROR, SampleOutcome
 
 SMILES_COLUMNS = ("corrected_smiles", "smiles", "canonical_smiles", "smi")
 """Looked up in this order: the GEOM test CSV's `corrected_smiles` is the graph its conformers have."""

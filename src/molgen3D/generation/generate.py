@@ -19,16 +19,16 @@ from typing import Literal
 import tyro
 
 from molgen3D.datasets.skips import SkipLog
-from molgen3D.evaluation.sample_io import (
+from molgen3D.generation.sample_io import (
     MoleculeInput,
     failure_report,
     read_smiles_inputs,
     summary_path,
     write_samples,
 )
-from molgen3D.evaluation.chemistry import mark_stereo
-from molgen3D.evaluation.hydrogens import add_hydrogens
-from molgen3D.evaluation.model_io import (  # noqa: F401  (re-exported: `generate` is where users look for them)
+from molgen3D.scoring.geometry import mark_stereo
+from molgen3D.scoring.hydrogens import add_hydrogens
+from molgen3D.generation.model_io import (  # noqa: F401  (re-exported: `generate` is where users look for them)
     ModelLoadError,
     load_model,
     model_context,
@@ -36,8 +36,8 @@ from molgen3D.evaluation.model_io import (  # noqa: F401  (re-exported: `generat
     model_dtype,
     resolve_device,
 )
-from molgen3D.evaluation.parallel import sample_parallel
-from molgen3D.evaluation.sampling import (
+from molgen3D.generation.parallel import sample_parallel
+from molgen3D.generation.sampling import (
     DEFAULT_PRECISION,
     SampleOutcome,
     SamplingConfig,

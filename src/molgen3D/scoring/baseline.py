@@ -10,8 +10,8 @@ from rdkit.Chem import AllChem
 from rdkit.rdBase import BlockLogs
 from tqdm.auto import tqdm
 
-from molgen3D.evaluation.checks import single_conformer
-from molgen3D.evaluation.sampling import SampleOutcome
+from molgen3D.scoring.checks import single_conformer
+from molgen3D.generation.sampling import SampleOutcome
 
 EMBED_FAILED = "embed_failed"
 BAD_SMILES = "invalid_smiles"

@@ -8,7 +8,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 from rdkit.Geometry import Point3D
 
-from molgen3D.evaluation.rmsd import NO_MATCH, RmsdPool, best_rms
+from molgen3D.scoring.rmsd import NO_MATCH, RmsdPool, best_rms
 
 
 def embedded(smiles: str, n: int, seed: int) -> list[Chem.Mol]:
@@ -108,7 +108,7 @@ def test_time_limit_counts_timeouts_and_recovers():
 
 def test_worker_dying_as_its_time_runs_out_is_counted_and_replaced(monkeypatch):
     """The worker dies between the wait timing out and the deadline check: its pair is a worker_died error."""
-    from molgen3D.evaluation import rmsd
+    from molgen3D.scoring import rmsd
 
     real_wait, killed = rmsd.wait, []
 

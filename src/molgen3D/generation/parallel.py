@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from molgen3D.evaluation.sampling import (
+from molgen3D.generation.sampling import (
     Job,
     SampleOutcome,
     SamplingConfig,
@@ -56,7 +56,7 @@ def _init_worker(
 ) -> None:
     import torch
 
-    from molgen3D.evaluation.model_io import load_model
+    from molgen3D.generation.model_io import load_model
 
     torch.set_num_threads(threads)
     rank = ranks.get()
@@ -88,7 +88,7 @@ def sample_parallel(
     With one worker the model runs in this process (`loaded` = an already loaded (model,
     tokenizer) pair is reused). Workers are spawned, so scripts need the `__main__` guard.
     """
-    from molgen3D.evaluation.model_io import load_model, model_context, resolve_device
+    from molgen3D.generation.model_io import load_model, model_context, resolve_device
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -106,7 +106,7 @@ def sample_parallel(
 
     from transformers import AutoConfig
 
-    from molgen3D.evaluation.model_io import model_directory
+    from molgen3D.generation.model_io import model_directory
     from molgen3D.tokenization.load import load_tokenizer
 
     directory = model_directory(model_dir)

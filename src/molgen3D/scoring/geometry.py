@@ -17,7 +17,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.evaluation.checks import single_conformer, stereo_matches
+from molgen3D.scoring.checks import single_conformer, stereo_matches
 
 CLASH_SCALE = 0.6
 """Two heavy atoms three or more bonds apart clash when closer than this x the sum of their van der Waals

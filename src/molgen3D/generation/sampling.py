@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from molgen3D.chem.coordinate_format import POSITIONS, CoordinateFormat, to_absolute_text
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, format_prompt
-from molgen3D.evaluation.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
-from molgen3D.evaluation.canonical import CanonicalFilter
-from molgen3D.evaluation.constrained import Allowed, MoleculeGrammar, NumberDfa, TokenTable, token_table
+from molgen3D.scoring.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
+from molgen3D.generation.canonical import CanonicalFilter
+from molgen3D.generation.constrained import Allowed, MoleculeGrammar, NumberDfa, TokenTable, token_table
 
 # Failure reasons (a sample is valid iff it has none).
 MAX_NEW_TOKENS = "max_new_tokens"

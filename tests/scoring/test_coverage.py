@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from molgen3D.evaluation.metrics import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
+from molgen3D.scoring.coverage import DEFAULT_THRESHOLDS, coverage_curves, coverage_matching, summarize
 
 nan = float("nan")
 

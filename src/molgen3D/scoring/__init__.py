@@ -1,0 +1,1 @@
+"""Scoring conformers: references, validity checks, RMSD, coverage, geometry, PoseBusters, reports; no torch."""
