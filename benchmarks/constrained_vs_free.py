@@ -24,13 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from molgen3D.evaluation.canonical import is_canonical  # noqa: E402
-from molgen3D.evaluation.generate import with_model_format  # noqa: E402
-from molgen3D.evaluation.metrics import coverage_matching  # noqa: E402
-from molgen3D.evaluation.model_io import load_model, model_context, model_directory  # noqa: E402
-from molgen3D.evaluation.references import read_references  # noqa: E402
-from molgen3D.evaluation.rmsd import RmsdPool  # noqa: E402
-from molgen3D.evaluation.sampling import (  # noqa: E402
+from molgen3D.generation.canonical import is_canonical  # noqa: E402
+from molgen3D.generation.generate import with_model_format  # noqa: E402
+from molgen3D.scoring.coverage import coverage_matching  # noqa: E402
+from molgen3D.generation.model_io import load_model, model_context, model_directory  # noqa: E402
+from molgen3D.scoring.references import read_references  # noqa: E402
+from molgen3D.scoring.rmsd import RmsdPool  # noqa: E402
+from molgen3D.generation.sampling import (  # noqa: E402
     DEFAULT_PRECISION,
     SamplingConfig,
     assemble,

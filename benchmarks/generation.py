@@ -25,13 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from molgen3D.evaluation import sampling as sampling_module  # noqa: E402
-from molgen3D.evaluation.baseline import etkdg_baseline  # noqa: E402
-from molgen3D.evaluation.generate import with_model_format  # noqa: E402
-from molgen3D.evaluation.model_io import load_model, model_directory  # noqa: E402
-from molgen3D.evaluation.parallel import sample_parallel  # noqa: E402
-from molgen3D.evaluation.references import read_references  # noqa: E402
-from molgen3D.evaluation.sampling import DEFAULT_PRECISION, SamplingConfig  # noqa: E402
+from molgen3D.generation import sampling as sampling_module  # noqa: E402
+from molgen3D.scoring.baseline import etkdg_baseline  # noqa: E402
+from molgen3D.generation.generate import with_model_format  # noqa: E402
+from molgen3D.generation.model_io import load_model, model_directory  # noqa: E402
+from molgen3D.generation.parallel import sample_parallel  # noqa: E402
+from molgen3D.scoring.references import read_references  # noqa: E402
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "generation.json"

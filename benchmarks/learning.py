@@ -208,12 +208,12 @@ def bond_mae(sample, reference) -> float:
 def score(references, outcomes, max_matches: int) -> dict:
     from rdkit import Chem
 
-    from molgen3D.evaluation.metrics import (
+    from molgen3D.scoring.coverage import (
         DEFAULT_THRESHOLDS,
         coverage_curves,
         coverage_matching,
     )
-    from molgen3D.evaluation.rmsd import best_rms
+    from molgen3D.scoring.rmsd import best_rms
 
     covs, mats, curves, maes = [], [], [], []
     valid = total = 0
@@ -243,7 +243,7 @@ def score(references, outcomes, max_matches: int) -> dict:
 
 
 def sample_model(lm, tokenizer, references, counts, fmt: CoordinateFormat, seed: int, max_new_tokens: int):
-    from molgen3D.evaluation.sampling import (
+    from molgen3D.generation.sampling import (
         SamplingConfig,
         run_with_cache,
         sample_molecules,
@@ -493,8 +493,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from molgen3D.config.paths import resolve_path
-    from molgen3D.evaluation.baseline import etkdg_baseline
-    from molgen3D.evaluation.references import (
+    from molgen3D.scoring.baseline import etkdg_baseline
+    from molgen3D.scoring.references import (
         ReferenceMolecule,
         load_jsonl_references,
         seeded_choice,

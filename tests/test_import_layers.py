@@ -22,9 +22,10 @@ LAYERS = {
     "molgen3D.tokenization": 1,
     "molgen3D.datasets": 1,
     "molgen3D.hf": 2,
+    # scoring (no torch) <- generation (the model's sampler) <- the evaluate/rescore commands
     "molgen3D.scoring": 3,
-    "molgen3D.generation": 3,
-    "molgen3D.evaluation": 3,
+    "molgen3D.generation": 3.3,
+    "molgen3D.evaluation": 3.6,
     "molgen3D.training": 4,
     "molgen3D.training.pretraining.wsds": 4,
     # pure or torch-only helpers the layers above share
@@ -124,3 +125,21 @@ def test_no_string_imports():
         and path.name not in ("cli.py", "patches.py", "torchtitan_runner.py")
     ]
     assert not offenders, f"importlib.import_module hides an import edge in {offenders}"
+
+
+def test_scoring_and_the_baseline_import_no_torch():
+    """Scoring (and the ETKDG baseline it runs) must work and start fast where torch is absent or heavy."""
+    import subprocess
+    import sys
+
+    scoring = sorted(name for name in MODULES if name.startswith("molgen3D.scoring"))
+    code = (
+        "import importlib, sys\n"
+        f"for name in {scoring!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "molgen3D.scoring.baseline" in scoring
+    assert result.stdout.strip() == "False", f"importing {scoring} loaded torch"

@@ -14,7 +14,7 @@ from molgen3D.scoring.checks import same_graph
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
 from molgen3D.scoring.references import read_references
 from molgen3D.generation.sample_io import MoleculeInput, read_samples, summary_path, write_samples
-from molgen3D.generation.sampling import SampleOutcome
+from molgen3D.scoring.outcome import SampleOutcome
 
 from .helpers import fixture_lines
 

@@ -12,7 +12,7 @@ from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.scoring.references import coordinate_precision, read_references
 from molgen3D.generation.sample_io import MoleculeInput, read_samples, read_smiles_inputs, write_samples
-from molgen3D.generation.sampling import SampleOutcome
+from molgen3D.scoring.outcome import SampleOutcome
 
 from .helpers import fixture_lines
 

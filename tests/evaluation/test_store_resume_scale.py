@@ -13,7 +13,7 @@ from molgen3D.scoring.geometry import clash_count, geometry_report, posebusters_
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, samples_file
 from molgen3D.scoring.references import read_references
 from molgen3D.generation.sample_io import iter_sdf_samples
-from molgen3D.generation.sampling import SampleOutcome
+from molgen3D.scoring.outcome import SampleOutcome
 
 from .helpers import fixture_lines
 

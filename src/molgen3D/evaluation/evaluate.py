@@ -38,13 +38,13 @@ from molgen3D.scoring.rmsd import RmsdPool
 from molgen3D.generation.sample_io import (
     MoleculeInput,
     SamplesMismatchError,
-    failure_report,
     iter_sdf_samples,
     read_samples,
     summary_path,
     write_samples,
 )
-from molgen3D.generation.sampling import DEFAULT_PRECISION, SampleOutcome, SamplingConfig
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
+from molgen3D.scoring.outcome import SampleOutcome, failure_report
 
 NOT_SAMPLED = "not_in_samples_file"
 METRICS = ("cov_r", "mat_r", "cov_p", "mat_p")

@@ -21,7 +21,6 @@ import tyro
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.generation.sample_io import (
     MoleculeInput,
-    failure_report,
     read_smiles_inputs,
     summary_path,
     write_samples,
@@ -37,11 +36,8 @@ from molgen3D.generation.model_io import (  # noqa: F401  (re-exported: `generat
     resolve_device,
 )
 from molgen3D.generation.parallel import sample_parallel
-from molgen3D.generation.sampling import (
-    DEFAULT_PRECISION,
-    SampleOutcome,
-    SamplingConfig,
-)
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
+from molgen3D.scoring.outcome import SampleOutcome, failure_report
 
 
 def with_model_format(sampling: SamplingConfig, model_dir: Path, default_precision: int) -> SamplingConfig:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from molgen3D.scoring.outcome import SampleOutcome
 from molgen3D.generation.sampling import (
     Job,
-    SampleOutcome,
     SamplingConfig,
     SequenceResult,
     assemble,

@@ -32,7 +32,8 @@ from molgen3D.datasets.inputs import read_sdf
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.scoring.checks import sample_failure
 from molgen3D.scoring.references import canonicalize, iter_sdf_conformers, is_sdf
-from molgen3D.generation.sampling import PARSE_ERROR, SampleOutcome
+from molgen3D.generation.sampling import PARSE_ERROR
+from molgen3D.scoring.outcome import SampleOutcome
 
 SMILES_COLUMNS = ("corrected_smiles", "smiles", "canonical_smiles", "smi")
 """Looked up in this order: the GEOM test CSV's `corrected_smiles` is the graph its conformers have."""
@@ -139,18 +140,6 @@ def _csv_rows(path: Path, delimiter: str, skips: SkipLog):
 def summary_path(samples_path: Path) -> Path:
     """`samples.sdf` -> `samples.summary.json`."""
     return samples_path.with_name(f"{samples_path.stem}.summary.json")
-
-
-def failure_report(
-    molecules: Sequence[MoleculeInput], outcomes: Sequence[Sequence[SampleOutcome]], max_examples: int = 3
-) -> dict:
-    """Failures by reason: count and the first examples (molecule, sample index, start of the text)."""
-    log = SkipLog(max_examples=max_examples)
-    for mol, samples in zip(molecules, outcomes):
-        for o in samples:
-            if o.failure is not None:
-                log.add(o.failure, f"{mol.name} #{o.sample_index}: {o.text[:120]}", unit="sample")
-    return log.as_dict()
 
 
 def write_samples(

@@ -27,6 +27,7 @@ from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, form
 from molgen3D.scoring.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
 from molgen3D.generation.canonical import CanonicalFilter
 from molgen3D.generation.constrained import Allowed, MoleculeGrammar, NumberDfa, TokenTable, token_table
+from molgen3D.scoring.outcome import SampleOutcome
 
 # Failure reasons (a sample is valid iff it has none).
 MAX_NEW_TOKENS = "max_new_tokens"
@@ -81,20 +82,6 @@ class SamplingConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"{message} (sampling settings: {self})")
-
-
-@dataclass
-class SampleOutcome:
-    """One sample of one molecule: a heavy-atom molecule with one conformer, or a failure reason."""
-
-    sample_index: int
-    mol: Chem.Mol | None
-    failure: str | None
-    text: str
-    """The conformer body (or the raw text for failures)."""
-    num_tokens: int
-    extra: dict | None = None
-    """Per-sample facts written next to the conformer (`stereo_ok`, `mmff`)."""
 
 
 @dataclass

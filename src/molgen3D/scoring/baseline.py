@@ -11,7 +11,7 @@ from rdkit.rdBase import BlockLogs
 from tqdm.auto import tqdm
 
 from molgen3D.scoring.checks import single_conformer
-from molgen3D.generation.sampling import SampleOutcome
+from molgen3D.scoring.outcome import SampleOutcome
 
 EMBED_FAILED = "embed_failed"
 BAD_SMILES = "invalid_smiles"

@@ -13,7 +13,7 @@ from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.generation.sampling import SampleOutcome
+from molgen3D.scoring.outcome import SampleOutcome
 
 
 def add_hydrogens(
