@@ -57,7 +57,7 @@ def _step(title: str) -> float:
 def heldout_nll(model_dir: Path, valid_dir: Path, units: int) -> dict:
     """NLL per coordinate of the exported model on the first `units` validation units (in its format)."""
     from molgen3D.chem.coordinate_format import ORIGINAL, read_format
-    from molgen3D.generation.generate import load_model
+    from molgen3D.generation.model_io import load_model
     from molgen3D.tokenization.coordinate_nll import coordinate_nll, uniform_fraction_nll
     from molgen3D.tokenization.stats import read_units
 
@@ -142,7 +142,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     print(f"  {hf_dir}")
     timings["export"] = time.perf_counter() - t
 
-    from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
+    from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+    from molgen3D.scoring.report import format_table
     from molgen3D.generation.sampling import SamplingConfig
 
     t = _step(

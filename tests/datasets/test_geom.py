@@ -226,6 +226,7 @@ def write_test_set(root: Path) -> Path:
 def test_test_set_as_evaluate_references(tmp_path):
     from molgen3D.datasets.skips import SkipLog
     from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+    from molgen3D.scoring.options import ScoringOptions
     from molgen3D.scoring.references import read_references
 
     csv_path = write_test_set(tmp_path)
@@ -239,7 +240,11 @@ def test_test_set_as_evaluate_references(tmp_path):
         assert skips.count("reference_graph_differs") == 1 and precision is None
     metrics = evaluate(
         EvaluateConfig(
-            references=str(csv_path), out=tmp_path / "eval", baseline="etkdg", progress=False, rmsd_workers=1
+            references=str(csv_path),
+            out=tmp_path / "eval",
+            baseline="etkdg",
+            progress=False,
+            scoring=ScoringOptions(rmsd_workers=1),
         )
     )
     assert metrics["methods"]["etkdg"]["samples_requested"] == 2 * (2 + 3)  # K = 2L

@@ -11,7 +11,9 @@ from molgen3D.chem.enriched_smiles import decode, encode
 from molgen3D.evaluation import evaluate as evaluate_module
 from molgen3D.generation import generate as generate_module
 from molgen3D.scoring.checks import same_graph
-from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, format_table
+from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+from molgen3D.scoring.options import ScoringOptions
+from molgen3D.scoring.report import format_table
 from molgen3D.scoring.references import read_references
 from molgen3D.generation.sample_io import MoleculeInput, read_samples, summary_path, write_samples
 from molgen3D.scoring.outcome import SampleOutcome
@@ -87,7 +89,7 @@ def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
             baseline="etkdg",
             max_molecules=2,
             progress=False,
-            rmsd_workers=1,
+            scoring=ScoringOptions(rmsd_workers=1),
         )
     )
     assert (out / "coverage.png").stat().st_size > 10_000
@@ -189,7 +191,7 @@ def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
             max_molecules=1,
             max_conformers=1,
             progress=False,
-            rmsd_workers=1,
+            scoring=ScoringOptions(rmsd_workers=1),
         )
     )
     model = metrics["methods"]["model"]
@@ -209,7 +211,7 @@ def test_a_samples_file_is_scored_on_exactly_k_samples(tmp_path, fixture_data):
             max_molecules=1,
             max_conformers=1,
             progress=False,
-            rmsd_workers=1,
+            scoring=ScoringOptions(rmsd_workers=1),
         )
     )
     model = short["methods"]["model"]
@@ -259,8 +261,7 @@ def test_relax_mmff_scores_each_method_again_after_a_force_field(tmp_path, fixtu
         baseline="etkdg",
         max_molecules=2,
         progress=False,
-        rmsd_workers=1,
-        posebusters="none",
+        scoring=ScoringOptions(rmsd_workers=1, posebusters="none"),
     )
     plain = evaluate(EvaluateConfig(out=tmp_path / "plain", **common))
     metrics = evaluate(EvaluateConfig(out=out, relax="mmff", mmff_max_iters=50, **common))

@@ -10,6 +10,7 @@ from rdkit import Chem
 from molgen3D.chem.enriched_smiles import decode
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
 from molgen3D.datasets.skips import SkipLog
+from molgen3D.scoring.options import ScoringOptions
 from molgen3D.scoring.references import coordinate_precision, read_references
 from molgen3D.generation.sample_io import MoleculeInput, read_samples, read_smiles_inputs, write_samples
 from molgen3D.scoring.outcome import SampleOutcome
@@ -110,7 +111,7 @@ def test_baseline_only_on_sdf_references(reference_sdf, tmp_path):
             out=tmp_path,
             baseline="etkdg",
             progress=False,
-            rmsd_workers=1,
+            scoring=ScoringOptions(rmsd_workers=1),
             samples_per_reference=1,
         )
     )

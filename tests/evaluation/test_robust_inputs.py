@@ -20,6 +20,7 @@ from molgen3D.scoring.checks import (
     stereo_matches,
 )
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+from molgen3D.scoring.options import ScoringOptions
 from molgen3D.scoring.references import read_references
 from molgen3D.generation.sample_io import BAD_FIELD, SamplesMismatchError, read_samples, read_smiles_inputs
 from molgen3D.generation.sampling import PARSE_ERROR, PROMPT_TOO_LONG, SamplingConfig, finish_sample, plan_jobs
@@ -89,8 +90,7 @@ def test_samples_for_other_molecules_name_them(tmp_path, fixture_data):
                 samples=path,
                 max_molecules=1,
                 progress=False,
-                rmsd_workers=1,
-                posebusters="none",
+                scoring=ScoringOptions(rmsd_workers=1, posebusters="none"),
             )
         )
 

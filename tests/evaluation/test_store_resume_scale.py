@@ -9,15 +9,18 @@ from rdkit import Chem
 
 from molgen3D.generation import generate as generate_module
 from molgen3D.evaluation import rescore as rescore_module
-from molgen3D.scoring.geometry import clash_count, geometry_report, posebusters_checks
+from molgen3D.scoring.geometry import clash_count, geometry_report
+from molgen3D.scoring.posebusters import posebusters_checks
 from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate, samples_file
+from molgen3D.scoring.options import ScoringOptions
 from molgen3D.scoring.references import read_references
 from molgen3D.generation.sample_io import iter_sdf_samples
 from molgen3D.scoring.outcome import SampleOutcome
 
 from .helpers import fixture_lines
 
-FAST = dict(progress=False, rmsd_workers=1, max_conformers=2, max_molecules=2)
+FAST = dict(progress=False, max_conformers=2, max_molecules=2)
+QUICK = ScoringOptions(rmsd_workers=1, posebusters="none")
 
 
 def stored(path):
@@ -30,7 +33,15 @@ def stored(path):
 @pytest.fixture(scope="module")
 def etkdg_run(tmp_path_factory, fixture_data):
     out = tmp_path_factory.mktemp("eval")
-    metrics = evaluate(EvaluateConfig(references=str(fixture_data / "test"), out=out, baseline="etkdg", **FAST))
+    metrics = evaluate(
+        EvaluateConfig(
+            references=str(fixture_data / "test"),
+            out=out,
+            baseline="etkdg",
+            scoring=ScoringOptions(rmsd_workers=1),
+            **FAST,
+        )
+    )
     return out, metrics
 
 
@@ -59,9 +70,7 @@ def test_resume_continues_from_what_is_written(etkdg_run, fixture_data, tmp_path
     full = stored(samples_file(out, "etkdg"))
     interrupted = tmp_path / "e"
     evaluate(
-        EvaluateConfig(
-            references=str(fixture_data / "test"), out=interrupted, baseline="etkdg", posebusters="none", **FAST
-        )
+        EvaluateConfig(references=str(fixture_data / "test"), out=interrupted, baseline="etkdg", scoring=QUICK, **FAST)
     )
     path = samples_file(interrupted, "etkdg")
     text = path.read_text()
@@ -78,7 +87,7 @@ def test_resume_continues_from_what_is_written(etkdg_run, fixture_data, tmp_path
             references=str(fixture_data / "test"),
             out=interrupted,
             baseline="etkdg",
-            posebusters="none",
+            scoring=QUICK,
             resume=True,
             **FAST,
         )
@@ -93,7 +102,7 @@ def test_resume_continues_from_what_is_written(etkdg_run, fixture_data, tmp_path
                 references=str(fixture_data / "test"),
                 out=interrupted,
                 baseline="etkdg",
-                posebusters="none",
+                scoring=QUICK,
                 resume=True,
                 etkdg_seed=5,
                 **FAST,

@@ -1,19 +1,23 @@
 """`molgen3d rescore DIR`: every metric, table and plot again from an evaluation's saved samples, no sampling.
 
 Reads `run.json` and `samples/*.sdf` that `molgen3d evaluate` wrote, re-reads the references
-it names, and rewrites `metrics.json`, `table.txt` and `coverage.png` at the threshold given.
+it names, and rewrites `metrics.json`, `table.txt` and `coverage.png` with the scoring options given.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import tyro
 
-from molgen3D.evaluation.evaluate import format_table, score_run
+from molgen3D.evaluation.folder_owner import owned
+from molgen3D.evaluation.run_folder import RUN_FILE
+from molgen3D.evaluation.score_run import score_run
+from molgen3D.scoring.options import ScoringOptions
+from molgen3D.scoring.report import format_table
 
 
 @dataclass
@@ -22,33 +26,22 @@ class RescoreConfig:
 
     out: Annotated[Path, tyro.conf.Positional]
     """The --out directory of `molgen3d evaluate`."""
-    threshold: float = 0.75
-    """Coverage threshold in A (0.75 for GEOM-DRUGS, 0.5 for GEOM-QM9)."""
-    posebusters: Literal["mol", "mol_fast", "none"] = "mol"
-    """PoseBusters checks on every valid sample."""
-    rmsd_workers: int = 2
-    """RMSD worker processes (RMSDs are reused from rmsd/*.npz while the samples are unchanged)."""
-    pair_timeout: float = 30.0
-    """Seconds one RMSD pair may take before it is counted as a time-out."""
-    max_matches: int = 100_000
-    """Cap on the symmetry mappings GetBestRMS tries per pair."""
+    scoring: tyro.conf.OmitArgPrefixes[ScoringOptions] = field(default_factory=ScoringOptions)
+    """Scoring options (as `molgen3d evaluate` takes them)."""
 
-    def __post_init__(self):
-        if not self.threshold > 0:
-            raise ValueError(f"--threshold must be > 0, got {self.threshold}")
+
+def rescore(cfg: RescoreConfig) -> dict:
+    """Score the folder again while holding it, so no `evaluate` writes samples under it meanwhile."""
+    if not (Path(cfg.out) / RUN_FILE).is_file():
+        raise FileNotFoundError(f"{cfg.out} has no {RUN_FILE}: not a directory written by `molgen3d evaluate`")
+    with owned(cfg.out, "molgen3d rescore"):
+        return score_run(cfg.out, cfg.scoring)
 
 
 def cli(argv: list[str]) -> int:
     try:
         cfg = tyro.cli(RescoreConfig, args=argv, prog="molgen3d rescore")
-        metrics = score_run(
-            cfg.out,
-            threshold=cfg.threshold,
-            rmsd_workers=cfg.rmsd_workers,
-            pair_timeout=cfg.pair_timeout,
-            max_matches=cfg.max_matches,
-            posebusters=cfg.posebusters,
-        )
+        metrics = rescore(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"molgen3d rescore: {exc}", file=sys.stderr)
         return 1

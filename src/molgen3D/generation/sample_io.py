@@ -30,6 +30,7 @@ from rdkit.rdBase import BlockLogs
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.datasets.inputs import read_sdf
 from molgen3D.datasets.skips import SkipLog
+from molgen3D.files import atomic_output
 from molgen3D.scoring.checks import sample_failure
 from molgen3D.scoring.references import canonicalize, iter_sdf_conformers, is_sdf
 from molgen3D.generation.sampling import PARSE_ERROR
@@ -155,13 +156,13 @@ def write_samples(
 
     SDF keeps only valid samples unless `failures` (then a failure is an atom-less record with
     its reason). `mode="a"` appends (evaluation writes molecule by molecule); `first_index` is
-    the `molecule_index` of `molecules[0]`.
+    the `molecule_index` of `molecules[0]`. `mode="w"` writes the file whole (temporary file, then rename).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".sdf":
-        with open(path, mode, encoding="utf-8") as f:
+        with _output(path, mode) as f:
             writer = Chem.SDWriter(f)
             for index, (mol_in, samples) in enumerate(zip(molecules, outcomes), first_index):
                 for o in samples:
@@ -170,7 +171,7 @@ def write_samples(
                     writer.write(_sdf_record(mol_in, index, o))
             writer.close()
     elif suffix == ".jsonl":
-        with open(path, mode, encoding="utf-8") as f:
+        with _output(path, mode) as f:
             for mol_in, samples in zip(molecules, outcomes):
                 for o in samples:
                     f.write(
@@ -189,6 +190,10 @@ def write_samples(
                     )
     else:
         raise ValueError(f"{path}: unknown sample file type {suffix!r}; use one of {', '.join(SAMPLE_SUFFIXES)}")
+
+
+def _output(path: Path, mode: str):
+    return atomic_output(path, "w", encoding="utf-8") if mode == "w" else open(path, mode, encoding="utf-8")
 
 
 def _sdf_record(mol_in: MoleculeInput, index: int, o: SampleOutcome) -> Chem.Mol:

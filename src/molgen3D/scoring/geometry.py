@@ -1,4 +1,4 @@
-"""Chemistry checks of valid samples beyond RMSD: stereo, bond lengths and angles, clashes, PoseBusters.
+"""Chemistry checks of valid samples beyond RMSD: stereo, bond lengths and angles, clashes.
 
 All checks see heavy atoms (hydrogens of `--add-hs` samples are removed first), the atoms
 the GEOM protocol scores. Geometry is compared with the molecule's reference conformers:
@@ -9,7 +9,6 @@ sane its local geometry is, whatever its torsions.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
@@ -17,16 +16,15 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.scoring.checks import single_conformer, stereo_matches
+from molgen3D.scoring.checks import stereo_matches
 
 CLASH_SCALE = 0.6
 """Two heavy atoms three or more bonds apart clash when closer than this x the sum of their van der Waals
 radii (C...C 2.04 A). Real conformers keep such pairs beyond ~2.5 A (gauche 1-4 C...C is ~2.9-3.1 A)."""
 
-POSEBUSTERS_CONFIGS = ("mol", "mol_fast")
 
-
-def _heavy(mol: Chem.Mol) -> Chem.Mol:
+def heavy_atoms(mol: Chem.Mol) -> Chem.Mol:
+    """`mol` without its hydrogens (unchanged when it has none): the atoms every check here sees."""
     with BlockLogs():
         return Chem.RemoveHs(mol, sanitize=False) if any(a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else mol
 
@@ -85,7 +83,7 @@ def mark_stereo(smiles: Sequence[str], outcomes: Sequence[Sequence]) -> dict[str
 
 def clash_count(mol: Chem.Mol) -> int:
     """Heavy-atom pairs three or more bonds apart closer than `CLASH_SCALE` x the sum of their vdW radii."""
-    heavy = _heavy(mol)
+    heavy = heavy_atoms(mol)
     n = heavy.GetNumAtoms()
     if n < 4:
         return 0
@@ -118,7 +116,7 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
         target_len = np.mean([_lengths(x, bonds) for x in ref_xyz], axis=0)
         target_ang = np.mean([_angle_values(x, triples) for x in ref_xyz], axis=0)
         for mol in valid:
-            heavy = _heavy(mol)
+            heavy = heavy_atoms(mol)
             ok = stereo_matches(heavy, ref.smiles)
             if ok is not None:
                 stereo_checked += 1
@@ -139,32 +137,3 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
         "clash_free": float(np.mean([c == 0 for c in clashes])) if clashes else math.nan,
         "clashes_per_sample": float(np.mean(clashes)) if clashes else math.nan,
     }
-
-
-def posebusters_checks(mols: Sequence[Chem.Mol], config: str = "mol") -> dict:
-    """PoseBusters' `config` checks on heavy-atom, single-conformer (id 0) molecules: pass rate per check.
-
-    PoseBusters adds the missing hydrogens itself and places them with UFF before its energy
-    check (its documented handling of implicit hydrogens), and its geometry checks ignore
-    hydrogens, so heavy-atom molecules are what it expects. A check PoseBusters could not run
-    on a molecule (NaN, e.g. UFF cannot type it) is counted under `not_run`, not as a pass.
-    """
-    from posebusters import PoseBusters
-
-    prepared = [single_conformer(_heavy(m), m.GetConformer().GetId()) for m in mols]
-    if not prepared:
-        return {"samples": 0, "checks": {}, "all_pass": math.nan}
-    logging.getLogger("posebusters").setLevel(logging.ERROR)
-    with BlockLogs():
-        table = PoseBusters(config=config).bust(prepared, None, None)
-    checks, passed_all = {}, np.ones(len(table), dtype=bool)
-    for column in table.columns:
-        values = table[column].to_numpy(dtype=object)
-        ran = np.array([isinstance(v, (bool, np.bool_)) for v in values])
-        passes = np.array([bool(v) if r else False for v, r in zip(values, ran)])
-        passed_all &= passes
-        checks[column] = {
-            "pass_rate": float(passes[ran].mean()) if ran.any() else math.nan,
-            "not_run": int((~ran).sum()),
-        }
-    return {"samples": len(table), "checks": checks, "all_pass": float(passed_all.mean())}

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the non-interactive backend)
 import numpy as np  # noqa: E402
 
+from molgen3D.files import atomic_output  # noqa: E402
+
 
 def plot_coverage(curves: dict[str, dict], threshold: float, path: Path, title: str) -> Path:
     """`curves[method] = {"thresholds", "cov_r", "cov_p"}` (fractions) -> a two-panel PNG at `path`."""
@@ -32,7 +34,7 @@ def plot_coverage(curves: dict[str, dict], threshold: float, path: Path, title: 
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_output(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
     return path
