@@ -1,14 +1,13 @@
 """`molgen3d generate`: sample conformers for the molecules of a SMILES file from a trained model.
 
 The model is a Hugging Face folder (what `molgen3d export-hf` writes) or an alias to one; a
-TorchTitan DCP step directory is converted once into the cache (`cache_root()`) and reused. Sampling is
+TorchTitan DCP step directory is converted once into the cache (`molgen3D.files.cache_root()`) and reused. Sampling is
 structure-constrained by default (every sample has the prompt's graph); failures are counted
 by reason in the printed summary and in `<out stem>.summary.json`, never dropped.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,8 @@ from typing import Literal
 import tyro
 
 from molgen3D.datasets.skips import SkipLog
+from molgen3D.files import write_json_atomic
+from molgen3D.generation.input_checks import keep_fragments, nothing_to_sample, unseen_elements
 from molgen3D.generation.sample_io import (
     MoleculeInput,
     read_smiles_inputs,
@@ -34,6 +35,7 @@ from molgen3D.generation.model_io import (  # noqa: F401  (re-exported: `generat
     model_directory,
     model_dtype,
     resolve_device,
+    tokenizer_source,
 )
 from molgen3D.generation.parallel import sample_parallel
 from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
@@ -82,6 +84,9 @@ class GenerateConfig:
     """With --add-hs: relax each sample with MMFF94 (molecules MMFF cannot type are counted and kept unrelaxed)."""
     mmff_max_iters: int = 200
     """Maximum MMFF iterations per sample."""
+    fragments: Literal["largest", "all"] = "largest"
+    """Salts and mixtures of a SMILES input: `largest` samples the largest fragment, as `prepare-data` trains on
+    (counted in the summary); `all` samples every fragment. SDF inputs are read as `prepare-data` reads them."""
     progress: bool = True
     """Show a progress bar on stderr."""
     sampling: tyro.conf.OmitArgPrefixes[SamplingConfig] = field(default_factory=SamplingConfig)
@@ -133,10 +138,16 @@ def generate(cfg: GenerateConfig) -> dict:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    skips = SkipLog()
-    molecules = read_smiles_inputs(cfg.smiles, skips)
+    skips, cut = SkipLog(), SkipLog()
+    molecules = keep_fragments(read_smiles_inputs(cfg.smiles, skips), cfg.fragments, cut)
+    if not molecules:
+        raise nothing_to_sample(cfg.smiles, skips)
     counts = sample_counts(molecules, cfg)
     directory = model_directory(cfg.model)
+    tokenizer_source(directory, cfg.tokenizer)
+    unseen = unseen_elements(molecules, directory)
+    if unseen.get("elements"):
+        print(unseen_warning(unseen), file=sys.stderr)
     sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
     loaded = None
     if cfg.workers == 1:
@@ -170,6 +181,8 @@ def generate(cfg: GenerateConfig) -> dict:
         "failures": failure_report(molecules, outcomes),
         "stereo": stereo,
         "input_skipped": skips.as_dict(),
+        "fragments": {"mode": cfg.fragments, "cut": cut.as_dict()},
+        "unseen_elements": unseen,
         "hydrogens": hydrogens,
         "seconds": round(seconds, 3),
         "samples_per_second": requested / seconds if seconds > 0 else None,
@@ -178,8 +191,17 @@ def generate(cfg: GenerateConfig) -> dict:
         "settings": asdict(sampling),
         "molecules": molecule_summaries(molecules, outcomes),
     }
-    summary_path(cfg.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(summary_path(cfg.out), summary)
     return summary
+
+
+def unseen_warning(unseen: dict) -> str:
+    """One line naming the elements outside the model's training data and molecules that hold them."""
+    parts = [f"{el} ({len(names)}: {', '.join(names[:3])})" for el, names in unseen["elements"].items()]
+    return (
+        "warning: elements the model's training data never had, sampled anyway (coordinates untrained): "
+        + "; ".join(parts)
+    )
 
 
 def format_summary(summary: dict) -> str:
@@ -200,6 +222,10 @@ def format_summary(summary: dict) -> str:
         lines.append("  hydrogens: " + ", ".join(f"{k} {v}" for k, v in hydrogens.items()))
     for reason, entry in summary["input_skipped"].items():
         lines.append(f"  input skipped {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
+    for entry in summary["fragments"]["cut"].values():
+        lines.append(f"  largest fragment sampled: {entry['count']} molecules (e.g. {entry['examples'][0]})")
+    if summary["unseen_elements"].get("elements"):
+        lines.append("  " + unseen_warning(summary["unseen_elements"]))
     lines.append(f"summary: {summary_path(Path(summary['out']))}")
     return "\n".join(lines)
 

@@ -13,16 +13,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from molgen3D.files import cache_root
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""What `export-hf` copies from the tokenizer directory and sampling cannot do without."""
+
 
 class ModelLoadError(ValueError):
     """The --model path or alias is not a loadable model; the message says what to run."""
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints are kept: $MOLGEN3D_CACHE, else $XDG_CACHE_HOME/molgen3d, else ~/.cache/molgen3d."""
-    if os.environ.get("MOLGEN3D_CACHE"):
-        return Path(os.environ["MOLGEN3D_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "molgen3d"
 
 
 def exported_step(step_dir: Path) -> Path:
@@ -91,24 +90,35 @@ def model_directory(model: str | Path) -> Path:
     return exported_step(directory)
 
 
+def tokenizer_source(directory: Path, tokenizer: str | Path | None) -> str | Path:
+    """The tokenizer to load: `--tokenizer` when given, else the model folder, which must hold the tokenizer files."""
+    if tokenizer is not None:
+        return tokenizer
+    missing = [name for name in TOKENIZER_FILES if not (Path(directory) / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{directory} has no {' and no '.join(missing)}: the model folder lacks its tokenizer files; "
+            "export it again with `molgen3d export-hf`, or pass the tokenizer it was trained with (--tokenizer DIR)"
+        )
+    return directory
+
+
 def load_model(model: str | Path, tokenizer: str | Path | None = None, *, device: str = "cpu", dtype: str = "auto"):
     """(model in eval mode on `device`, tokenizer, HF folder it was read from)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from molgen3D.tokenization.load import load_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     directory = model_directory(model)
+    source = tokenizer_source(directory, tokenizer)
     target = resolve_device(device)
     lm = (
         AutoModelForCausalLM.from_pretrained(str(directory), dtype=model_dtype(target, dtype), local_files_only=True)
         .to(target)
         .eval()
     )
-    if tokenizer is None:
-        tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    else:
-        from molgen3D.tokenization.load import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(source)
     if lm.config.vocab_size < len(tok):
         raise ModelLoadError(
             f"{directory}: the model has {lm.config.vocab_size} embedding rows "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE
+from molgen3D.hf.training_elements import record_training_elements
 from molgen3D.tokenization.load import load_titan_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ def export_step(
                 shutil.copy2(path, out_dir / path.name)
 
     complete_hf_folder(out_dir, args, tokenizer_dir)
+    record_training_elements(out_dir, meta)
     logger.info("exported %s -> %s in %.1f s", step_dir, out_dir, time.monotonic() - begin)
     return out_dir
 
