@@ -8,6 +8,7 @@ import pytest
 from rdkit import Chem
 
 from molgen3D.generation import generate as generate_module
+from molgen3D.generation import model_io
 from molgen3D.evaluation import rescore as rescore_module
 from molgen3D.scoring.geometry import clash_count, geometry_report
 from molgen3D.scoring.posebusters import posebusters_checks
@@ -217,8 +218,8 @@ def test_cuda_is_refused_without_a_gpu(compact_model_dir, smiles_file, tmp_path,
         ]
     )
     assert code == 1 and "no CUDA device" in capsys.readouterr().err
-    assert str(generate_module.resolve_device("auto")) == "cpu"
-    assert generate_module.model_dtype("cuda") == torch.bfloat16 and generate_module.model_dtype("cpu") == torch.float32
+    assert str(model_io.resolve_device("auto")) == "cpu"
+    assert model_io.model_dtype("cuda") == torch.bfloat16 and model_io.model_dtype("cpu") == torch.float32
 
 
 def test_checkpoint_conversion_goes_to_the_cache(tmp_path, monkeypatch):
@@ -236,8 +237,8 @@ def test_checkpoint_conversion_goes_to_the_cache(tmp_path, monkeypatch):
     from molgen3D.hf import export as hf_export
 
     monkeypatch.setattr(hf_export, "export_step", fake_export)
-    first = generate_module.model_directory(str(step))
-    assert generate_module.model_directory(str(step)) == first and len(calls) == 1  # converted once
+    first = model_io.model_directory(str(step))
+    assert model_io.model_directory(str(step)) == first and len(calls) == 1  # converted once
     assert first.parent == tmp_path / "cache" / "exports" and not calls[0].exists()  # temp folder renamed
     assert [p.name for p in first.parent.iterdir()] == [first.name]
 

@@ -28,15 +28,7 @@ from molgen3D.generation.sample_io import (
 )
 from molgen3D.scoring.geometry import mark_stereo
 from molgen3D.scoring.hydrogens import add_hydrogens
-from molgen3D.generation.model_io import (  # noqa: F401  (re-exported: `generate` is where users look for them)
-    ModelLoadError,
-    load_model,
-    model_context,
-    model_directory,
-    model_dtype,
-    resolve_device,
-    tokenizer_source,
-)
+from molgen3D.generation.model_io import ModelLoadError, load_model, model_directory, tokenizer_source
 from molgen3D.generation.parallel import sample_parallel
 from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
 from molgen3D.scoring.outcome import SampleOutcome, failure_report
