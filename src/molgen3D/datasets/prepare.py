@@ -35,6 +35,7 @@ import tyro
 from tqdm import tqdm
 
 import molgen3D
+from molgen3D.chem.dataset_manifest import MANIFEST
 from molgen3D.config.paths import resolve_path
 from molgen3D.datasets.chemistry import MIN_ATOM_DISTANCE
 from molgen3D.datasets.conformers import Settings, Unit, from_geom, from_sdf, from_smiles
@@ -44,7 +45,6 @@ from molgen3D.datasets.shards import ShardWriter
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.datasets.splits import SPLITS, assign_splits, validate_fractions
 
-MANIFEST = "manifest.json"
 FORMAT = "molgen3d-conformers-jsonl/2"
 RULES = 2
 """Bumped when a rule changes what is written for the same input (2: ETKDG conformers with a

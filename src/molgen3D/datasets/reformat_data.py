@@ -19,13 +19,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from molgen3D.chem.coordinate_format import (
-    MANIFEST,
-    MANIFEST_KEY,
-    ORIGINAL,
-    CoordinateFormat,
-    apply_format,
-)
+from molgen3D.chem.coordinate_format import MANIFEST_KEY, ORIGINAL, CoordinateFormat, apply_format
+from molgen3D.chem.dataset_manifest import MANIFEST
 from molgen3D.datasets.jsonl_paths import open_jsonl
 from molgen3D.datasets.splits import SPLITS
 
