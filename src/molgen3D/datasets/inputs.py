@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import itertools
 import os
@@ -44,14 +43,6 @@ class Record:
 def bundled_smiles_file() -> Path:
     """The 10,000 drug-like SMILES shipped inside the rdkit wheel (the embedded default data set)."""
     return Path(RDConfig.RDDataDir) / "Pains" / "test_data" / "wehi_mols.csv"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_kind(path: Path) -> str:

@@ -40,10 +40,11 @@ from molgen3D.config.paths import resolve_path
 from molgen3D.datasets.chemistry import MIN_ATOM_DISTANCE
 from molgen3D.datasets.conformers import Settings, Unit, from_geom, from_sdf, from_smiles
 from molgen3D.datasets.geom import find_geom, load_split_file
-from molgen3D.datasets.inputs import bundled_smiles_file, input_kind, read_sdf, read_smiles, sha256_file
+from molgen3D.datasets.inputs import bundled_smiles_file, input_kind, read_sdf, read_smiles
 from molgen3D.datasets.shards import ShardWriter
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.datasets.splits import SPLITS, assign_splits, validate_fractions
+from molgen3D.files import sha256_file
 
 FORMAT = "molgen3d-conformers-jsonl/2"
 RULES = 2

@@ -27,7 +27,7 @@ import numpy as np
 import tyro
 from tqdm.auto import tqdm
 
-from molgen3D.datasets.inputs import sha256_file
+from molgen3D.files import sha256_file
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.evaluation.baseline import etkdg_baseline
 from molgen3D.evaluation.chemistry import geometry_report, mark_stereo, posebusters_checks
