@@ -257,3 +257,18 @@ def test_split_file_test_indices_as_evaluate_references(tmp_path, geom):
     assert refs[0].smiles == "CC(=O)NCCc1ccc(O)cc1"
     valid, _ = read_references(f"{geom / 'drugs'}::{split}::valid", max_conformers=2)
     assert [(r.name, len(r.conformers)) for r in valid] == [("d_ether", 2)]
+
+
+def test_references_named_in_kekule_form_keep_their_conformers(tmp_path):
+    """The test set's SMILES and its conformers are one molecule however the SMILES spells the ring."""
+    from molgen3D.datasets.geom import geom_references
+    from molgen3D.datasets.skips import SkipLog
+
+    mols = {"Oc1ccccc1CCN": [c["rd_mol"] for c in geom_conformers("Oc1ccccc1CCN", 2, 1)]}
+    with open(tmp_path / "test_mols.pkl", "wb") as f:
+        pickle.dump(mols, f)
+    (tmp_path / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nOc1ccccc1CCN,2,NCCC1=CC=CC=C1O\n")
+    skips = SkipLog()
+    found = geom_references(str(tmp_path / "test_smiles.csv"), max_molecules=None, max_conformers=None, skips=skips)
+    assert [(name, len(confs)) for _, name, confs in found] == [("Oc1ccccc1CCN", 2)]
+    assert skips.count("reference_graph_differs") == 0

@@ -1,4 +1,4 @@
-"""Chemistry rules shared by every input: fragments, stereo from 3D, geometry sanity, split keys.
+"""Chemistry rules shared by every input: fragments, stereo from 3D, geometry sanity.
 
 Pure functions of RDKit molecules, so a worker pool gives the same result as one process.
 """
@@ -19,12 +19,6 @@ MIN_ATOM_DISTANCE = 0.7
 _COINCIDENT = 1e-4
 _COORDINATES = re.compile(r"<[^<>]*>")
 _BRACKETED_PLAIN = re.compile(r"\[(Cl|Br|[BCNOPSFI]|[bcnops]|\*)\]")
-
-
-def stereo_free_key(mol: Chem.Mol) -> str:
-    """Canonical heavy-atom SMILES without stereo: stereoisomers share it, so they share a split."""
-    with BlockLogs():
-        return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=False)
 
 
 def choose_fragments(mol: Chem.Mol, policy: str) -> tuple[Chem.Mol | None, int]:

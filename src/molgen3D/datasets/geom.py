@@ -22,7 +22,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.datasets.chemistry import stereo_free_key
+from molgen3D.chem.graph_key import stereo_free_key
 from molgen3D.datasets.inputs import InputError
 from molgen3D.datasets.splits import SPLITS
 
@@ -128,13 +128,6 @@ class GeomTestMolecule:
     conformers: list[Chem.Mol]
 
 
-def stereo_free(smiles_or_mol: str | Chem.Mol) -> str | None:
-    """Stereo-free canonical heavy-atom SMILES, parsed without sanitizing (None if unparsable)."""
-    with BlockLogs():
-        mol = Chem.MolFromSmiles(smiles_or_mol, sanitize=False) if isinstance(smiles_or_mol, str) else smiles_or_mol
-    return None if mol is None else stereo_free_key(mol)
-
-
 def read_test_set(csv_path: Path, mols_path: Path) -> list[GeomTestMolecule]:
     """Torsional Diffusion's test molecules in CSV order with their reference conformers.
 
@@ -216,7 +209,7 @@ def geom_references(
         ]
     molecules = []
     for smiles, name, conformers in entries:
-        key = stereo_free(smiles)
+        key = stereo_free_key(smiles)
         with BlockLogs():
             mol = Chem.MolFromSmiles(smiles)
         if key is None or mol is None:
@@ -226,7 +219,7 @@ def geom_references(
         for conformer in conformers:
             if not isinstance(conformer, Chem.Mol) or conformer.GetNumConformers() == 0:
                 skips.add("invalid_conformer", f"{name}: not an RDKit molecule with coordinates", unit="conformer")
-            elif (graph := stereo_free(conformer)) != key:
+            elif (graph := stereo_free_key(conformer)) != key:
                 skips.add("reference_graph_differs", f"{name}: {graph} vs {key}", unit="conformer")
             elif max_conformers is None or len(kept) < max_conformers:
                 with BlockLogs():
