@@ -8,7 +8,8 @@ lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), are not
 are closed when the index is dropped (nothing else closes them).
 
 A `.jsonl.gz` shard has no byte offsets to seek to, so it is decompressed once into a cache
-($MOLGEN3D_CACHE, default ~/.cache/molgen3d, under jsonl/) as a plain copy named by the shard's
+(`molgen3D.files.cache_root()`: $MOLGEN3D_CACHE, else $XDG_CACHE_HOME/molgen3d, else ~/.cache/molgen3d;
+under jsonl/) as a plain copy named by the shard's
 path, size and mtime; later runs, ranks and workers reuse it, and the index reads the copy while
 messages keep naming the .gz. This costs disk (the uncompressed size), not memory. A folder
 without a `prepare-data` manifest, or whose manifest disagrees with its files, is a warning.
@@ -30,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from molgen3D.datasets.jsonl_paths import DataPathError, data_directories, expand_paths, manifest_problem
+from molgen3D.files import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ def _line_starts(path: Path, progress: tqdm) -> tuple[np.ndarray, int, bool]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MOLGEN3D_CACHE") or "~/.cache/molgen3d").expanduser() / "jsonl"
+    """Where decompressed `.jsonl.gz` copies live: the project's one cache root (`files.cache_root`), `jsonl/`."""
+    return cache_root() / "jsonl"
 
 
 def plain_copy(path: Path) -> Path:
