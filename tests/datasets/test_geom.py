@@ -272,3 +272,27 @@ def test_references_named_in_kekule_form_keep_their_conformers(tmp_path):
     found = geom_references(str(tmp_path / "test_smiles.csv"), max_molecules=None, max_conformers=None, skips=skips)
     assert [(name, len(confs)) for _, name, confs in found] == [("Oc1ccccc1CCN", 2)]
     assert skips.count("reference_graph_differs") == 0
+
+
+@pytest.mark.parametrize("entry", ["rdkit_folder", "summary_drugs.json", "drugs"])
+def test_prepare_lists_the_pickles_and_parses_the_summary_once(tmp_path, geom, monkeypatch, entry):
+    """GEOM-drugs has ~300k pickles and a summary of hundreds of MB: one listing of it and one parse per run."""
+    from molgen3D.datasets import geom as geom_module
+
+    calls = {"list": 0, "parse": 0}
+    real_list, real_parse = geom_module._list_pickles, geom_module._load_summary
+
+    def counted_list(folder):
+        calls["list"] += folder.name == "drugs"
+        return real_list(folder)
+
+    def counted_parse(path):
+        calls["parse"] += 1
+        return real_parse(path)
+
+    monkeypatch.setattr(geom_module, "_list_pickles", counted_list)
+    monkeypatch.setattr(geom_module, "_load_summary", counted_parse)
+    source = geom if entry == "rdkit_folder" else geom / entry
+    result = prepare(config(tmp_path / "out", source))
+    assert result.manifest["input"]["pickles"] == len(MOLECULES)
+    assert calls == {"list": 1, "parse": 1}

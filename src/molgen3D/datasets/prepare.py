@@ -39,7 +39,7 @@ from molgen3D.chem.dataset_manifest import MANIFEST
 from molgen3D.config.paths import resolve_path
 from molgen3D.datasets.chemistry import MIN_ATOM_DISTANCE
 from molgen3D.datasets.conformers import Settings, Unit, from_geom, from_sdf, from_smiles
-from molgen3D.datasets.geom import find_geom, load_split_file
+from molgen3D.datasets.geom import GeomFolder, GeomSelection, find_geom, select_pickles
 from molgen3D.datasets.inputs import bundled_smiles_file, input_kind, read_sdf, read_smiles
 from molgen3D.datasets.shards import ShardWriter
 from molgen3D.datasets.skips import SkipLog
@@ -183,9 +183,11 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         raise PrepareError(f"{source}: input file not found")
     if config.split_file is not None and kind != "geom":
         raise ValueError("--split-file indexes GEOM pickles; for SMILES/SDF input use --split-fractions")
-    identity = _input_identity(source, kind, config)
+    geom = find_geom(source) if kind == "geom" else None  # listed and parsed once per run, passed down
+    selection = select_pickles(geom, config.split_file, config.max_molecules) if geom is not None else None
+    identity = _input_identity(source, kind, config, geom)
     if config.shard_index is not None:
-        _run_share(config, source, kind, identity, out, config.shard_index, config.num_shards)
+        _run_share(config, source, kind, identity, out, config.shard_index, config.num_shards, selection)
         return PrepareResult(out, {}, rebuilt=True)
     if not config.force and not config.finalize:
         existing = load_manifest_if_current(out, config, identity["sha256"])
@@ -195,8 +197,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     num_shards = config.num_shards if config.finalize else 1
     if not config.finalize:
         (out / MANIFEST).unlink(missing_ok=True)
-        _run_share(config, source, kind, identity, out, 0, 1)
-    manifest = _finalize(config, source, kind, identity, out, num_shards)
+        _run_share(config, source, kind, identity, out, 0, 1, selection)
+    manifest = _finalize(config, source, kind, identity, out, num_shards, selection)
     return PrepareResult(out, manifest, rebuilt=True)
 
 
@@ -241,13 +243,12 @@ def prepare_embedded_default(
 # --- the input: identity and work items ------------------------------------------------------
 
 
-def _input_identity(source: Path, kind: str, config: PrepareConfig) -> dict[str, Any]:
+def _input_identity(source: Path, kind: str, config: PrepareConfig, geom: GeomFolder | None) -> dict[str, Any]:
     """What the manifest records about the input: a file's sha256, or a GEOM listing's (names and sizes)."""
     identity: dict[str, Any] = {"file": source.name, "kind": kind}
-    if kind != "geom":
+    if geom is None:
         identity["sha256"] = sha256_file(source)
         return identity
-    geom = find_geom(source)
     listing = hashlib.sha256()
     for path in geom.pickles:
         listing.update(f"{path.name}\t{path.stat().st_size}\n".encode())
@@ -264,7 +265,9 @@ def _share(n: int, index: int, count: int) -> slice:
     return slice(n * index // count, n * (index + 1) // count)
 
 
-def _work(config: PrepareConfig, source: Path, kind: str, index: int, count: int) -> tuple[Iterator, int | None]:
+def _work(
+    config: PrepareConfig, source: Path, kind: str, index: int, count: int, selection: GeomSelection | None
+) -> tuple[Iterator, int | None]:
     """The work items of share `index` of `count` (records, or GEOM pickles) and their number if known."""
     if kind == "smiles":
         records = list(islice(read_smiles(source, config.smiles_column), config.max_molecules))
@@ -275,27 +278,9 @@ def _work(config: PrepareConfig, source: Path, kind: str, index: int, count: int
             return read_sdf(source), None
         share = _share(sum(1 for _ in read_sdf(source)), index, count)
         return islice(read_sdf(source), share.start, share.stop), share.stop - share.start
-    chosen, _ = _geom_selection(config, source)
+    chosen = selection.chosen
     items = chosen[_share(len(chosen), index, count)]
     return iter(items), len(items)
-
-
-def _geom_selection(config: PrepareConfig, source: Path) -> tuple[list[tuple[str, str | None]], SkipLog]:
-    """The pickles to read (with their split-file split) and what was left out, in pickle order."""
-    geom = find_geom(source)
-    left_out = SkipLog()
-    for smiles in geom.missing_from_summary():
-        left_out.add("missing_pickle", f"{geom.summary.name}: {smiles}")
-    if config.split_file is None:
-        return [(str(p), None) for p in geom.pickles][: config.max_molecules], left_out
-    splits = load_split_file(Path(config.split_file), len(geom.pickles))
-    chosen = []
-    for i, path in enumerate(geom.pickles):
-        if i in splits:
-            chosen.append((str(path), splits[i]))
-        else:
-            left_out.add("not_in_split_file", f"{path.name} (index {i})")
-    return chosen[: config.max_molecules], left_out
 
 
 def _process(item: Any, kind: str, settings: Settings) -> tuple[Unit, str | None]:
@@ -315,13 +300,20 @@ def _share_dir(out: Path, index: int, count: int) -> Path:
 
 
 def _run_share(
-    config: PrepareConfig, source: Path, kind: str, identity: dict, out: Path, index: int, count: int
+    config: PrepareConfig,
+    source: Path,
+    kind: str,
+    identity: dict,
+    out: Path,
+    index: int,
+    count: int,
+    selection: GeomSelection | None,
 ) -> None:
     """Turn share `index` of `count` into spooled units and lines, then mark it done."""
     where = _share_dir(out, index, count)
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
-    items, total = _work(config, source, kind, index, count)
+    items, total = _work(config, source, kind, index, count, selection)
     fn = partial(_process, kind=kind, settings=config.unit_settings(kind))
     workers = config.workers or os.cpu_count() or 1
     units = lines = 0
@@ -380,10 +372,20 @@ def _check_shares(out: Path, count: int, config: PrepareConfig, identity: dict) 
         )
 
 
-def _finalize(config: PrepareConfig, source: Path, kind: str, identity: dict, out: Path, count: int) -> dict:
+def _finalize(
+    config: PrepareConfig,
+    source: Path,
+    kind: str,
+    identity: dict,
+    out: Path,
+    count: int,
+    selection: GeomSelection | None,
+) -> dict:
     _check_shares(out, count, config, identity)
     (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, the folder reads as unfinished
-    skips = _geom_selection(config, source)[1] if kind == "geom" else SkipLog()
+    skips = SkipLog()
+    for reason, example in selection.left_out if selection is not None else ():
+        skips.add(reason, example)
     first_seen: dict[str, str] = {}
     keys_seen: dict[str, None] = {}
     keep_unit = bytearray()
