@@ -15,7 +15,7 @@ from molgen3D.datasets.geom import find_geom, load_split_file, read_test_set
 from molgen3D.datasets.inputs import InputError
 from molgen3D.datasets.prepare import PrepareConfig, PrepareError, prepare
 from molgen3D.datasets.splits import SPLITS
-from molgen3D.training.pretraining.dataprocessing.dataloader import parse_line
+from molgen3D.training.pretraining.dataprocessing.unit_checks import parse_line
 
 # name -> SMILES; GEOM names its pickles after the SMILES, any name works for the reader
 MOLECULES = {

@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths, open_jsonl
-from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, check_unit
+from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
+from molgen3D.training.pretraining.dataprocessing.unit_checks import check_unit
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
 from .conftest import write_synthetic
