@@ -57,6 +57,7 @@ __all__ = [
     "POSITIONS",
     "CoordinateFormat",
     "FormatMismatchError",
+    "MAX_ABS_COORDINATE",
     "apply_format",
     "canonical_frame",
     "check_data_format",
@@ -83,6 +84,12 @@ POSITIONS = ("absolute", "relative", "local")
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 COORDINATE_BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
+
+MAX_ABS_COORDINATE = 1000.0
+"""A; the largest |x|, |y| or |z| conformer text may hold: sampling counts a sample beyond it as a failure
+and the training loader skips a line beyond it. Drug-like molecules span tens of A, so no real conformer
+comes near it; it is also the largest value the constrained grammar (3 integer digits) can write, so
+constrained samples are never rejected by it, while 1e308-style text can no longer poison means."""
 """One well-formed `<x,y,z>` block (the loader counts them against the atoms)."""
 
 

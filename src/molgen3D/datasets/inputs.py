@@ -73,7 +73,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")  # a BOM is not text
 
 
 class _Truncated(InputError):

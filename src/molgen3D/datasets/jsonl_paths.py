@@ -32,12 +32,15 @@ def is_jsonl(path: Path) -> bool:
 
 
 def open_jsonl(path: str | os.PathLike, mode: str = "rb") -> IO:
-    """Open a `.jsonl` or `.jsonl.gz` file (`rb` or `rt`), so every reader takes both."""
+    """Open a `.jsonl` or `.jsonl.gz` file (`rb` or `rt`), so every reader takes both.
+
+    Text mode drops a UTF-8 byte order mark, so a file saved by an editor that writes one reads the same.
+    """
     path = Path(path)
     if path.name.endswith(".gz"):
         raw = gzip.open(path, "rb")
-        return raw if mode == "rb" else io.TextIOWrapper(raw, encoding="utf-8")
-    return open(path, "rb") if mode == "rb" else open(path, encoding="utf-8")
+        return raw if mode == "rb" else io.TextIOWrapper(raw, encoding="utf-8-sig")
+    return open(path, "rb") if mode == "rb" else open(path, encoding="utf-8-sig")
 
 
 def expand_paths(

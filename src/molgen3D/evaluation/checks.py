@@ -13,17 +13,13 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.chem.coordinate_format import MAX_ABS_COORDINATE
 from molgen3D.chem.graph_key import stereo_free_key
 
 NON_FINITE = "non_finite_coordinate"
 OUT_OF_RANGE = "coordinate_out_of_range"
 GRAPH_MISMATCH = "graph_mismatch"
 NO_CONFORMER = "no_conformer"
-
-MAX_ABS_COORDINATE = 1000.0
-"""A; a larger |x|, |y| or |z| is a failure. Drug-like molecules span tens of A, so no real conformer
-comes near it; it is also the largest value the constrained grammar (3 integer digits) can write, so
-constrained samples are never rejected by it, while 1e308-style text can no longer poison means."""
 
 
 def coordinate_failure(mol: Chem.Mol) -> str | None:

@@ -87,6 +87,18 @@ def plain_copy(path: Path) -> Path:
     return target
 
 
+def check_gzip_shards(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Every file `paths` names, each `.jsonl.gz` decompressed whole into the cache first (CRC and length checked).
+
+    The runner's pre-flight: a truncated or corrupt shard is a `DataPathError` naming the file and
+    the fix before the Trainer starts, and the cached copies it leaves are the ones the loader reads.
+    """
+    files = expand_paths(paths)
+    for f in files:
+        plain_copy(f)
+    return files
+
+
 class LineIndex:
     """Line i of the data set (over all files in order) -> raw bytes and `file:line`."""
 
@@ -126,6 +138,12 @@ class LineIndex:
         """`file:line` (1-based) of global line i, for messages."""
         f = self._file_of(i)
         return f"{self.files[f]}:{i - int(self.file_starts[f]) + 1}"
+
+    def length(self, i: int) -> int:
+        """Bytes of global line i (its line ending included), known from the index without reading it."""
+        f = self._file_of(i)
+        end = int(self.offsets[i + 1]) if i + 1 < self.file_starts[f + 1] else int(self.file_sizes[f])
+        return end - int(self.offsets[i])
 
     def read(self, i: int) -> bytes:
         """Raw bytes of global line i without its line ending."""
