@@ -21,8 +21,9 @@ from pathlib import Path
 
 from molgen3D.config.paths import resolve_path
 from molgen3D.tokenization.load import load_tokenizer
-from molgen3D.training.pretraining.dataprocessing import dataloader as loader_module
-from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, parse_line
+from molgen3D.training.pretraining.dataprocessing import unit_checks
+from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
+from molgen3D.training.pretraining.dataprocessing.unit_checks import parse_line
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
 
@@ -82,16 +83,16 @@ def concat_and_chunk(lengths: list[int], seq_len: int) -> dict[str, float]:
 
 def unit_check_cost(data: str, tokenizer, seq_len: int, units: int) -> dict[str, float]:
     """Packed tokens/s with and without `check_unit` (best of three alternating runs each)."""
-    real = loader_module.check_unit
+    real = unit_checks.check_unit
     rates: dict[str, list[float]] = {"with_checks": [], "without_checks": []}
     try:
         for _ in range(3):
             for label in rates:
-                loader_module.check_unit = real if label == "with_checks" else (lambda canonical, embedded: ("", ""))
+                unit_checks.check_unit = real if label == "with_checks" else (lambda canonical, embedded: ("", ""))
                 metrics, clock = packed_stream(data, tokenizer, seq_len, 100, units)
                 rates[label].append(metrics["tokens"] / clock.cpu)
     finally:
-        loader_module.check_unit = real
+        unit_checks.check_unit = real
     best = {f"packed_tokens_per_s_{k}": max(v) for k, v in rates.items()}
     best["with_over_without"] = best["packed_tokens_per_s_with_checks"] / best["packed_tokens_per_s_without_checks"]
     return best

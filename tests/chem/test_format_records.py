@@ -111,7 +111,8 @@ def test_training_probe_references_carry_the_data_format(fixture_data, tmp_path)
     assert load_references(fixture_data / "valid", 1, seed=0)[0][1][0].GetProp(POSITIONS_PROP) == "absolute"
 
 
-def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
+def gzipped_source(fixture_data, tmp_path):
+    """A copy of the fixture whose test split is one .jsonl.gz shard."""
     import gzip
     import shutil
 
@@ -124,10 +125,29 @@ def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
     plain.unlink()
     manifest["counts"]["test"]["files"] = ["part-00000.jsonl.gz"]
     (src / "manifest.json").write_text(json.dumps(manifest))
-    out = reformat_dataset(src, tmp_path / "out", CoordinateFormat(decimals=2))
+    return src
+
+
+def test_gzipped_shards_stay_gzipped(fixture_data, tmp_path):
+    import gzip
+
+    out = reformat_dataset(gzipped_source(fixture_data, tmp_path), tmp_path / "out", CoordinateFormat(decimals=2))
     with gzip.open(out / "test" / "part-00000.jsonl.gz", "rt") as f:
         row = json.loads(f.readline())
     assert len(row["embedded_smiles"].split(",")[1].split(".")[1]) == 2
+
+
+def test_reformatted_gzip_shards_are_byte_reproducible(fixture_data, tmp_path, monkeypatch):
+    """Two runs at different times write the same bytes: no timestamp in the gzip header."""
+    import time
+
+    src = gzipped_source(fixture_data, tmp_path)
+    written = []
+    for run, clock in enumerate((1_000_000_000.0, 1_700_000_000.0)):
+        monkeypatch.setattr(time, "time", lambda clock=clock: clock)
+        out = reformat_dataset(src, tmp_path / f"out{run}", CoordinateFormat(decimals=2))
+        written.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert written[0] == written[1] and len(written[0]) == 4
 
 
 def test_local_data_set_references_decode_to_the_stored_conformers(fixture_data, tmp_path):

@@ -15,7 +15,7 @@ from molgen3D.datasets.geom import find_geom, load_split_file, read_test_set
 from molgen3D.datasets.inputs import InputError
 from molgen3D.datasets.prepare import PrepareConfig, PrepareError, prepare
 from molgen3D.datasets.splits import SPLITS
-from molgen3D.training.pretraining.dataprocessing.dataloader import parse_line
+from molgen3D.training.pretraining.dataprocessing.unit_checks import parse_line
 
 # name -> SMILES; GEOM names its pickles after the SMILES, any name works for the reader
 MOLECULES = {
@@ -262,3 +262,42 @@ def test_split_file_test_indices_as_evaluate_references(tmp_path, geom):
     assert refs[0].smiles == "CC(=O)NCCc1ccc(O)cc1"
     valid, _ = read_references(f"{geom / 'drugs'}::{split}::valid", max_conformers=2)
     assert [(r.name, len(r.conformers)) for r in valid] == [("d_ether", 2)]
+
+
+def test_references_named_in_kekule_form_keep_their_conformers(tmp_path):
+    """The test set's SMILES and its conformers are one molecule however the SMILES spells the ring."""
+    from molgen3D.datasets.geom import geom_references
+    from molgen3D.datasets.skips import SkipLog
+
+    mols = {"Oc1ccccc1CCN": [c["rd_mol"] for c in geom_conformers("Oc1ccccc1CCN", 2, 1)]}
+    with open(tmp_path / "test_mols.pkl", "wb") as f:
+        pickle.dump(mols, f)
+    (tmp_path / "test_smiles.csv").write_text("smiles,n_conformers,corrected_smiles\nOc1ccccc1CCN,2,NCCC1=CC=CC=C1O\n")
+    skips = SkipLog()
+    found = geom_references(str(tmp_path / "test_smiles.csv"), max_molecules=None, max_conformers=None, skips=skips)
+    assert [(name, len(confs)) for _, name, confs in found] == [("Oc1ccccc1CCN", 2)]
+    assert skips.count("reference_graph_differs") == 0
+
+
+@pytest.mark.parametrize("entry", ["rdkit_folder", "summary_drugs.json", "drugs"])
+def test_prepare_lists_the_pickles_and_parses_the_summary_once(tmp_path, geom, monkeypatch, entry):
+    """GEOM-drugs has ~300k pickles and a summary of hundreds of MB: one listing of it and one parse per run."""
+    from molgen3D.datasets import geom as geom_module
+
+    calls = {"list": 0, "parse": 0}
+    real_list, real_parse = geom_module._list_pickles, geom_module._load_summary
+
+    def counted_list(folder):
+        calls["list"] += folder.name == "drugs"
+        return real_list(folder)
+
+    def counted_parse(path):
+        calls["parse"] += 1
+        return real_parse(path)
+
+    monkeypatch.setattr(geom_module, "_list_pickles", counted_list)
+    monkeypatch.setattr(geom_module, "_load_summary", counted_parse)
+    source = geom if entry == "rdkit_folder" else geom / entry
+    result = prepare(config(tmp_path / "out", source))
+    assert result.manifest["input"]["pickles"] == len(MOLECULES)
+    assert calls == {"list": 1, "parse": 1}

@@ -43,6 +43,7 @@ from typing import Literal
 
 import numpy as np
 
+from molgen3D.chem.dataset_manifest import find_manifest
 from molgen3D.chem.enriched_smiles import (
     format_coordinate,
     strip_coordinates,
@@ -56,6 +57,7 @@ __all__ = [
     "POSITIONS",
     "CoordinateFormat",
     "FormatMismatchError",
+    "MAX_ABS_COORDINATE",
     "apply_format",
     "canonical_frame",
     "check_data_format",
@@ -82,6 +84,12 @@ POSITIONS = ("absolute", "relative", "local")
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 COORDINATE_BLOCK = re.compile(rf"<({_NUMBER}),({_NUMBER}),({_NUMBER})>")
+
+MAX_ABS_COORDINATE = 1000.0
+"""A; the largest |x|, |y| or |z| conformer text may hold: sampling counts a sample beyond it as a failure
+and the training loader skips a line beyond it. Drug-like molecules span tens of A, so no real conformer
+comes near it; it is also the largest value the constrained grammar (3 integer digits) can write, so
+constrained samples are never rejected by it, while 1e308-style text can no longer poison means."""
 """One well-formed `<x,y,z>` block (the loader counts them against the atoms)."""
 
 
@@ -358,25 +366,23 @@ def to_absolute_text(text: str, fmt: CoordinateFormat) -> str:
     return _replace_blocks(text, [tuple(f"{v:f}" for v in p) for p in positions])
 
 
-MANIFEST = "manifest.json"
 MANIFEST_KEY = "coordinate_format"
 
 
 def dataset_format(path: str | Path) -> CoordinateFormat | None:
-    """The format of a prepared data set, from the `manifest.json` of `path` or of a folder above it (<= 2 up).
+    """The format of a prepared data set, from its `manifest.json` (`find_manifest`: the folder of `path` or above).
 
     A manifest without a `coordinate_format` entry holds the original format at its `precision`;
-    None when no manifest is found (e.g. a glob or a bare JSONL file).
+    None when no manifest is found (e.g. a bare JSONL file).
     """
-    path = Path(path)
-    for folder in (path, path.parent, path.parent.parent):
-        manifest = folder / MANIFEST
-        if manifest.is_file():
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            if MANIFEST_KEY in data:
-                return CoordinateFormat.from_dict(data[MANIFEST_KEY], f"{manifest} [{MANIFEST_KEY}]")
-            return CoordinateFormat(decimals=int(data.get("settings", {}).get("precision", ORIGINAL.decimals)))
-    return None
+    found = find_manifest(path)
+    if found is None:
+        return None
+    manifest = found[0]
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    if MANIFEST_KEY in data:
+        return CoordinateFormat.from_dict(data[MANIFEST_KEY], f"{manifest} [{MANIFEST_KEY}]")
+    return CoordinateFormat(decimals=int(data.get("settings", {}).get("precision", ORIGINAL.decimals)))
 
 
 def check_data_format(data_path: str | Path, tokenizer_dir: str | Path) -> None:

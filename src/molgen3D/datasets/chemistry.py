@@ -1,4 +1,4 @@
-"""Chemistry rules shared by every input: fragments, stereo from 3D, geometry sanity, split keys.
+"""Chemistry rules shared by every input: fragments, stereo from 3D, geometry sanity.
 
 Pure functions of RDKit molecules, so a worker pool gives the same result as one process.
 """
@@ -11,6 +11,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.chem.angles import angle_triples, bond_angles
 from molgen3D.chem.enriched_smiles import encode_conformers
 
 FRAGMENT_POLICIES = ("largest", "keep", "drop")
@@ -19,12 +20,6 @@ MIN_ATOM_DISTANCE = 0.7
 _COINCIDENT = 1e-4
 _COORDINATES = re.compile(r"<[^<>]*>")
 _BRACKETED_PLAIN = re.compile(r"\[(Cl|Br|[BCNOPSFI]|[bcnops]|\*)\]")
-
-
-def stereo_free_key(mol: Chem.Mol) -> str:
-    """Canonical heavy-atom SMILES without stereo: stereoisomers share it, so they share a split."""
-    with BlockLogs():
-        return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False), isomericSmiles=False)
 
 
 def choose_fragments(mol: Chem.Mol, policy: str) -> tuple[Chem.Mol | None, int]:
@@ -83,20 +78,18 @@ failure (ETKDGv3 writes about 1% of drug-like conformers with such an atom at ~1
 
 def straight_angle(mol: Chem.Mol, conf_id: int = -1, limit: float = STRAIGHT_ANGLE) -> str:
     """ "" or where conformer `conf_id` bends an atom that is not sp-hybridised straight (>= `limit` degrees)."""
-    xyz = mol.GetConformer(conf_id).GetPositions()
-    cos_limit = np.cos(np.radians(limit))
-    for atom in mol.GetAtoms():
-        if atom.GetDegree() < 2 or atom.GetHybridization() == Chem.HybridizationType.SP:
-            continue
-        centre = atom.GetIdx()
-        bonds = xyz[[n.GetIdx() for n in atom.GetNeighbors()]] - xyz[centre]
-        bonds = bonds / np.maximum(np.linalg.norm(bonds, axis=1, keepdims=True), 1e-9)
-        cosines = bonds @ bonds.T
-        np.fill_diagonal(cosines, 1.0)
-        if float(cosines.min()) <= cos_limit:
-            angle = float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0))))
-            return f"atom {centre} ({atom.GetSymbol()}, {atom.GetHybridization()}) at {angle:.1f} degrees"
-    return ""
+    triples = angle_triples(mol)
+    if not len(triples):
+        return ""
+    angles = bond_angles(mol.GetConformer(conf_id).GetPositions(), triples)
+    not_sp = np.array([a.GetHybridization() != Chem.HybridizationType.SP for a in mol.GetAtoms()])
+    straight = np.flatnonzero((angles >= limit) & not_sp[triples[:, 1]])
+    if not len(straight):
+        return ""
+    centre = int(triples[straight[0], 1])
+    atom = mol.GetAtomWithIdx(centre)
+    angle = float(angles[triples[:, 1] == centre].max())
+    return f"atom {centre} ({atom.GetSymbol()}, {atom.GetHybridization()}) at {angle:.1f} degrees"
 
 
 def max_degree(mol: Chem.Mol) -> int:

@@ -16,13 +16,13 @@ from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError
+from molgen3D.chem.graph_key import stereo_free_key
 from molgen3D.datasets.chemistry import (
     choose_fragments,
     conformer_text,
     geometry_problem,
     straight_angle,
     max_degree,
-    stereo_free_key,
 )
 from molgen3D.datasets.geom import read_pickle
 from molgen3D.datasets.inputs import Record
@@ -171,6 +171,8 @@ def from_geom(path: str, settings: Settings) -> Unit:
     if reference is None:
         return unit
     unit.key = stereo_free_key(reference)
+    if unit.key is None:
+        return unit.skip("invalid_smiles", f"pickle SMILES {smiles!r} (RDKit cannot sanitize it)")
     ranked = sorted(data["conformers"], key=lambda c: -float(c.get("boltzmannweight", 0.0) or 0.0))
     collector = _Conformers(unit, settings, file.stem)
     kept = 0

@@ -22,7 +22,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.datasets.chemistry import stereo_free_key
+from molgen3D.chem.graph_key import stereo_free_key
 from molgen3D.datasets.inputs import InputError
 from molgen3D.datasets.splits import SPLITS
 
@@ -31,19 +31,21 @@ PICKLE_GLOB = "*.pickle"
 
 @dataclass(frozen=True)
 class GeomFolder:
-    """The pickle folder of one GEOM set and the summary naming its molecules (None without one)."""
+    """The pickle folder of one GEOM set, its pickles (sorted by name), its summary (None without one),
+    and the summary SMILES whose pickle is not in the folder (a partial download).
+
+    Listed and parsed once by `find_geom`: a GEOM folder holds ~300k pickles and its summary is
+    hundreds of MB, so a run passes this value down instead of asking again.
+    """
 
     folder: Path
-    pickles: list[Path]
+    pickles: tuple[Path, ...]
     summary: Path | None
+    missing: tuple[str, ...] = ()
 
     def missing_from_summary(self) -> list[str]:
-        """Summary SMILES whose pickle is not in the folder (a partial download)."""
-        if self.summary is None:
-            return []
-        present = {p.name for p in self.pickles}
-        entries = _load_summary(self.summary)
-        return [s for s, e in entries.items() if Path(str(e.get("pickle_path", ""))).name not in present]
+        """Summary SMILES whose pickle is not in the folder."""
+        return list(self.missing)
 
 
 def _load_summary(path: Path) -> dict[str, dict]:
@@ -56,10 +58,24 @@ def _load_summary(path: Path) -> dict[str, dict]:
     return data
 
 
+def _list_pickles(folder: Path) -> tuple[Path, ...]:
+    """The pickles of `folder`, sorted by name: the order split files index into."""
+    return tuple(sorted(folder.glob(PICKLE_GLOB)))
+
+
+def _with_summary(folder: Path, pickles: tuple[Path, ...], summary: Path | None, entries: dict | None) -> GeomFolder:
+    if summary is None:
+        return GeomFolder(folder, pickles, None)
+    entries = _load_summary(summary) if entries is None else entries
+    present = {p.name for p in pickles}
+    missing = [s for s, e in entries.items() if Path(str(e.get("pickle_path", ""))).name not in present]
+    return GeomFolder(folder, pickles, summary, tuple(missing))
+
+
 def find_geom(path: Path) -> GeomFolder:
     """The pickle folder behind an rdkit_folder, a summary_*.json, or a folder of pickles.
 
-    The pickle list is sorted by name, the order split files index into.
+    Lists the pickle folder once and parses the summary once.
     """
     if path.is_file():
         entries = _load_summary(path)
@@ -67,20 +83,48 @@ def find_geom(path: Path) -> GeomFolder:
         if first is None:
             raise InputError(f"{path}: no entry with a pickle_path; is this a GEOM summary_*.json?")
         folder = path.parent / Path(first["pickle_path"]).parent
-        return GeomFolder(folder, sorted(folder.glob(PICKLE_GLOB)), path)
+        return _with_summary(folder, _list_pickles(folder), path, entries)
     if not path.is_dir():
         raise InputError(f"{path}: GEOM input not found")
-    if any(path.glob(PICKLE_GLOB)):
+    pickles = _list_pickles(path)
+    if pickles:
         summaries = sorted(path.parent.glob(f"summary_{path.name}.json"))
-        return GeomFolder(path, sorted(path.glob(PICKLE_GLOB)), summaries[0] if summaries else None)
-    sets = sorted(d for d in path.iterdir() if d.is_dir() and any(d.glob(PICKLE_GLOB)))
+        return _with_summary(path, pickles, summaries[0] if summaries else None, None)
+    sets = [(d, found) for d in sorted(path.iterdir()) if d.is_dir() and (found := _list_pickles(d))]
     if len(sets) != 1:
-        found = ", ".join(d.name for d in sets) or "none"
+        names = ", ".join(d.name for d, _ in sets) or "none"
         raise InputError(
-            f"{path}: expected one folder of GEOM *.pickle files (e.g. drugs/), found {found}; "
+            f"{path}: expected one folder of GEOM *.pickle files (e.g. drugs/), found {names}; "
             f"pass that folder or its summary_*.json"
         )
-    return find_geom(sets[0])
+    folder, pickles = sets[0]
+    summaries = sorted(path.glob(f"summary_{folder.name}.json"))
+    return _with_summary(folder, pickles, summaries[0] if summaries else None, None)
+
+
+@dataclass(frozen=True)
+class GeomSelection:
+    """The pickles one run reads (path, split-file split or None), in pickle order, and what it left out."""
+
+    chosen: tuple[tuple[str, str | None], ...]
+    left_out: tuple[tuple[str, str], ...]
+    """(skip reason, example) per pickle or summary entry left out."""
+
+
+def select_pickles(geom: GeomFolder, split_file: Path | None, max_molecules: int | None) -> GeomSelection:
+    """The first `max_molecules` pickles (of the split file's, when given) and the ones left out."""
+    left_out = [("missing_pickle", f"{geom.summary.name}: {smiles}") for smiles in geom.missing]
+    if split_file is None:
+        chosen = [(str(p), None) for p in geom.pickles]
+    else:
+        splits = load_split_file(Path(split_file), len(geom.pickles))
+        chosen = []
+        for i, path in enumerate(geom.pickles):
+            if i in splits:
+                chosen.append((str(path), splits[i]))
+            else:
+                left_out.append(("not_in_split_file", f"{path.name} (index {i})"))
+    return GeomSelection(tuple(chosen[:max_molecules]), tuple(left_out))
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
@@ -126,13 +170,6 @@ class GeomTestMolecule:
     corrected_smiles: str
     n_conformers: int
     conformers: list[Chem.Mol]
-
-
-def stereo_free(smiles_or_mol: str | Chem.Mol) -> str | None:
-    """Stereo-free canonical heavy-atom SMILES, parsed without sanitizing (None if unparsable)."""
-    with BlockLogs():
-        mol = Chem.MolFromSmiles(smiles_or_mol, sanitize=False) if isinstance(smiles_or_mol, str) else smiles_or_mol
-    return None if mol is None else stereo_free_key(mol)
 
 
 def read_test_set(csv_path: Path, mols_path: Path) -> list[GeomTestMolecule]:
@@ -216,7 +253,7 @@ def geom_references(
         ]
     molecules = []
     for smiles, name, conformers in entries:
-        key = stereo_free(smiles)
+        key = stereo_free_key(smiles)
         with BlockLogs():
             mol = Chem.MolFromSmiles(smiles)
         if key is None or mol is None:
@@ -226,7 +263,7 @@ def geom_references(
         for conformer in conformers:
             if not isinstance(conformer, Chem.Mol) or conformer.GetNumConformers() == 0:
                 skips.add("invalid_conformer", f"{name}: not an RDKit molecule with coordinates", unit="conformer")
-            elif (graph := stereo_free(conformer)) != key:
+            elif (graph := stereo_free_key(conformer)) != key:
                 skips.add("reference_graph_differs", f"{name}: {graph} vs {key}", unit="conformer")
             elif max_conformers is None or len(kept) < max_conformers:
                 with BlockLogs():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import itertools
 import os
@@ -46,14 +45,6 @@ def bundled_smiles_file() -> Path:
     return Path(RDConfig.RDDataDir) / "Pains" / "test_data" / "wehi_mols.csv"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def input_kind(path: Path) -> str:
     """`smiles`, `sdf` or `geom` (a directory or a GEOM summary_*.json), from the suffix (`.gz` is ignored)."""
     if path.is_dir() or (path.name.startswith("summary") and path.suffix == ".json"):
@@ -82,7 +73,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")  # a BOM is not text
 
 
 class _Truncated(InputError):

@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 from typing import IO, Iterable
 
+from molgen3D.chem.dataset_manifest import MANIFEST, find_manifest
 from molgen3D.config.paths import is_alias, resolve
 
 _GLOB_CHARS = frozenset("*?[")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
-MANIFEST = "manifest.json"
 
 
 class DataPathError(FileNotFoundError):
@@ -32,12 +32,15 @@ def is_jsonl(path: Path) -> bool:
 
 
 def open_jsonl(path: str | os.PathLike, mode: str = "rb") -> IO:
-    """Open a `.jsonl` or `.jsonl.gz` file (`rb` or `rt`), so every reader takes both."""
+    """Open a `.jsonl` or `.jsonl.gz` file (`rb` or `rt`), so every reader takes both.
+
+    Text mode drops a UTF-8 byte order mark, so a file saved by an editor that writes one reads the same.
+    """
     path = Path(path)
     if path.name.endswith(".gz"):
         raw = gzip.open(path, "rb")
-        return raw if mode == "rb" else io.TextIOWrapper(raw, encoding="utf-8")
-    return open(path, "rb") if mode == "rb" else open(path, encoding="utf-8")
+        return raw if mode == "rb" else io.TextIOWrapper(raw, encoding="utf-8-sig")
+    return open(path, "rb") if mode == "rb" else open(path, encoding="utf-8-sig")
 
 
 def expand_paths(
@@ -110,28 +113,29 @@ def manifest_problem(directory: Path, lines_per_file: dict[Path, int]) -> str:
     The manifest sits in the folder or its parent (the data set root, with the folder's split
     name as its key); its files and conformer count must match what is there.
     """
-    for candidate, split in ((directory / MANIFEST, None), (directory.parent / MANIFEST, directory.name)):
-        if candidate.is_file():
-            try:
-                counts = json.loads(candidate.read_text(encoding="utf-8"))["counts"]
-                entry = counts[split] if split is not None else counts["total"]
-            except (OSError, ValueError, KeyError, TypeError):
-                return f"data folder {directory}: {candidate} is unreadable or has no counts for {split or 'total'!r}"
-            present = {p.name: n for p, n in lines_per_file.items() if p.parent == directory}
-            listed = entry.get("files")
-            if listed is not None and sorted(listed) != sorted(present):
-                return (
-                    f"data folder {directory}: {candidate} lists files {sorted(listed)} but the folder holds "
-                    f"{sorted(present)}; the data set was changed or only partly written, run prepare-data again"
-                )
-            lines = sum(present.values())
-            if entry.get("conformers") is not None and entry["conformers"] != lines:
-                return (
-                    f"data folder {directory}: {candidate} counts {entry['conformers']} conformers but the files hold "
-                    f"{lines} lines; the data set was changed or only partly written, run prepare-data again"
-                )
-            return ""
-    return (
-        f"data folder {directory} has no {MANIFEST} (nor its parent): it was not finished by `molgen3d prepare-data` "
-        f"(a killed run?) or was made by hand; check it, or rebuild it"
-    )
+    found = find_manifest(directory)
+    if found is None:
+        return (
+            f"data folder {directory} has no {MANIFEST} (nor its parent): it was not finished by `molgen3d "
+            f"prepare-data` (a killed run?) or was made by hand; check it, or rebuild it"
+        )
+    candidate, split = found
+    try:
+        counts = json.loads(candidate.read_text(encoding="utf-8"))["counts"]
+        entry = counts[split] if split is not None else counts["total"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"data folder {directory}: {candidate} is unreadable or has no counts for {split or 'total'!r}"
+    present = {p.name: n for p, n in lines_per_file.items() if p.parent == directory}
+    listed = entry.get("files")
+    if listed is not None and sorted(listed) != sorted(present):
+        return (
+            f"data folder {directory}: {candidate} lists files {sorted(listed)} but the folder holds "
+            f"{sorted(present)}; the data set was changed or only partly written, run prepare-data again"
+        )
+    lines = sum(present.values())
+    if entry.get("conformers") is not None and entry["conformers"] != lines:
+        return (
+            f"data folder {directory}: {candidate} counts {entry['conformers']} conformers but the files hold "
+            f"{lines} lines; the data set was changed or only partly written, run prepare-data again"
+        )
+    return ""

@@ -9,25 +9,20 @@ Up to date when the output's manifest names the same source manifest and format.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from tqdm import tqdm
 
-from molgen3D.chem.coordinate_format import (
-    MANIFEST,
-    MANIFEST_KEY,
-    ORIGINAL,
-    CoordinateFormat,
-    apply_format,
-)
+from molgen3D.chem.coordinate_format import MANIFEST_KEY, ORIGINAL, CoordinateFormat, apply_format
+from molgen3D.chem.dataset_manifest import MANIFEST
 from molgen3D.datasets.jsonl_paths import open_jsonl
 from molgen3D.datasets.splits import SPLITS
+from molgen3D.files import atomic_output, gzip_text_writer, write_json_atomic
 
 
 def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateFormat, force: bool = False) -> Path:
@@ -60,7 +55,7 @@ def reformat_dataset(source: str | Path, output: str | Path, fmt: CoordinateForm
         for file in manifest.get("counts", {}).get(split, {}).get("files", []):
             _reformat_file(source / split / file, output / split / file, fmt)
     new = {**manifest, **stamp}
-    out_manifest.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out_manifest, new)
     print(f"[reformat-data] wrote {output} in format {fmt.name}", file=sys.stderr)
     return output
 
@@ -71,18 +66,24 @@ def _files_present(output: Path, manifest: dict) -> bool:
 
 
 def _reformat_file(src: Path, dst: Path, fmt: CoordinateFormat) -> None:
-    partial = dst.with_name(dst.name + ".partial")
-    gz = src.suffix == ".gz"
-    out = gzip.open(partial, "wt", encoding="utf-8") if gz else open(partial, "w", encoding="utf-8")
-    with open_jsonl(src, "rt") as fin, out as fout:
-        for number, line in enumerate(tqdm(fin, desc=f"reformat {src.parent.name}", unit="line", file=sys.stderr), 1):
+    """One shard re-written whole (temporary file, then rename); `.gz` without a timestamp: same text, same bytes."""
+    if src.suffix == ".gz":
+        with atomic_output(dst, "wb") as raw, gzip_text_writer(raw) as out:
+            _reformat_lines(src, out, fmt)
+    else:
+        with atomic_output(dst, "w", encoding="utf-8", newline="\n") as out:
+            _reformat_lines(src, out, fmt)
+
+
+def _reformat_lines(src: Path, out: TextIO, fmt: CoordinateFormat) -> None:
+    with open_jsonl(src, "rt") as lines:
+        for number, line in enumerate(tqdm(lines, desc=f"reformat {src.parent.name}", unit="line", file=sys.stderr), 1):
             row = json.loads(line)
             try:
                 row["embedded_smiles"] = apply_format(row["embedded_smiles"], fmt)
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"{src}:{number}: cannot re-format this line ({exc})") from None
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(dst)
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 @dataclass

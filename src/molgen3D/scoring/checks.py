@@ -13,15 +13,13 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.chem.coordinate_format import MAX_ABS_COORDINATE
+from molgen3D.chem.graph_key import stereo_free_key
+
 NON_FINITE = "non_finite_coordinate"
 OUT_OF_RANGE = "coordinate_out_of_range"
 GRAPH_MISMATCH = "graph_mismatch"
 NO_CONFORMER = "no_conformer"
-
-MAX_ABS_COORDINATE = 1000.0
-"""A; a larger |x|, |y| or |z| is a failure. Drug-like molecules span tens of A, so no real conformer
-comes near it; it is also the largest value the constrained grammar (3 integer digits) can write, so
-constrained samples are never rejected by it, while 1e308-style text can no longer poison means."""
 
 
 def coordinate_failure(mol: Chem.Mol) -> str | None:
@@ -36,24 +34,14 @@ def coordinate_failure(mol: Chem.Mol) -> str | None:
     return None
 
 
-def graph_smiles(mol: Chem.Mol) -> str | None:
-    """Canonical SMILES of the heavy-atom graph without stereo, None when RDKit cannot write it."""
-    try:
-        with BlockLogs():
-            return Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False)
-    except (RuntimeError, ValueError):
-        return None
-
-
 def same_graph(mol: Chem.Mol, canonical_smiles: str) -> bool:
     """Whether `mol`'s heavy-atom graph (atoms, bonds, charges; stereo aside) is the prompt's.
 
     Stereo is left out on purpose: an SDF reader perceives stereo from the coordinates, and
     whether the coordinates realise the prompt's stereo is `stereo_matches`' question.
     """
-    with BlockLogs():
-        prompt = Chem.MolFromSmiles(canonical_smiles)
-    return prompt is not None and graph_smiles(mol) == Chem.MolToSmiles(prompt, isomericSmiles=False)
+    prompt = stereo_free_key(canonical_smiles)
+    return prompt is not None and stereo_free_key(mol) == prompt
 
 
 def sample_failure(mol: Chem.Mol, canonical_smiles: str, *, graph_text: str | None = None) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from molgen3D.chem.angles import angle_triples, bond_angles
 from molgen3D.scoring.checks import stereo_matches
 
 CLASH_SCALE = 0.6
@@ -29,28 +30,12 @@ def heavy_atoms(mol: Chem.Mol) -> Chem.Mol:
         return Chem.RemoveHs(mol, sanitize=False) if any(a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else mol
 
 
-def _angles(mol: Chem.Mol) -> np.ndarray:
-    """(n, 3) atom triples i-j-k with bonds i-j and j-k, in a fixed order for a given graph."""
-    triples = []
-    for j in range(mol.GetNumAtoms()):
-        nbrs = sorted(n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors())
-        triples += [(i, j, k) for a, i in enumerate(nbrs) for k in nbrs[a + 1 :]]
-    return np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-
-
 def _bonds(mol: Chem.Mol) -> np.ndarray:
     return np.asarray([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64).reshape(-1, 2)
 
 
 def _lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     return np.linalg.norm(xyz[bonds[:, 0]] - xyz[bonds[:, 1]], axis=1)
-
-
-def _angle_values(xyz: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    a = xyz[triples[:, 0]] - xyz[triples[:, 1]]
-    b = xyz[triples[:, 2]] - xyz[triples[:, 1]]
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def _aligned_xyz(sample: Chem.Mol, reference: Chem.Mol) -> np.ndarray | None:
@@ -111,10 +96,10 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
         if not valid:
             continue
         ref0 = ref.conformers[0]
-        bonds, triples = _bonds(ref0), _angles(ref0)
+        bonds, triples = _bonds(ref0), angle_triples(ref0)
         ref_xyz = [c.GetConformer().GetPositions() for c in ref.conformers]
         target_len = np.mean([_lengths(x, bonds) for x in ref_xyz], axis=0)
-        target_ang = np.mean([_angle_values(x, triples) for x in ref_xyz], axis=0)
+        target_ang = np.mean([bond_angles(x, triples) for x in ref_xyz], axis=0)
         for mol in valid:
             heavy = heavy_atoms(mol)
             ok = stereo_matches(heavy, ref.smiles)
@@ -128,7 +113,7 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
             if len(bonds):
                 bond_dev.append(float(np.abs(_lengths(xyz, bonds) - target_len).mean()))
             if len(triples):
-                angle_dev.append(float(np.abs(_angle_values(xyz, triples) - target_ang).mean()))
+                angle_dev.append(float(np.abs(bond_angles(xyz, triples) - target_ang).mean()))
     return {
         "stereo_checked": stereo_checked,
         "stereo_ok": stereo_ok / stereo_checked if stereo_checked else math.nan,

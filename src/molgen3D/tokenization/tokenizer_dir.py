@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from molgen3D.files import sha256_file
+
 MARKER = "molgen3d_tokenizer.json"
 
 
@@ -34,16 +36,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_marker(directory: Path) -> dict | None:
     """The marker of a completed build, or None (absent or unreadable)."""
     try:
@@ -59,7 +51,10 @@ def matches(directory: Path, content: TokenizerFiles) -> bool:
     expected = {name: _sha256(data) for name, data in content.files.items()}
     if marker is None or marker["files"] != expected:
         return False
-    return all(_sha256_file(Path(directory) / name) == digest for name, digest in expected.items())
+    return all(
+        (Path(directory) / name).is_file() and sha256_file(Path(directory) / name) == digest
+        for name, digest in expected.items()
+    )
 
 
 def write_tokenizer_dir(directory: Path, content: TokenizerFiles, name: str) -> bool:

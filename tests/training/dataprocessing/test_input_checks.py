@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths, open_jsonl
-from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset, check_unit
+from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
+from molgen3D.training.pretraining.dataprocessing.unit_checks import check_unit
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
 
 from .conftest import write_synthetic
@@ -109,3 +110,13 @@ def test_a_prepared_gzip_data_set_trains(tmp_path, compact_tokenizer):
     prepare(PrepareConfig(output=str(tmp_path / "out"), input=smi, conformers_per_molecule=2, compress=True))
     ds = JsonlTaggedPackedDataset(tmp_path / "out" / "train", compact_tokenizer, SEQ_LEN, infinite=False, min_emb_len=0)
     assert list(ds) and ds.counters.units_read == 8 and sum(ds.counters.skipped.values()) == 0
+
+
+def test_gz_copies_go_under_the_projects_cache_root(tmp_path, monkeypatch):
+    """$XDG_CACHE_HOME is honoured as everywhere else (files.cache_root), when $MOLGEN3D_CACHE is unset."""
+    monkeypatch.delenv("MOLGEN3D_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    write_synthetic(tmp_path / "a.jsonl", 5)
+    gzip_copy(tmp_path / "a.jsonl", tmp_path / "a.jsonl.gz")
+    assert len(LineIndex(tmp_path / "a.jsonl.gz")) == 5
+    assert len(list((tmp_path / "xdg" / "molgen3d" / "jsonl").iterdir())) == 1

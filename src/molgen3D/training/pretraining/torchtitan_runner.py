@@ -35,6 +35,7 @@ from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigE
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.config.loading import load_job_config
 from molgen3D.training.pretraining.config.resolve_paths import MolGenPaths
+from molgen3D.training.pretraining.dataprocessing.line_index import check_gzip_shards
 from molgen3D.training.pretraining.run_layout import RunLayout
 from molgen3D.training.pretraining.wsds import plot_schedule
 
@@ -197,7 +198,7 @@ def _check_resume_checkpoint(location: Path) -> None:
 
 
 def _check_data(key: str, location: Path | None) -> None:
-    """The loader's own rule (`expand_paths`) decides, so what passes here also loads."""
+    """The loader's own rule (`expand_paths`) decides, so what passes here also loads; gzip shards read whole."""
     try:
         expand_paths(str(location))
     except DataPathError as err:
@@ -206,6 +207,10 @@ def _check_data(key: str, location: Path | None) -> None:
             f"no data at {location} ({err})",
             "prepare it with `molgen3d prepare-data` or point the key at a JSONL file, a folder of *.jsonl or a glob",
         ) from None
+    try:
+        check_gzip_shards(str(location))
+    except DataPathError as err:
+        raise MolGenConfigError(key, str(err).split("; ")[0], "re-create the shard (or use the plain .jsonl)") from None
 
 
 def final_model_args(job_config) -> Any:

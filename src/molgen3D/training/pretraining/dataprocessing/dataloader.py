@@ -15,12 +15,10 @@ it is yielded, so between samples no partly filled sequence exists to be saved.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -28,150 +26,27 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader.incremental_state import _DATASET_STATE
 from torchdata.stateful_dataloader.stateful_dataloader import _StatefulMultiProcessingDataLoaderIter
-from rdkit import Chem
-from rdkit.rdBase import BlockLogs
 from torchtitan.components.dataloader import ParallelAwareDataloader
 
-from molgen3D.chem.coordinate_format import COORDINATE_BLOCK
-from molgen3D.chem.tagged_text import EOT, format_unit
 from molgen3D.tokenization.load import eot_id, load_tokenizer
 from molgen3D.training.pretraining.dataprocessing.line_index import LineIndex
+from molgen3D.training.pretraining.dataprocessing.pack_counters import (
+    MAX_EXAMPLES,
+    PackCounters,
+    merge_counters,
+    summarize,
+)
 from molgen3D.training.pretraining.dataprocessing.packing import assemble, pick_best_fit
+from molgen3D.training.pretraining.dataprocessing.unit_checks import parse_line
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("canonical_smiles", "embedded_smiles")
-SKIP_REASONS = (
-    "blank_line",  # empty or whitespace-only line
-    "bad_utf8",  # bytes that are not UTF-8
-    "bad_json",  # not a JSON object
-    "missing_field",  # a field of FIELDS absent or not a string
-    "empty_field",  # a field of FIELDS empty or whitespace
-    "too_short",  # embedded_smiles shorter than min_emb_len characters
-    "contains_eot",  # the text holds <|endoftext|>, which would fake a unit boundary
-    "too_long",  # longer than seq_len - 1 tokens with truncate_overflow_units=False
-    "bad_smiles",  # canonical_smiles that RDKit cannot parse (even unsanitized)
-    "bad_coordinates",  # a malformed <x,y,z> block in embedded_smiles
-    "coordinates_mismatch",  # the number of <x,y,z> blocks differs from the atoms of canonical_smiles
-)
-MAX_EXAMPLES = 3
-_STRAY_BRACKET = re.compile(r"<(?!-)|(?<!-)>|,")  # what remains of a broken block; `<-`/`->` are dative bonds
-_SMILES_PARAMS = Chem.SmilesParserParams()
-_SMILES_PARAMS.sanitize = False
-_SMILES_PARAMS.removeHs = False
+MAX_LINE_BYTES = 1 << 16
+"""Default `max_line_bytes` (64 KiB). A conformer line of a drug-like molecule is 1-3 KB (4 decimals); a
+line past 64 KiB would tokenize to well over a 4096-token sample and, read, parsed and tokenized every
+epoch, slows the loader for nothing (a 5 MB line took steps 1-10 from 5,000 to 600 tokens/s)."""
+
 Sample = tuple[dict[str, torch.Tensor], torch.Tensor]
-
-
-def parse_line(raw: bytes, min_emb_len: int) -> tuple[str | None, str | None, str]:
-    """One JSONL line -> `(unit_text, None, "")`, or `(None, reason, detail)` when it is skipped."""
-    if not raw.strip():
-        return None, "blank_line", "blank line"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return None, "bad_utf8", f"byte {err.start} is not UTF-8"
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        return None, "bad_json", f"malformed JSON ({err.msg} at column {err.colno})"
-    if not isinstance(record, dict):
-        return None, "bad_json", f"expected a JSON object, got {type(record).__name__}"
-    values = []
-    for name in FIELDS:
-        value = record.get(name)
-        if not isinstance(value, str):
-            return None, "missing_field", f"field {name!r} is missing or not a string"
-        if not value.strip():
-            return None, "empty_field", f"field {name!r} is empty"
-        values.append(value)
-    canonical, embedded = values
-    if len(embedded) < min_emb_len:
-        return None, "too_short", f"embedded_smiles has {len(embedded)} characters < min_emb_len={min_emb_len}"
-    if EOT in canonical or EOT in embedded:
-        return None, "contains_eot", f"text contains {EOT}"
-    reason, detail = check_unit(canonical, embedded)
-    if reason:
-        return None, reason, detail
-    return format_unit(canonical, embedded), None, ""
-
-
-def check_unit(canonical: str, embedded: str) -> tuple[str, str]:
-    """("", "") for a unit the model should see, else (reason, detail). Cheap on purpose.
-
-    An unsanitized RDKit parse of the SMILES (syntax, not chemistry) and a count of well-formed
-    coordinate blocks against its atoms; the full decode would cost more than tokenizing.
-    """
-    rest, blocks = COORDINATE_BLOCK.subn("", embedded)
-    stray = _STRAY_BRACKET.search(rest)
-    if stray:
-        at = stray.start()
-        return "bad_coordinates", f"malformed coordinate block near {rest[max(0, at - 10) : at + 20]!r}"
-    with BlockLogs():
-        mol = Chem.MolFromSmiles(canonical, _SMILES_PARAMS)
-    if mol is None:
-        return "bad_smiles", f"RDKit cannot parse canonical_smiles {canonical[:80]!r}"
-    if mol.GetNumAtoms() != blocks:
-        return "coordinates_mismatch", f"{blocks} coordinate blocks for {mol.GetNumAtoms()} atoms"
-    return "", ""
-
-
-@dataclass
-class PackCounters:
-    """Cumulative counts of one dataset iterator (one rank, one worker)."""
-
-    lines_read: int = 0
-    """Lines taken from the shard, skipped ones included."""
-    units_read: int = 0
-    """Lines that became units (entered the pending window)."""
-    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
-    """Skipped lines by reason (SKIP_REASONS)."""
-    skip_examples: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in SKIP_REASONS})
-    """The first MAX_EXAMPLES `file:line: detail` per reason."""
-    truncated: int = 0
-    """Units cut to seq_len - 1 tokens."""
-    samples: int = 0
-    """Samples emitted."""
-    units_packed: int = 0
-    """Units inside emitted samples."""
-    tokens: int = 0
-    """Real tokens (units + separators) inside emitted samples."""
-    padding_tokens: int = 0
-    """Padding tokens inside emitted samples."""
-
-
-def merge_counters(states: Iterable[Mapping[str, Any]]) -> PackCounters:
-    """Sum the counters of several workers/ranks (examples: the first MAX_EXAMPLES overall)."""
-    total = PackCounters()
-    for state in states:
-        for name, value in state.items():
-            if name == "skipped":
-                for reason, n in value.items():
-                    total.skipped[reason] = total.skipped.get(reason, 0) + n
-            elif name == "skip_examples":
-                for reason, examples in value.items():
-                    kept = total.skip_examples.setdefault(reason, [])
-                    kept.extend(examples[: MAX_EXAMPLES - len(kept)])
-            else:
-                setattr(total, name, getattr(total, name) + value)
-    return total
-
-
-def summarize(counters: PackCounters) -> dict[str, float]:
-    """Flat numbers for training metrics: totals, padding fraction, skips by reason."""
-    emitted = counters.tokens + counters.padding_tokens
-    out: dict[str, float] = {
-        "samples": counters.samples,
-        "lines_read": counters.lines_read,
-        "units_read": counters.units_read,
-        "units_packed": counters.units_packed,
-        "tokens": counters.tokens,
-        "padding_tokens": counters.padding_tokens,
-        "padding_fraction": counters.padding_tokens / emitted if emitted else 0.0,
-        "truncated": counters.truncated,
-        "skipped_total": sum(counters.skipped.values()),
-    }
-    out.update({f"skipped/{reason}": n for reason, n in counters.skipped.items()})
-    return out
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -205,12 +80,15 @@ class JsonlTaggedPackedDataset(IterableDataset):
         dp_rank: int = 0,
         dp_world_size: int = 1,
         truncate_overflow_units: bool = True,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ):
         super().__init__()
         if seq_len < 2:
             raise ValueError(f"seq_len must be >= 2 (one token and its separator), got {seq_len}")
         if lookahead_limit < 1:
             raise ValueError(f"lookahead_limit must be >= 1, got {lookahead_limit}")
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
         if min_emb_len < 0:
             raise ValueError(f"min_emb_len must be >= 0, got {min_emb_len}")
         if dp_world_size < 1 or not 0 <= dp_rank < dp_world_size:
@@ -224,6 +102,7 @@ class JsonlTaggedPackedDataset(IterableDataset):
         self.dp_rank = dp_rank
         self.dp_world_size = dp_world_size
         self.truncate_overflow_units = truncate_overflow_units
+        self.max_line_bytes = max_line_bytes
         self.index = LineIndex(paths)
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
         self.eot_id = eot_id(self.tokenizer)
@@ -255,6 +134,9 @@ class JsonlTaggedPackedDataset(IterableDataset):
 
     def _unit_ids(self, line: int) -> tuple[list[int] | None, str | None, str]:
         """Token ids of line `line` (truncated if needed), or (None, reason, detail)."""
+        size = self.index.length(line)
+        if size > self.max_line_bytes:
+            return None, "line_too_long", f"{size:,} bytes > max_line_bytes = {self.max_line_bytes:,}"
         text, reason, detail = parse_line(self.index.read(line), self.min_emb_len)
         if reason is not None:
             return None, reason, detail
@@ -384,6 +266,7 @@ class JsonlTaggedPackedDataset(IterableDataset):
             "lookahead_limit": self.lookahead_limit,
             "min_emb_len": self.min_emb_len,
             "truncate_overflow_units": self.truncate_overflow_units,
+            "max_line_bytes": self.max_line_bytes,
             "dp_rank": self.dp_rank,
             "dp_world_size": self.dp_world_size,
             "eot_id": self.eot_id,

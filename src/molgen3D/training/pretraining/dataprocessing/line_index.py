@@ -8,7 +8,8 @@ lazily, at most _MAX_OPEN at a time (data sets have hundreds of shards), are not
 are closed when the index is dropped (nothing else closes them).
 
 A `.jsonl.gz` shard has no byte offsets to seek to, so it is decompressed once into a cache
-($MOLGEN3D_CACHE, default ~/.cache/molgen3d, under jsonl/) as a plain copy named by the shard's
+(`molgen3D.files.cache_root()`: $MOLGEN3D_CACHE, else $XDG_CACHE_HOME/molgen3d, else ~/.cache/molgen3d;
+under jsonl/) as a plain copy named by the shard's
 path, size and mtime; later runs, ranks and workers reuse it, and the index reads the copy while
 messages keep naming the .gz. This costs disk (the uncompressed size), not memory. A folder
 without a `prepare-data` manifest, or whose manifest disagrees with its files, is a warning.
@@ -30,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from molgen3D.datasets.jsonl_paths import DataPathError, data_directories, expand_paths, manifest_problem
+from molgen3D.files import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ def _line_starts(path: Path, progress: tqdm) -> tuple[np.ndarray, int, bool]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MOLGEN3D_CACHE") or "~/.cache/molgen3d").expanduser() / "jsonl"
+    """Where decompressed `.jsonl.gz` copies live: the project's one cache root (`files.cache_root`), `jsonl/`."""
+    return cache_root() / "jsonl"
 
 
 def plain_copy(path: Path) -> Path:
@@ -82,6 +85,18 @@ def plain_copy(path: Path) -> Path:
         ) from None
     os.replace(partial, target)
     return target
+
+
+def check_gzip_shards(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Every file `paths` names, each `.jsonl.gz` decompressed whole into the cache first (CRC and length checked).
+
+    The runner's pre-flight: a truncated or corrupt shard is a `DataPathError` naming the file and
+    the fix before the Trainer starts, and the cached copies it leaves are the ones the loader reads.
+    """
+    files = expand_paths(paths)
+    for f in files:
+        plain_copy(f)
+    return files
 
 
 class LineIndex:
@@ -123,6 +138,12 @@ class LineIndex:
         """`file:line` (1-based) of global line i, for messages."""
         f = self._file_of(i)
         return f"{self.files[f]}:{i - int(self.file_starts[f]) + 1}"
+
+    def length(self, i: int) -> int:
+        """Bytes of global line i (its line ending included), known from the index without reading it."""
+        f = self._file_of(i)
+        end = int(self.offsets[i + 1]) if i + 1 < self.file_starts[f + 1] else int(self.file_sizes[f])
+        return end - int(self.offsets[i])
 
     def read(self, i: int) -> bytes:
         """Raw bytes of global line i without its line ending."""
