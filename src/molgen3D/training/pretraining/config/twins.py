@@ -54,11 +54,12 @@ def read_key(cfg: Any, key: str) -> Any:
     return value
 
 
-def label(cfg: Any, key: str, value: Any) -> str:
-    """`[section] key = value (file:line)` for messages."""
+def label(cfg: Any, key: str, value: Any, meaning: Any = None) -> str:
+    """`[section] key = value (-> meaning) (file:line)` for messages; `meaning`: what the value resolves to."""
     section, _, name = key.rpartition(".")
     where = where_set(cfg, key)
-    return f"[{section}] {name} = {value!r}" + (f" ({where})" if where else "")
+    shown = "" if meaning is None or meaning == value else f" (-> {meaning})"
+    return f"[{section}] {name} = {value!r}{shown}" + (f" ({where})" if where else "")
 
 
 def disagreement(cfg: Any, twin: Twin, source_text: str, other_text: str) -> MolGenConfigError:
@@ -92,11 +93,9 @@ def one_value(
     source = convert(twin.source, raw_source) if source_given and convert else raw_source
     other = convert(twin.other, raw_other) if other_given and convert else raw_other
     if source_given and other_given and not (same(source, other) if same else source == other):
-
-        def shown(key: str, raw: Any, value: Any) -> str:
-            return label(cfg, key, raw) + ("" if raw == value else f" (-> {value})")
-
-        raise disagreement(cfg, twin, shown(twin.source, raw_source, source), shown(twin.other, raw_other, other))
+        raise disagreement(
+            cfg, twin, label(cfg, twin.source, raw_source, source), label(cfg, twin.other, raw_other, other)
+        )
     if source_given:
         return source, twin.source
     if other_given:
