@@ -38,6 +38,7 @@ LAYERS = {
     "molgen3D.training.pretraining.config": 5,
     "molgen3D.training.pretraining.dataprocessing": 5,
     "molgen3D.training.pretraining.run_layout": 6,
+    "molgen3D.training.pretraining.seq_len_check": 6,
     "molgen3D.training.pretraining.torchtitan_model.data": 6,
     "molgen3D.training.pretraining.components": 7,
     "molgen3D.training.pretraining.patches": 8,

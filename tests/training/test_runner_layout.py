@@ -82,9 +82,7 @@ def test_layout_puts_checkpoints_logs_and_wandb_where_the_layout_says(cfg_factor
     assert layout.wandb_dir == repo_root() / "wandb" / "r1"
     assert run_layout.plan_run_layout(cfg, "r1", {"WANDB_DIR": str(tmp_path / "w")}).wandb_dir == tmp_path / "w"
 
-    run_layout.apply_run_layout(cfg, layout)
-    assert cfg.job.dump_folder == str(layout.run_dir) and cfg.metrics.save_tb_folder == str(layout.tb_dir)
-    assert cfg.molgen_run.run_name == "r1"
+    assert cfg.molgen_resolved.paths.runs_root == tmp_path / "ckpts"
     run_layout.ensure_run_dirs(layout, wandb=False)
     assert layout.run_dir.is_dir() and layout.log_dir.is_dir() and not layout.wandb_dir.exists()
 
@@ -161,13 +159,6 @@ def test_ranks_under_torchrun_adopt_the_first_generated_name():
 # ---------------------------------------------------------------- pre-flight checks
 
 
-def _with_tokenizer(tmp_path: Path) -> Path:
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    (tok / "tokenizer.json").write_text("{}")
-    return tok
-
-
 def _check(cfg):
     runner.check_inputs(cfg, resolve_molgen_paths(cfg))
 
@@ -178,8 +169,8 @@ def test_missing_tokenizer_is_reported_with_how_to_build_it(cfg_factory, tmp_pat
     assert info.value.key == "molgen_run.tokenizer_tag" and "build-tokenizer" in str(info.value)
 
 
-def test_missing_data_is_reported_with_how_to_prepare_it(cfg_factory, tmp_path):
-    tok = _with_tokenizer(tmp_path)
+def test_missing_data_is_reported_with_how_to_prepare_it(cfg_factory, tmp_path, compact_tokenizer_dir):
+    tok = compact_tokenizer_dir
     _check(cfg_factory("--molgen_run.tokenizer_tag", str(tok)))  # the committed fixture passes
     with pytest.raises(MolGenConfigError) as info:
         _check(
@@ -193,8 +184,8 @@ def test_missing_data_is_reported_with_how_to_prepare_it(cfg_factory, tmp_path):
     assert info.value.key == "validation.dataset_path"
 
 
-def test_hf_pretrain_never_downloads(cfg_factory, tmp_path):
-    tok = _with_tokenizer(tmp_path)
+def test_hf_pretrain_never_downloads(cfg_factory, tmp_path, compact_tokenizer_dir):
+    tok = compact_tokenizer_dir
     cfg = cfg_factory(
         "--molgen_run.tokenizer_tag",
         str(tok),
@@ -219,8 +210,8 @@ def _save_dcp(step_dir: Path, *, model_only: bool = False) -> None:
     dcp.save(state, checkpoint_id=str(step_dir), no_dist=True)
 
 
-def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
-    tok = _with_tokenizer(tmp_path)
+def test_resume_needs_a_saved_step(cfg_factory, tmp_path, compact_tokenizer_dir):
+    tok = compact_tokenizer_dir
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint").mkdir(parents=True)
     args = (
@@ -238,9 +229,9 @@ def test_resume_needs_a_saved_step(cfg_factory, tmp_path):
     _check(cfg_factory(*args))
 
 
-def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path):
+def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path, compact_tokenizer_dir):
     """Only torn step folders: TorchTitan would skip them all and silently train from random weights."""
-    tok = _with_tokenizer(tmp_path)
+    tok = compact_tokenizer_dir
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint" / "step-4").mkdir(parents=True)  # a save that never finished: no .metadata
     resume = (
@@ -262,9 +253,9 @@ def test_resume_rejects_torn_checkpoints(cfg_factory, tmp_path):
         _check(cfg_factory(*resume, str(run_dir / "checkpoint" / "step-4")))  # a named torn step stays an error
 
 
-def test_resume_rejects_a_run_whose_only_step_is_model_only(cfg_factory, tmp_path):
+def test_resume_rejects_a_run_whose_only_step_is_model_only(cfg_factory, tmp_path, compact_tokenizer_dir):
     """A finished run's last save holds weights only: extending it must resume from a full DCP."""
-    tok = _with_tokenizer(tmp_path)
+    tok = compact_tokenizer_dir
     run_dir = tmp_path / "run"
     _save_dcp(run_dir / "checkpoint" / "step-6", model_only=True)
     resume = (
@@ -293,10 +284,12 @@ def test_cli_reports_a_missing_toml(tmp_path, capsys):
     assert "none.toml does not exist" in capsys.readouterr().err
 
 
-def test_an_empty_data_folder_fails_before_the_trainer_with_the_loaders_rule(cfg_factory, tmp_path):
+def test_an_empty_data_folder_fails_before_the_trainer_with_the_loaders_rule(
+    cfg_factory, tmp_path, compact_tokenizer_dir
+):
     """The pre-flight check uses the loader's own rule: a folder without *.jsonl is a config error, not a crash
     inside the Trainer."""
-    tok = _with_tokenizer(tmp_path)
+    tok = compact_tokenizer_dir
     empty = tmp_path / "empty_split"
     empty.mkdir()
     (empty / "notes.txt").write_text("not JSONL")

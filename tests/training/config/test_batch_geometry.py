@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from molgen3D.training.pretraining.config.batch_geometry import (
-    apply_launch_geometry,
     hsdp_degrees,
     BatchGeometryError,
     describe,
@@ -88,23 +87,27 @@ def test_hsdp_degrees():
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 4])
-def test_apply_to_the_real_config_before_anything_is_built(nodes):
+def test_the_real_config_at_load_before_anything_is_built(nodes, monkeypatch, caplog):
     """The 0.6B config at load: HSDP degrees and the batch in force for 1, 2, 4 nodes of 8 GPUs."""
     from molgen3D.training.pretraining.config.loading import load_job_config
 
-    cfg = load_job_config(QWEN3_06B_TOML)
-    lines = []
-    env = {"WORLD_SIZE": str(8 * nodes), "LOCAL_WORLD_SIZE": "8"}
-    g = apply_launch_geometry(cfg, env, log=lines.append)
+    monkeypatch.setenv("WORLD_SIZE", str(8 * nodes))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with caplog.at_level("INFO"):
+        cfg = load_job_config(QWEN3_06B_TOML)
+    g = cfg.molgen_resolved.batch
     assert cfg.training.global_batch_size == g.global_batch == (48 if nodes == 1 else 64)
+    assert cfg.molgen_resolved.hsdp_degrees == (nodes, 8)
     assert (cfg.parallelism.data_parallel_replicate_degree, cfg.parallelism.data_parallel_shard_degree) == (nodes, 8)
-    assert lines and f"dp {8 * nodes}" in lines[0]
+    assert f"dp {8 * nodes}" in caplog.text
 
 
-def test_exact_rule_fails_at_load_naming_keys():
+def test_exact_rule_fails_at_load_naming_keys(monkeypatch):
+    from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
     from molgen3D.training.pretraining.config.loading import load_job_config
 
-    cfg = load_job_config(QWEN3_06B_TOML, ["--training.global_batch_rounding", "exact"])
-    with pytest.raises(BatchGeometryError) as info:
-        apply_launch_geometry(cfg, {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"})
-    assert info.value.key == "training.global_batch_size" and "where it divides: 1, 3" in info.value.problem
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with pytest.raises(MolGenConfigError) as info:
+        load_job_config(QWEN3_06B_TOML, ["--training.global_batch_rounding", "exact"])
+    assert info.value.key == "training.global_batch_size" and "where it divides: 1, 3" in str(info.value)

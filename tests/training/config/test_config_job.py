@@ -59,7 +59,7 @@ def test_real_gpu_config_loads_with_the_facts_of_the_run():
     ) == (8e-4, 0.9, 0.95, 1e-8, 0.1)
     assert cfg.training.max_norm == 1.0 and cfg.training.mixed_precision_param == "bfloat16"
     wsds = cfg.lr_scheduler.wsds
-    assert wsds is not None and wsds.checkpoints == [30000, 60000, 90000, 120000, 150000]
+    assert wsds is not None and wsds.checkpoints == (30000, 60000, 90000, 120000, 150000)
     assert (wsds.warmup_steps, wsds.lr_min, wsds.decay_frac, wsds.lr_max) == (500, 0.0, 0.1, 8e-4)
     # Fast GPU defaults (reasons in the TOML and docs/GPU.md): saves every 2,500 steps, validation
     # and probe within ~3% of training time, no recompute, compile on, a timeout that fits a save.
@@ -73,7 +73,8 @@ def test_real_gpu_config_loads_with_the_facts_of_the_run():
     assert cfg.checkpoint.initial_load_path == "Qwen/Qwen3-0.6B-Base"
     assert cfg.checkpoint.initial_load_model_only and cfg.checkpoint.initial_load_in_hf
     root = repo_root()
-    assert cfg.molgen_run.tokenizer_tag == str(root / "artifacts" / "tokenizers" / "qwen3_0.6b_custom")
+    assert cfg.molgen_resolved.tokenizer_dir == root / "artifacts" / "tokenizers" / "qwen3_0.6b_custom"
+    assert cfg.model.hf_assets_path == "Qwen/Qwen3-0.6B-Base", "hf_assets_path follows base_model_tag"
     assert cfg.training.dataset_path == str(root / "artifacts" / "data" / "embedded" / "train")
     assert cfg.validation.dataset_path == str(root / "artifacts" / "data" / "embedded" / "valid")
     assert cfg.job.dump_folder == str(root / "artifacts" / "ckpts" / "qwen3_06b")
@@ -83,7 +84,7 @@ def test_cpu_default_config_loads_as_a_small_fp32_wsds_run():
     cfg = load_job_config(PRETRAIN / "cpu_tiny.toml")
     assert cfg.model.flavor == "tiny" and cfg.molgen_run.init_mode == "scratch"
     assert cfg.training.mixed_precision_param == "float32" and cfg.training.dtype == "float32"
-    assert cfg.molgen_run.tokenizer_tag.endswith("tokenizers/molgen_cpu")
+    assert str(cfg.molgen_resolved.tokenizer_dir).endswith("tokenizers/molgen_cpu")
     assert cfg.training.dataset_path.endswith("data/embedded_cpu/train")
     assert len(cfg.lr_scheduler.wsds.checkpoints) == 2 and cfg.lr_scheduler.wsds.checkpoints[-1] == cfg.training.steps
     assert cfg.checkpoint.enable and cfg.checkpoint.last_save_in_hf and cfg.validation.enable
@@ -97,16 +98,16 @@ def test_cli_overrides_reach_the_molgen_sections():
         FIXTURE_TOML,
         ["--wsds_scheduler.checkpoints", "4", "6", "--optimizer.lr", "1e-3", "--molgen_run.run_name", "fixed"],
     )
-    assert cfg.lr_scheduler.wsds.checkpoints == [4, 6]
-    assert cfg.optimizer.lr == cfg.lr_scheduler.wsds.lr_max == 1e-3
-    assert cfg.molgen_run.run_name == "fixed"
+    assert cfg.lr_scheduler.wsds.checkpoints == (4, 6)
+    assert cfg.optimizer.lr == cfg.lr_scheduler.wsds.lr_max == cfg.molgen_resolved.lr == 1e-3
+    assert cfg.molgen_resolved.run_name == "fixed"
 
 
 def test_finalize_runs_once():
     cfg = load_job_config(FIXTURE_TOML)
     cfg.wsds_scheduler.checkpoints = [999]  # would be rejected if validated again
     assert finalize_job_config(cfg) is cfg
-    assert cfg.lr_scheduler.wsds.checkpoints == [3, 6]
+    assert cfg.lr_scheduler.wsds.checkpoints == (3, 6)
 
 
 # ---------------------------------------------------------------- unknown keys and bad values
@@ -215,8 +216,8 @@ def test_resume_keeps_the_run_name_and_loads_its_dcp(tmp_path, suffix, load_step
     cfg = load_job_config(
         FIXTURE_TOML, ["--molgen_run.init_mode", "resume", "--molgen_run.resume_run_path_tag", str(run_dir / suffix)]
     )
-    assert cfg.molgen_run.run_name == "241001-1200-abcd-first"
-    assert cfg.checkpoint.load_step == load_step
+    assert cfg.molgen_resolved.run_name == "241001-1200-abcd-first"
+    assert cfg.checkpoint.load_step == cfg.molgen_resolved.initial_load.load_step == load_step
     assert cfg.checkpoint.initial_load_model_only is False and cfg.checkpoint.initial_load_in_hf is False
     paths = resolve_molgen_paths(cfg)
     assert paths.resume_run_dir == run_dir
@@ -250,20 +251,28 @@ def test_resume_rejects_a_different_run_name(tmp_path):
 # ---------------------------------------------------------------- scheduler settings
 
 
-def test_warmup_steps_must_agree_and_the_message_points_at_the_line(tmp_path):
+def test_warmup_steps_given_twice_and_different_is_an_error_naming_both_lines(tmp_path):
     toml = edited(
         tmp_path,
         ("[wsds_scheduler]\nenable = true\nwarmup_steps = 2", "[wsds_scheduler]\nenable = true\nwarmup_steps = 1"),
     )
     err = config_error(toml)
-    assert err.key == "wsds_scheduler.warmup_steps"
-    line = toml.read_text().splitlines().index("warmup_steps = 1") + 1
-    assert f"{toml}:{line}" in str(err) and "[lr_scheduler] warmup_steps = 2" in str(err)
+    lines = toml.read_text().splitlines()
+    wsds_line, titan_line = lines.index("warmup_steps = 1") + 1, lines.index("warmup_steps = 2") + 1
+    assert err.key == "lr_scheduler.warmup_steps", "the derived statement is the one in error"
+    assert str(err).startswith(f"[lr_scheduler] warmup_steps ({toml}:{titan_line}): ")
+    assert f"[wsds_scheduler] warmup_steps = 1 ({toml}:{wsds_line})" in str(err)
+    assert f"[lr_scheduler] warmup_steps = 2 ({toml}:{titan_line})" in str(err)
 
 
-def test_one_warmup_setting_fills_the_other(tmp_path):
-    cfg = load_job_config(edited(tmp_path, ("[lr_scheduler]\nwarmup_steps = 2", "[lr_scheduler]")))
-    assert cfg.lr_scheduler.warmup_steps == cfg.wsds_scheduler.warmup_steps == 2
+@pytest.mark.parametrize("kept", ["[lr_scheduler]", "[wsds_scheduler]"])
+def test_one_warmup_setting_fills_the_other(tmp_path, kept):
+    drop = {
+        "[lr_scheduler]": ("[wsds_scheduler]\nenable = true\nwarmup_steps = 2", "[wsds_scheduler]\nenable = true"),
+        "[wsds_scheduler]": ("[lr_scheduler]\nwarmup_steps = 2", "[lr_scheduler]"),
+    }[kept]
+    cfg = load_job_config(edited(tmp_path, drop))
+    assert cfg.lr_scheduler.warmup_steps == cfg.molgen_resolved.warmup_steps == cfg.lr_scheduler.wsds.warmup_steps == 2
 
 
 @pytest.mark.parametrize(
@@ -301,12 +310,13 @@ def test_disabled_wsds_is_checked_except_for_warmup(tmp_path):
     err = config_error(edited(tmp_path, off, ("decay_frac = 0.5", "decay_frac = 0.0")))
     assert err.key == "wsds_scheduler.decay_frac"
     cfg = load_job_config(edited(tmp_path, off, ("checkpoints = [3, 6]", "checkpoints = [2, 6]")))
-    assert cfg.lr_scheduler.wsds is None and cfg.wsds_scheduler.checkpoints == [2, 6]
+    assert cfg.lr_scheduler.wsds is None and cfg.wsds_scheduler.checkpoints == [2, 6], "the TOML is left as read"
 
 
 def test_empty_wsds_checkpoints_mean_one_decay_at_the_end(tmp_path):
     cfg = load_job_config(edited(tmp_path, ("checkpoints = [3, 6]", "checkpoints = []")))
-    assert cfg.lr_scheduler.wsds.checkpoints == [cfg.training.steps]
+    assert cfg.lr_scheduler.wsds.checkpoints == (cfg.training.steps,)
+    assert cfg.molgen_resolved.decay_end_steps == (cfg.training.steps,)
 
 
 def test_disabled_wsds_leaves_torchtitans_scheduler():
@@ -321,12 +331,16 @@ def test_disabled_wsds_leaves_torchtitans_scheduler():
 def test_learning_rate_is_one_setting(tmp_path, lr_line, lr_max_line, expected):
     toml = edited(tmp_path, ("lr = 3e-3", lr_line), ("lr_min = 0.0", f"lr_min = 0.0\n{lr_max_line}"))
     cfg = load_job_config(toml)
-    assert cfg.optimizer.lr == cfg.wsds_scheduler.lr_max == cfg.lr_scheduler.wsds.lr_max == expected
+    assert cfg.optimizer.lr == cfg.molgen_resolved.lr == cfg.lr_scheduler.wsds.lr_max == expected
 
 
-def test_conflicting_learning_rates_are_an_error(tmp_path):
-    err = config_error(edited(tmp_path, ("lr_min = 0.0", "lr_min = 0.0\nlr_max = 1e-3")))
-    assert err.key == "wsds_scheduler.lr_max" and "[optimizer] lr = 0.003" in str(err)
+def test_conflicting_learning_rates_are_an_error_naming_both_lines(tmp_path):
+    toml = edited(tmp_path, ("lr_min = 0.0", "lr_min = 0.0\nlr_max = 1e-3"))
+    err = config_error(toml)
+    lines = toml.read_text().splitlines()
+    assert err.key == "wsds_scheduler.lr_max"
+    assert f"[optimizer] lr = 0.003 ({toml}:{lines.index('lr = 3e-3') + 1})" in str(err)
+    assert f"[wsds_scheduler] lr_max = 0.001 ({toml}:{lines.index('lr_max = 1e-3') + 1})" in str(err)
 
 
 # ---------------------------------------------------------------- data, tokenizer, lengths
@@ -365,7 +379,8 @@ def test_train_data_named_twice_must_agree():
     err = config_error(FIXTURE_TOML, ["--molgen_data.train_path_key", "data:fixture_valid"])
     assert err.key == "molgen_data.train_path_key"
     cfg = load_job_config(FIXTURE_TOML, ["--molgen_data.train_path_key", "data:fixture_train"])
-    assert cfg.training.dataset_path == cfg.molgen_data.train_path_key
+    assert cfg.training.dataset_path == str(cfg.molgen_resolved.paths.train_data)
+    assert cfg.molgen_data.train_path_key == "data:fixture_train", "the TOML is left as read"
 
 
 def test_enabled_validation_needs_data(tmp_path):
@@ -409,16 +424,17 @@ def test_dump_folder_plain_paths(tmp_path, monkeypatch):
 
 def test_seed_flows_to_torchtitan_and_the_loader():
     cfg = load_job_config(FIXTURE_TOML, ["--training.seed", "7"])
-    assert cfg.debug.seed == 7 and cfg.molgen_data.seed == 7
+    assert cfg.debug.seed == cfg.molgen_resolved.seed == cfg.molgen_resolved.data_seed == 7
     err = config_error(FIXTURE_TOML, ["--training.seed", "7", "--debug.seed", "8"])
-    assert err.key == "training.seed"
+    assert err.key == "debug.seed" and "[training] seed = 7 (command-line override --training.seed)" in str(err)
 
 
 def test_dataloader_options_are_one_setting():
     cfg = load_job_config(FIXTURE_TOML, ["--molgen_data.num_workers", "2"])
-    assert cfg.training.dataloader.num_workers == 2 and cfg.molgen_data.prefetch_factor == 2
+    assert cfg.training.dataloader.num_workers == 2 and cfg.molgen_resolved.loader.prefetch_factor == 2
+    assert cfg.training.dataloader.prefetch_factor == 2
     err = config_error(FIXTURE_TOML, ["--molgen_data.num_workers", "2", "--training.dataloader.num_workers", "3"])
-    assert err.key == "molgen_data.num_workers"
+    assert err.key == "training.dataloader.num_workers" and "[molgen_data] num_workers = 2" in str(err)
     err = config_error(FIXTURE_TOML, ["--molgen_data.persistent_workers", "True"])
     assert err.key == "molgen_data.persistent_workers"
 

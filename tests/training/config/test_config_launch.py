@@ -40,4 +40,4 @@ def test_steps_past_the_last_decay_end_are_refused(tmp_path):
     text = str(info.value)
     assert "steps 7-10 would train at lr_min = 0.0" in text and "checkpoints = [3, 6, 10]" in text
     cfg = load_job_config(FIXTURE_TOML, ["--training.steps", "10", "--wsds_scheduler.checkpoints", "3", "6", "10"])
-    assert cfg.lr_scheduler.wsds.checkpoints == [3, 6, 10]
+    assert cfg.lr_scheduler.wsds.checkpoints == (3, 6, 10)

@@ -20,7 +20,7 @@ def test_finalize_attaches_one_frozen_result(make_tiny_toml):
     assert isinstance(result, MolGenResolved) and resolved(cfg) is result
     assert result.tokenizer_dir == result.paths.tokenizer_dir and result.tokenizer_dir.is_absolute()
     assert cfg.lr_scheduler.wsds is result.wsds, "the LR builder reads the very schedule finalize built"
-    assert result.wsds.checkpoints == [3, 6] and result.decay_end_steps == (3, 6)
+    assert result.wsds.checkpoints == (3, 6) and result.decay_end_steps == (3, 6)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.wsds = None
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -39,7 +39,7 @@ def test_consumers_never_resolve_paths_again(make_tiny_toml, monkeypatch):
     monkeypatch.setattr(resolve_paths, "resolve_molgen_paths", refuse)
     monkeypatch.setattr(finalize, "resolve_molgen_paths", refuse)
     layout = run_layout.plan_run_layout(cfg, "once", {})
-    assert layout.run_dir == cfg.molgen_resolved.paths.dump_folder / "once"
+    assert layout.run_dir == cfg.molgen_resolved.paths.runs_root / "once"
     assert qwen3_custom.build_molgen_tokenizer(cfg).eos_id is not None
     loader = build_molgen_dataloader(1, 0, None, cfg)
     assert Path(loader.dataset.index.files[0]).parent == cfg.molgen_resolved.paths.train_data

@@ -6,8 +6,9 @@ Layout:
     <logs_root>/pretrain_logs/<run-name>/runtime.log and tb/
     <repo>/wandb/<run-name>                         WandB files (unless $WANDB_DIR is set)
 
-Planning is pure (name and paths from config, environment and clock); `apply_run_layout`
-writes the plan into the job config and `ensure_run_dirs` creates the folders.
+Planning is pure (name and paths from the resolved config, environment and clock);
+`config.finalize.write_titan_config(job_config, layout)` then writes TorchTitan's fields
+once, with the run dir as `job.dump_folder`, and `ensure_run_dirs` creates the folders.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ def check_run_name(name: str, key: str) -> str:
 
 
 def choose_run_name(job_config, run_desc: str | None, env: Mapping[str, str], now: datetime, token: str) -> str:
-    """molgen_run.run_name (set by finalize for resume), else $WANDB_RUN_NAME, else a new dated name; conflicts
-    are errors."""
-    fixed = job_config.molgen_run.run_name
+    """The resolved fixed name (a resumed run's, or [molgen_run] run_name), else $WANDB_RUN_NAME, else a new
+    dated name; conflicts are errors."""
+    fixed = resolved(job_config).run_name
     from_env = env.get(RUN_NAME_ENV) or None
     if fixed and from_env and fixed != from_env:
         what = "the resumed run's name" if job_config.molgen_run.init_mode == "resume" else "[molgen_run] run_name"
@@ -92,13 +93,10 @@ def choose_run_name(job_config, run_desc: str | None, env: Mapping[str, str], no
 
 
 def plan_run_layout(job_config, run_name: str, env: Mapping[str, str]) -> RunLayout:
-    """Paths of the run `run_name` under a finalized config (a resumed run keeps its own directory).
-
-    `molgen_run.logs_root` is already absolute after finalize_job_config.
-    """
+    """Paths of the run `run_name` under a finalized config (a resumed run keeps its own directory)."""
     paths = resolved(job_config).paths
-    run_dir = paths.resume_run_dir if paths.resume_run_dir is not None else paths.dump_folder / run_name
-    log_dir = Path(job_config.molgen_run.logs_root) / "pretrain_logs" / run_name
+    run_dir = paths.resume_run_dir if paths.resume_run_dir is not None else paths.runs_root / run_name
+    log_dir = paths.logs_root / "pretrain_logs" / run_name
     wandb_dir = Path(env["WANDB_DIR"]) if env.get("WANDB_DIR") else path_aliases.repo_root() / "wandb" / run_name
     return RunLayout(
         run_name=run_name,
@@ -110,13 +108,6 @@ def plan_run_layout(job_config, run_name: str, env: Mapping[str, str]) -> RunLay
         tb_dir=log_dir / job_config.metrics.save_tb_folder,
         wandb_dir=wandb_dir,
     )
-
-
-def apply_run_layout(job_config, layout: RunLayout) -> None:
-    """Point TorchTitan at the planned folders (dump folder = run dir; TensorBoard under the log dir)."""
-    job_config.job.dump_folder = str(layout.run_dir)
-    job_config.metrics.save_tb_folder = str(layout.tb_dir)
-    job_config.molgen_run.run_name = layout.run_name
 
 
 def ensure_run_dirs(layout: RunLayout, *, wandb: bool) -> None:

@@ -1,7 +1,8 @@
 """Run one TorchTitan pretraining job from a MolGen3D TOML: `molgen3d pretrain` / `python -m ...torchtitan_runner`.
 
-load + finalize the config -> check inputs -> name the run and lay out its folders -> export the
-run's environment -> runtime.log banner + run_meta.json -> TorchTitan Trainer -> summary.
+read + finalize the config -> check inputs (files, seq_len against a sample of the units) -> name
+the run and lay out its folders -> write TorchTitan's fields once (`write_titan_config`) -> export
+the run's environment -> runtime.log banner + run_meta.json -> TorchTitan Trainer -> summary.
 Works under torchrun (one process per rank) and in-process (tests, the demo): it fills the
 single-process rendezvous variables itself, and restores the environment and logging afterwards
 so it can run twice in one interpreter.
@@ -33,8 +34,9 @@ from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
 from molgen3D.training.pretraining import run_layout
 from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 from molgen3D.training.pretraining.config.finalize import resolved
-from molgen3D.training.pretraining.config.loading import load_job_config
+from molgen3D.training.pretraining.config.loading import read_job_config
 from molgen3D.training.pretraining.config.resolve_paths import MolGenPaths
+from molgen3D.training.pretraining.config.finalize import write_titan_config
 from molgen3D.training.pretraining.dataprocessing.line_index import check_gzip_shards
 from molgen3D.training.pretraining.run_layout import RunLayout
 from molgen3D.training.pretraining.wsds import plot_schedule
@@ -87,19 +89,18 @@ def cli(argv: list[str]) -> int:
 
 def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrides: Sequence[str] = ()) -> RunResult:
     """Train as the TOML (plus `--section.key value` overrides) says; raises MolGenConfigError on bad config."""
-    job_config = load_job_config(train_toml, overrides)
-    settled = resolved(job_config)
-    paths = settled.paths
-    check_inputs(job_config, paths)
+    job_config = read_job_config(train_toml, overrides)
+    paths = resolved(job_config).paths
+    warnings = check_inputs(job_config, paths)
     model_args = final_model_args(job_config)
 
     with _scoped_env(_rendezvous_defaults(os.environ)) as env:
         rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
         run_name = run_layout.choose_run_name(job_config, run_desc, env, datetime.now(), run_layout.new_token())
-        if world_size > 1 and not (job_config.molgen_run.run_name or env.get(run_layout.RUN_NAME_ENV)):
+        if world_size > 1 and not (resolved(job_config).run_name or env.get(run_layout.RUN_NAME_ENV)):
             run_name = _agree_on_run_name(run_name, env)
         layout = run_layout.plan_run_layout(job_config, run_name, env)
-        run_layout.apply_run_layout(job_config, layout)
+        settled = write_titan_config(job_config, layout)
         run_layout.ensure_run_dirs(layout, wandb=job_config.metrics.enable_wandb)
         with (
             _scoped_env(run_layout.run_environment(layout, env)),
@@ -107,6 +108,8 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
         ):
             if rank == 0:
                 logging.getLogger().info(startup_banner(job_config, layout, paths, world_size))
+                for line in warnings:
+                    logging.getLogger().warning(line)
                 write_run_meta(layout, job_config, model_args, paths)
                 if settled.wsds is not None:
                     plot_schedule(settled.wsds, job_config.training.steps, layout.run_dir / "lr_schedule.png")
@@ -133,10 +136,12 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
 # ---------------------------------------------------------------- checks before training
 
 
-def check_inputs(job_config, paths: MolGenPaths) -> None:
-    """Everything the run reads must exist before the Trainer starts; errors name the key and how to make it."""
+def check_inputs(job_config, paths: MolGenPaths) -> list[str]:
+    """Everything the run reads must exist and seq_len must fit the units before the Trainer starts; errors name
+    the key and how to make it. Returns the warnings to show (a small share of units longer than seq_len)."""
     from molgen3D.training.pretraining.device_check import NoAcceleratorError, check_device
     from molgen3D.training.pretraining.patches import accelerator_available
+    from molgen3D.training.pretraining.seq_len_check import check_seq_len
 
     try:
         check_device(job_config.model.flavor, job_config.molgen_run.allow_cpu, accelerator_available())
@@ -173,6 +178,8 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
             )
     if mode == "resume":
         _check_resume_checkpoint(paths.resume_checkpoint)
+    warning = check_seq_len(job_config, paths)
+    return [warning] if warning else []
 
 
 def _check_resume_checkpoint(location: Path) -> None:
@@ -240,24 +247,22 @@ def final_model_args(job_config) -> Any:
 
 
 def startup_banner(job_config, layout: RunLayout, paths: MolGenPaths, world_size: int) -> str:
-    c = job_config
+    c, r = job_config, resolved(job_config)
     lines = [
         "=" * 72,
         f"MolGen3D pretraining run {layout.run_name}",
         f"  model         {c.model.name} / {c.model.flavor}, init_mode {c.molgen_run.init_mode}"
-        + (f" from {c.checkpoint.initial_load_path}" if c.checkpoint.initial_load_path else ""),
+        + (f" from {r.initial_load.path}" if r.initial_load.path else ""),
         f"  tokenizer     {paths.tokenizer_dir}",
         f"  train data    {paths.train_data}",
         f"  valid data    {paths.valid_data if c.validation.enable else '(validation off)'}",
-        f"  steps         {c.training.steps}, seq_len {c.training.seq_len}, "
-        f"local batch {c.training.local_batch_size}, global batch "
-        + (f"{c.training.global_batch_size}" if c.training.global_batch_size > 0 else "local x data-parallel degree")
-        + f", world size {world_size}",
-        f"  lr            {c.optimizer.lr}, "
+        f"  steps         {c.training.steps}, seq_len {r.seq_len}, "
+        f"local batch {r.batch.local_batch}, global batch {r.batch.global_batch}, world size {world_size}",
+        f"  lr            {r.lr}, "
         + (
-            f"WSDS warmup {c.wsds_scheduler.warmup_steps}, decay ends {c.wsds_scheduler.checkpoints}"
-            if c.lr_scheduler.wsds
-            else f"TorchTitan scheduler, warmup {c.lr_scheduler.warmup_steps}"
+            f"WSDS warmup {r.warmup_steps}, decay ends {list(r.wsds.checkpoints)}"
+            if r.wsds
+            else f"TorchTitan scheduler, warmup {r.warmup_steps}"
         ),
         f"  run dir       {layout.run_dir}",
         f"  checkpoints   {layout.checkpoint_dir}" + ("" if c.checkpoint.enable else " (checkpointing off)"),
@@ -270,6 +275,7 @@ def startup_banner(job_config, layout: RunLayout, paths: MolGenPaths, world_size
     ]
     if c.job.print_config:
         lines.append("Resolved config:\n" + json.dumps(config_dict(c), indent=2, default=str))
+        lines.append("MolGen3D resolved values:\n" + json.dumps(dataclasses.asdict(r), indent=2, default=str))
     return "\n".join(lines)
 
 
@@ -286,6 +292,7 @@ def write_run_meta(layout: RunLayout, job_config, model_args: Any, paths: MolGen
         "model_args": dataclasses.asdict(model_args),
         "tokenizer_dir": str(paths.tokenizer_dir),
         "job_config": config_dict(job_config),
+        "molgen_resolved": dataclasses.asdict(resolved(job_config)),
     }
     tmp = layout.run_meta.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")

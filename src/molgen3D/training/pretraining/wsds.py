@@ -46,8 +46,8 @@ class WSDSSchedule:
     """A valid WSDS schedule; building one with a bad argument raises `WSDSArgumentError`."""
 
     warmup_steps: int
-    checkpoints: list[int]
-    """Decay ends T1 < T2 < ..., optimizer steps at which the lr reaches lr_min."""
+    checkpoints: tuple[int, ...]
+    """Decay ends T1 < T2 < ..., optimizer steps at which the lr reaches lr_min (any sequence; kept as a tuple)."""
     lr_max: float
     lr_min: float
     decay_frac: float | None = None
@@ -59,16 +59,16 @@ class WSDSSchedule:
             raise WSDSArgumentError(
                 "checkpoints", "is empty", "list the steps at which an annealed model is wanted, e.g. [30000, 60000]"
             )
-        points = list(self.checkpoints)
+        points = tuple(self.checkpoints)
         object.__setattr__(self, "checkpoints", points)
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in points):
             raise WSDSArgumentError(
-                "checkpoints", f"must be integers >= 1, got {points}", "list optimizer steps, e.g. [30000, 60000]"
+                "checkpoints", f"must be integers >= 1, got {list(points)}", "list optimizer steps, e.g. [30000, 60000]"
             )
         if any(b <= a for a, b in zip(points, points[1:])):
             raise WSDSArgumentError(
                 "checkpoints",
-                f"must be strictly increasing (sorted and unique), got {points}",
+                f"must be strictly increasing (sorted and unique), got {list(points)}",
                 f"write them in increasing order without repeats: {sorted(set(points))}",
             )
         if points[0] <= self.warmup_steps:
@@ -105,7 +105,7 @@ class WSDSSchedule:
             raise ValueError("wsds_scheduler.lr_max is unset: pass base_lr (the [optimizer].lr) to build the schedule")
         return cls(
             warmup_steps=section.warmup_steps,
-            checkpoints=list(section.checkpoints),
+            checkpoints=tuple(section.checkpoints),
             lr_max=float(lr_max),
             lr_min=float(section.lr_min),
             decay_frac=None if section.decay_frac is None else float(section.decay_frac),

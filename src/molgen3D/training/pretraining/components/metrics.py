@@ -217,6 +217,7 @@ class MolGenMetricsProcessor(MetricsProcessor):
                 f"units/s: {metrics['throughput(units/s)']:.1f}",
                 f"padding: {100 * window['padding_fraction']:.1f}%",
                 f"skipped: {int(window['skipped_total'])}",
+                f"truncated: {int(window['truncated'])}",
             ]
         parts += [
             f"{c.cyan}tflops: {tflops:,.3f}",

@@ -69,9 +69,10 @@ class MolGenValidator(BaseValidator):
         self.maybe_enable_amp = maybe_enable_amp
         self.metrics_processor = metrics_processor
         self.max_batches = None if v.steps == -1 else v.steps
-        self.seq_len = v.seq_len or job_config.training.seq_len
+        self.settled = resolved(job_config)
+        self.seq_len = self.settled.valid_seq_len
         self.batch_size = v.local_batch_size
-        self.paths = resolved(job_config).paths
+        self.paths = self.settled.paths
         self.loader = build_molgen_dataloader(
             dp_world_size,
             dp_rank,
@@ -161,7 +162,7 @@ class MolGenValidator(BaseValidator):
         budget is cut to what the longest prompt leaves.
         """
         v = self.job_config.validation
-        seed = int(self.job_config.molgen_data.seed)
+        seed = self.settled.data_seed
         if self._references is None:
             self._references = training_probe.load_references(
                 self.paths.valid_data, v.sample_conformers_molecules, seed
@@ -172,7 +173,7 @@ class MolGenValidator(BaseValidator):
             (len(tokenizer.encode(format_prompt(smiles), add_special_tokens=False)) for smiles, _ in self._references),
             default=0,
         )
-        budget = min(v.sample_max_new_tokens, self.job_config.training.seq_len - longest_prompt)
+        budget = min(v.sample_max_new_tokens, self.settled.seq_len - longest_prompt)
         if budget < 1:
             logger.warning(f"conformer sampling skipped: a prompt of {longest_prompt} tokens fills training.seq_len")
             return {}

@@ -171,13 +171,17 @@ def hsdp_degrees(world_size: int, per_node: int) -> tuple[int, int]:
     return world_size // per_node, per_node
 
 
-def apply_launch_geometry(cfg, env: Mapping[str, str], log=None) -> BatchGeometry:
-    """Set the data-parallel degrees (HSDP) and the global batch of a job config for this launch, in place."""
+def resolve_launch_geometry(cfg, env: Mapping[str, str], log=None) -> tuple[BatchGeometry, tuple[int, int] | None]:
+    """(the batch in force, the HSDP (replicate, shard) degrees or None) of a job config for this launch.
+
+    Reads the config, changes nothing: finalize keeps the result and `finalize.write_titan_config` writes
+    TorchTitan's global batch and degrees from it.
+    """
     world, source = launch_world_size(env)
     par = cfg.parallelism
+    degrees = None
     if getattr(par, "hsdp_across_nodes", False):
         degrees = hsdp_degrees(world, gpus_per_node(env, world))
-        par.data_parallel_replicate_degree, par.data_parallel_shard_degree = degrees
     dp = dp_degree(
         world, tp=par.tensor_parallel_degree, cp=par.context_parallel_degree, pp=par.pipeline_parallel_degree
     )
@@ -189,7 +193,6 @@ def apply_launch_geometry(cfg, env: Mapping[str, str], log=None) -> BatchGeometr
         getattr(t, "global_batch_rounding", "exact"),
         gpus_per_node=gpus_per_node(env, world) if world > 1 else 8,
     )
-    t.global_batch_size = geometry.global_batch
     if log is not None:
         log(describe(geometry, t.seq_len, source))
-    return geometry
+    return geometry, degrees

@@ -5,9 +5,10 @@ TorchTitan's `ConfigManager` merges the `JobConfig` below into its own, section 
 here: the manager merges nested sections only when field types are real classes.
 
 Reading a TOML is `config/loading.py`; the general key/type checks are `config/toml_checks.py`;
-aliases become absolute paths in `config/resolve_paths.py`; `config/finalize.py` checks the merged
-config once and attaches the frozen `MolGenResolved` every consumer reads. docs/CONFIG.md documents
-every option.
+aliases become absolute paths in `config/resolve_paths.py`; settings stated twice have one source
+(`config/twins.py`); `config/finalize.py` checks the merged config once, attaches the frozen
+`MolGenResolved` every consumer reads, and writes TorchTitan's copy once (`write_titan_config`).
+docs/CONFIG.md documents every option.
 """
 
 from dataclasses import dataclass, field
@@ -75,13 +76,13 @@ class MolGenDataConfig:
     """`[molgen_data]`: the packed JSONL dataloader (JsonlTaggedPackedDataset)."""
 
     train_path_key: Optional[str] = None
-    """Training split (alias or path: a dir of JSONL files, a glob or one file); same role as training.dataset_path."""
+    """Derived from training.dataset_path (the source; config/twins.py): leave it out, or name the same place."""
 
     valid_path_key: Optional[str] = None
-    """Validation split; same role as validation.dataset_path (either may be set, both must then agree)."""
+    """Derived from validation.dataset_path (the source): leave it out, or name the same place."""
 
     tokenizer_key: Optional[str] = None
-    """Optional second statement of the tokenizer; must resolve to the same directory as molgen_run.tokenizer_tag."""
+    """Derived from molgen_run.tokenizer_tag (the source): leave it out, or name the same directory."""
 
     min_emb_len: int = 16
     """Drop units whose embedded (coordinate) text is shorter than this many characters."""
@@ -96,7 +97,7 @@ class MolGenDataConfig:
     """Dataloader seed; None -> training.seed -> 1234."""
 
     num_workers: Optional[int] = None
-    """Dataloader worker processes; None -> training.dataloader.num_workers (0)."""
+    """Dataloader worker processes (the source of training.dataloader.num_workers); None -> that (0)."""
 
     pin_memory: Optional[bool] = None
     """Pin batches in page-locked memory (GPU runs); None -> training.dataloader.pin_memory (false)."""
@@ -122,13 +123,13 @@ class WSDSConfig:
     """Use WSDS; false falls back to TorchTitan's scheduler from [lr_scheduler]."""
 
     warmup_steps: Optional[int] = None
-    """Linear warmup steps; None -> lr_scheduler.warmup_steps (the two must agree when both are set)."""
+    """Linear warmup steps, the source of lr_scheduler.warmup_steps; None -> that one."""
 
     checkpoints: list[int] = field(default_factory=list)
     """Decay ends T1 < T2 < ... <= training.steps (each an annealed model); empty -> [training.steps]."""
 
     lr_max: Optional[float] = None
-    """Peak learning rate; None -> optimizer.lr (the two must agree when both are set)."""
+    """Derived from optimizer.lr (the source): leave it out; given alone, it sets both."""
 
     lr_min: float = 0.0
     """Learning rate reached exactly at each decay end."""
@@ -185,7 +186,7 @@ class Optimizer:
     """`[optimizer]` with an unset learning rate allowed."""
 
     lr: Optional[float] = None
-    """Learning rate; None -> wsds_scheduler.lr_max -> 8e-4 (the two must agree when both are set)."""
+    """Learning rate, the source of wsds_scheduler.lr_max; None -> wsds_scheduler.lr_max -> 8e-4."""
 
 
 @dataclass
@@ -193,11 +194,11 @@ class LRScheduler:
     """`[lr_scheduler]` with an unset warmup allowed, plus the WSDS schedule finalize attaches."""
 
     warmup_steps: Optional[int] = None
-    """Warmup steps; None -> wsds_scheduler.warmup_steps -> 200 (the two must agree when both are set)."""
+    """Derived from wsds_scheduler.warmup_steps (the source): leave it out; None and no WSDS warmup -> 200."""
 
     wsds: tyro.conf.Suppress[Optional[WSDSSchedule]] = None
-    """Internal: the run's WSDSSchedule when WSDS is enabled, attached by finalize_job_config (TorchTitan hands
-    the LR scheduler builder only this section); not a TOML key."""
+    """Internal: the run's WSDSSchedule when WSDS is enabled, written by write_titan_config from molgen_resolved
+    (TorchTitan hands the LR scheduler builder only this section); not a TOML key."""
 
 
 @dataclass
@@ -208,7 +209,7 @@ class Training:
     """Training data format; only "molgen_jsonl" is supported."""
 
     seed: Optional[int] = None
-    """Base seed; None -> debug.seed -> 1234. Also becomes debug.seed (TorchTitan's RNG seed)."""
+    """Base seed, the source of debug.seed (TorchTitan's RNG seed); None -> debug.seed -> 1234."""
 
     global_batch_rounding: str = "exact"
     """"exact": global_batch_size must divide by local_batch_size x data-parallel ranks; "up": round it up
@@ -227,7 +228,7 @@ class Model:
     """TrainSpec name; "molgen_qwen3" is registered by experimental.custom_import."""
 
     hf_assets_path: str = ""
-    """HF assets folder (its safetensors index shards HF saves); "" -> the base model for hf_pretrain, else none."""
+    """HF assets folder (its safetensors index shards HF saves); "" -> molgen_run.base_model_tag if set, else none."""
 
     document_masking: bool = False
     """Block-causal attention: each packed unit attends only to itself (cut after every <|endoftext|>)."""

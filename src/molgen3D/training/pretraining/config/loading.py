@@ -1,7 +1,9 @@
-"""TOML + `--section.key value` overrides -> a finalized JobConfig (`load_job_config`).
+"""TOML + `--section.key value` overrides -> a finalized JobConfig (`read_job_config`, `load_job_config`).
 
 TorchTitan's ConfigManager does the parsing; before it runs, the TOML's keys and value types are
 checked against the merged dataclasses so a typo is named with its file:line instead of ignored.
+`read_job_config` stops after finalize (the runner writes TorchTitan's fields once it has laid
+out the run's folders); `load_job_config` also writes them, for everything else.
 """
 
 import tomllib
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from molgen3D.training.pretraining.config.custom_job_config import THIS_MODULE, JobConfig, MolGenConfigError
-from molgen3D.training.pretraining.config.finalize import finalize_job_config
+from molgen3D.training.pretraining.config.finalize import finalize_job_config, write_titan_config
 from molgen3D.training.pretraining.config.toml_checks import check_toml_keys, cli_keys, locate
 
 
@@ -23,7 +25,14 @@ def merged_config_class() -> type:
 
 
 def load_job_config(train_toml: str | Path, overrides: typing.Sequence[str] = ()) -> Any:
-    """TOML + `--section.key value` overrides -> finalized JobConfig (TorchTitan's ConfigManager does the parsing)."""
+    """`read_job_config`, then TorchTitan's fields written from `molgen_resolved` (dump folder = the runs root)."""
+    job_config = read_job_config(train_toml, overrides)
+    write_titan_config(job_config)
+    return job_config
+
+
+def read_job_config(train_toml: str | Path, overrides: typing.Sequence[str] = ()) -> Any:
+    """TOML + overrides -> finalized JobConfig with `molgen_resolved`; TorchTitan's fields not yet written."""
     from torchtitan.config import ConfigManager
     from torchtitan.tools.logging import logger as titan_logger
 

@@ -1,8 +1,8 @@
 """Path aliases and plain paths of a job config -> absolute locations (`MolGenPaths`).
 
-Every location can be a `paths.yaml` alias or a plain path; two settings of one location (ours
-and TorchTitan's) may both be given only if they name the same place. Only `finalize_job_config`
-calls `resolve_molgen_paths`; everything else reads the result it keeps.
+Every location can be a `paths.yaml` alias or a plain path; a location stated twice (`twins.TWINS`:
+the tokenizer, the train and validation data) may be given twice only if both name the same place.
+Only `finalize_job_config` calls `resolve_molgen_paths`; everything else reads the result it keeps.
 """
 
 import os
@@ -13,6 +13,7 @@ from pathlib import Path
 from molgen3D.config import paths as path_aliases
 from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 from molgen3D.training.pretraining.config.toml_checks import where_set
+from molgen3D.training.pretraining.config.twins import one_value
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -29,7 +30,15 @@ class MolGenPaths:
     resume_run_dir: Path | None
     resume_checkpoint: Path | None
     """The resumed run's checkpoint folder, or the `step-N` dir when one was named."""
+    runs_root: Path
+    """`[job] dump_folder` resolved: the folder that holds one folder per run."""
     dump_folder: Path
+    """TorchTitan's `job.dump_folder`: the run's own folder once the run layout is planned (`runs_root`
+    until then)."""
+    logs_root: Path
+    """Root of `pretrain_logs/<run-name>/`."""
+    hf_assets_path: str
+    """TorchTitan's `model.hf_assets_path`: the TOML's, else the base model, else "" (none)."""
 
 
 def _resolve_local(value: str | Path, *, default_section: str | None = None) -> Path:
@@ -47,21 +56,15 @@ def resolve_model_location(value: str) -> str:
     return os.path.abspath(resolved)
 
 
-def _agreeing_path(
-    primary_key: str, primary: str | None, secondary_key: str, secondary: str | None, cfg
-) -> Path | None:
-    """Resolve two settings of one location: either may be set; if both are, they must name the same place."""
-    a = _alias_error_as_config_error(primary_key, primary, cfg)
-    b = _alias_error_as_config_error(secondary_key, secondary, cfg)
-    if a is not None and b is not None and os.path.realpath(a) != os.path.realpath(b):
-        primary_section, _, primary_name = primary_key.rpartition(".")
-        raise MolGenConfigError(
-            secondary_key,
-            f"{secondary!r} resolves to {b}, but [{primary_section}] {primary_name} = {primary!r} resolves to {a}",
-            "set only one of them, or make both name the same location",
-            where=where_set(cfg, secondary_key),
-        )
-    return a if a is not None else b
+def _agreeing_path(cfg, twin_name: str) -> Path | None:
+    """One location stated in two places: either may be set; if both are, they must name the same place."""
+    location, _ = one_value(
+        cfg,
+        twin_name,
+        convert=lambda key, value: _alias_error_as_config_error(key, value, cfg),
+        same=lambda a, b: os.path.realpath(a) == os.path.realpath(b),
+    )
+    return location
 
 
 def _alias_error_as_config_error(key: str, value: str | None, cfg, default_section: str | None = None) -> Path | None:
@@ -95,19 +98,15 @@ def _resume_locations(run_path: Path, checkpoint_folder: str) -> tuple[Path, Pat
 def resolve_molgen_paths(job_config) -> MolGenPaths:
     """The absolute paths named by a raw config, free of side effects; finalize calls it once and keeps the result."""
     cfg = job_config
-    run, data = cfg.molgen_run, cfg.molgen_data
+    run = cfg.molgen_run
     if not run.tokenizer_tag:
         raise MolGenConfigError(
             "molgen_run.tokenizer_tag",
             "is required",
             'name the tokenizer, e.g. tokenizer_tag = "tokenizers:qwen3_0.6b_custom"',
         )
-    tokenizer_dir = _agreeing_path(
-        "molgen_run.tokenizer_tag", run.tokenizer_tag, "molgen_data.tokenizer_key", data.tokenizer_key, cfg
-    )
-    train = _agreeing_path(
-        "training.dataset_path", cfg.training.dataset_path, "molgen_data.train_path_key", data.train_path_key, cfg
-    )
+    tokenizer_dir = _agreeing_path(cfg, "tokenizer")
+    train = _agreeing_path(cfg, "train_data")
     if train is None:
         raise MolGenConfigError(
             "training.dataset_path",
@@ -115,9 +114,7 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
             'set dataset_path = "data:conformers_train" (or train_path_key)',
             where=where_set(cfg, "training.dataset_path"),
         )
-    valid = _agreeing_path(
-        "validation.dataset_path", cfg.validation.dataset_path, "molgen_data.valid_path_key", data.valid_path_key, cfg
-    )
+    valid = _agreeing_path(cfg, "valid_data")
     base_model = None
     if run.base_model_tag:
         try:
@@ -130,9 +127,16 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
     if run.resume_run_path_tag:
         resume_path = _alias_error_as_config_error("molgen_run.resume_run_path_tag", run.resume_run_path_tag, cfg)
         resume_dir, resume_ckpt = _resume_locations(resume_path, cfg.checkpoint.folder)
-    dump = required_location(
+    runs_root = required_location(
         "job.dump_folder", cfg.job.dump_folder, cfg, 'e.g. dump_folder = "qwen3_06b_ckpts" (a base_paths key) or a path'
     )
+    logs_root = required_location(
+        "molgen_run.logs_root", run.logs_root, cfg, 'e.g. logs_root = "base_paths:outputs_root"'
+    )
+    if cfg.model.hf_assets_path:
+        hf_assets = resolve_model_location(cfg.model.hf_assets_path)
+    else:
+        hf_assets = base_model or ""
     return MolGenPaths(
         tokenizer_dir=tokenizer_dir,
         train_data=train,
@@ -140,5 +144,8 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
         base_model=base_model,
         resume_run_dir=resume_dir,
         resume_checkpoint=resume_ckpt,
-        dump_folder=dump,
+        runs_root=runs_root,
+        dump_folder=runs_root,
+        logs_root=logs_root,
+        hf_assets_path=hf_assets,
     )

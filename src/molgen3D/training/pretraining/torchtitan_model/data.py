@@ -35,18 +35,18 @@ def build_molgen_dataloader(
     as a transformers fast tokenizer, from the same resolved path.
     """
     del tokenizer
-    paths = resolved(job_config).paths
-    data = job_config.molgen_data
-    workers = data.num_workers if num_workers is None else num_workers
+    settled = resolved(job_config)
+    paths, data, loader = settled.paths, job_config.molgen_data, settled.loader
+    workers = loader.num_workers if num_workers is None else num_workers
     check_data_format(paths.train_data if data_path is None else data_path, paths.tokenizer_dir)
     dataset = JsonlTaggedPackedDataset(
         str(paths.train_data if data_path is None else data_path),
         str(paths.tokenizer_dir),
-        job_config.training.seq_len if seq_len is None else seq_len,
+        settled.seq_len if seq_len is None else seq_len,
         min_emb_len=data.min_emb_len,
         shuffle_lines=data.shuffle_lines if shuffle_lines is None else shuffle_lines,
         infinite=data.infinite if infinite is None else infinite,
-        seed=data.seed,
+        seed=settled.data_seed,
         lookahead_limit=data.lookahead_limit,
         dp_rank=dp_rank,
         dp_world_size=dp_world_size,
@@ -56,9 +56,9 @@ def build_molgen_dataloader(
         dataset,
         dp_rank=dp_rank,
         dp_world_size=dp_world_size,
-        batch_size=job_config.training.local_batch_size if batch_size is None else batch_size,
+        batch_size=settled.batch.local_batch if batch_size is None else batch_size,
         num_workers=workers,
-        pin_memory=bool(data.pin_memory),
-        prefetch_factor=data.prefetch_factor if data.prefetch_factor is not None else 2,
-        persistent_workers=bool(data.persistent_workers) and workers > 0,
+        pin_memory=loader.pin_memory,
+        prefetch_factor=loader.prefetch_factor if loader.prefetch_factor is not None else 2,
+        persistent_workers=loader.persistent_workers and workers > 0,
     )
