@@ -59,9 +59,9 @@ step() {
 
 step doctor 45 "$PYTHON" -m molgen3D.cli doctor --train-toml src/molgen3D/config/pretrain/qwen3_06b.toml \
     --nodes 1 --gpus-per-node "$NGPU" --json "$WORK/doctor.json"
-step smoke 270 "$PYTHON" benchmarks/gpu_smoke.py --steps "${GPU_CHECK_STEPS:-30}" --warmup 10 --gpu-counts all \
+step smoke 240 "$PYTHON" benchmarks/gpu_smoke.py --steps "${GPU_CHECK_STEPS:-30}" --warmup 10 --gpu-counts all \
     --molecules 600 --out "$WORK/gpu_smoke.json"
-step masking 90 "$PYTHON" benchmarks/gpu_check.py masking --out "$WORK/masking.json"
+step masking 120 "$PYTHON" benchmarks/gpu_check.py masking --out "$WORK/masking.json"
 step sampling 60 "$PYTHON" benchmarks/gpu_check.py sampling --out "$WORK/sampling.json"
 
 mkdir -p benchmarks/results
