@@ -2,18 +2,24 @@
 
 On CUDA: the 0.6B flavor with qwen3_06b.toml (from scratch unless --init-mode hf_pretrain and
 local weights) for --steps steps, once on one GPU and once on all local GPUs (torchrun
---standalone), no checkpoints or validation. On a CPU: the tiny flavor with cpu_tiny.toml in
-this process, so the script itself is tested on machines without a GPU.
+--standalone), no checkpoints or validation. Every run is sharded with FSDP as the real run is:
+TorchTitan applies no FSDP at world size 1 (dp_shard = 1 has no mesh; bf16 would come from
+autocast over fp32 weights), so a one-rank run wraps the model in FSDP2 over a one-rank mesh
+(`one_rank_fsdp`). The data is the embedded default (RDKit's drug-like molecules, --molecules of
+them, prepared once into the cache), enough units that no step repeats one: a falling loss is
+learning, not memorising the 153-line test fixture. On a CPU: the tiny flavor with cpu_tiny.toml
+and the fixture in this process, so the script itself is tested on machines without a GPU.
 Per run it prints tokens/s per GPU, MFU (FLOPs from training/pretraining/flops.py: LM head
 included, full-T^2 attention, against the dense bf16 peak), peak memory, and whether the loss
 falls (mean of the last 10 steps below the first 10). Target: >= 40% MFU for 0.6B on one
 H100/H200 (docs/GPU.md). Writes benchmarks/results/gpu_smoke.json.
-Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_smoke.py [--steps 50] [--data data:conformers_train]
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_smoke.py [--steps 50] [--data embedded | PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,13 +34,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "src" / "molgen3D" / "config" / "pretrain"
 WINDOW = 10
+EMBEDDED = "embedded"
 
 
 def overrides_for(args, tokenizer_dir: Path, work: Path, run_name: str) -> list[str]:
     """A bare timing run of the TOML: its model, batch, compile and memory settings; no saves or evaluation."""
     steps = str(args.steps)
-    # From scratch no HF weights are read: do not depend on a local snapshot of the base model.
-    assets = ["--model.hf_assets_path", ""] if args.init_mode == "scratch" else []
+    # From scratch no HF weights are read: do not depend on (or download) a snapshot of the base model.
+    scratch = args.init_mode == "scratch"
+    assets = ["--model.hf_assets_path", "", "--molgen_run.base_model_tag", ""] if scratch else []
     return [
         *assets,
         "--training.steps",
@@ -113,6 +121,66 @@ def summarize(
     }
 
 
+def prepare_device(env=os.environ) -> int | None:
+    """Set this rank's GPU (LOCAL_RANK) before anything touches CUDA, then reset its peak-memory counter.
+
+    Resetting first would open a context on cuda:0 in every rank of a multi-GPU launch.
+    """
+    if not torch.cuda.is_available():
+        return None
+    index = int(env.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(index)
+    torch.cuda.reset_peak_memory_stats(index)
+    return index
+
+
+@contextlib.contextmanager
+def one_rank_fsdp(world_size: int):
+    """At world size 1, wrap the model in FSDP2 over a one-rank mesh and leave autocast off, as the FSDP run does."""
+    if world_size != 1:
+        yield
+        return
+    import torchtitan.distributed.utils as dist_utils
+    from torch.distributed.device_mesh import init_device_mesh
+    from torchtitan.config import TORCH_DTYPE_MAP
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    from molgen3D.training.pretraining import patches
+    from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME
+    from molgen3D.training.pretraining.torchtitan_model.parallelize import apply_fsdp_tied, uses_gloo
+
+    spec = get_train_spec(TRAIN_SPEC_NAME)
+    original_fn, original_amp = spec.parallelize_fn, dist_utils.maybe_enable_amp
+    wrapped: list[bool] = []
+
+    def parallelize(model, parallel_dims, job_config):
+        model = original_fn(model, parallel_dims, job_config)
+        if not parallel_dims.fsdp_enabled and parallel_dims.world_size == 1:
+            training = job_config.training
+            cpu = patches.is_cpu_run()
+            apply_fsdp_tied(
+                model,
+                init_device_mesh("cpu" if cpu else "cuda", (1,), mesh_dim_names=("fsdp",)),
+                param_dtype=torch.float32 if cpu else TORCH_DTYPE_MAP[training.mixed_precision_param],
+                reduce_dtype=TORCH_DTYPE_MAP[training.mixed_precision_reduce],
+                reshard_after_forward_policy=job_config.parallelism.fsdp_reshard_after_forward,
+                force_sum_reduction=uses_gloo(),
+            )
+            wrapped.append(True)
+        return model
+
+    def maybe_enable_amp(parallel_dims, mixed_precision_param, device_type):
+        if wrapped:  # FSDP's mixed precision computes in bf16; autocast on top is not what the real run does
+            return contextlib.nullcontext()
+        return original_amp(parallel_dims, mixed_precision_param, device_type)
+
+    spec.parallelize_fn, dist_utils.maybe_enable_amp = parallelize, maybe_enable_amp
+    try:
+        yield wrapped
+    finally:
+        spec.parallelize_fn, dist_utils.maybe_enable_amp = original_fn, original_amp
+
+
 def run_here(args, overrides: list[str]) -> dict:
     """Train in this process (one rank of a torchrun launch, or the CPU run); rank 0's figures."""
     import torch.distributed as dist
@@ -153,10 +221,10 @@ def run_here(args, overrides: list[str]) -> dict:
         return out
 
     Trainer.train_step, Trainer.forward_backward_step = train_step, forward_backward
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    prepare_device()
     try:
-        run_pretraining(args.toml, overrides=overrides)
+        with one_rank_fsdp(int(os.environ.get("WORLD_SIZE", "1"))) as wrapped:
+            run_pretraining(args.toml, overrides=overrides)
     finally:
         Trainer.train_step, Trainer.forward_backward_step = original_step, original_fb
         world = dist.get_world_size() if dist.is_initialized() else 1
@@ -175,7 +243,8 @@ def run_here(args, overrides: list[str]) -> dict:
         import resource
 
         peak, memory = None, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return summarize(times, losses, tokens[-1] if tokens else 0, per_token, peak, memory, args.warmup, world)
+    figures = summarize(times, losses, tokens[-1] if tokens else 0, per_token, peak, memory, args.warmup, world)
+    return {**figures, "fsdp": world > 1 or bool(wrapped)}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -184,8 +253,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--toml", type=Path, default=PRETRAIN / ("qwen3_06b.toml" if cuda else "cpu_tiny.toml"))
     parser.add_argument("--flavor", default="0.6B" if cuda else "tiny")
     parser.add_argument("--tokenizer", default="tokenizers:qwen3_0.6b_custom" if cuda else "tokenizers:molgen_compact")
-    parser.add_argument("--data", default="data:fixture_train")
+    parser.add_argument(
+        "--data",
+        default=EMBEDDED if cuda else "data:fixture_train",
+        help=f'training data; "{EMBEDDED}": --molecules of RDKit\'s drug-like molecules, prepared once into the cache',
+    )
     parser.add_argument("--valid-data", default="data:fixture_valid")
+    parser.add_argument("--molecules", type=int, default=1000, help=f"molecules of --data {EMBEDDED} (4 conformers)")
     parser.add_argument("--init-mode", default="scratch", choices=("scratch", "hf_pretrain"))
     parser.add_argument("--steps", type=int, default=50 if cuda else 20)
     parser.add_argument("--warmup", type=int, default=10 if cuda else 3, help="first steps left out of the timing")
@@ -198,6 +272,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
     return args
+
+
+def embedded_data(molecules: int) -> tuple[str, str]:
+    """(train, valid) folders of the embedded default with `molecules` molecules, prepared once into the cache."""
+    from molgen3D.datasets.prepare import prepare_embedded_default
+    from molgen3D.files import cache_root
+
+    root = prepare_embedded_default(
+        cache_root() / "gpu_smoke" / f"embedded-{molecules}", max_molecules=molecules, workers=os.cpu_count() or 1
+    )
+    return str(root / "train"), str(root / "valid")
 
 
 def gpu_counts(spec: str, available: int) -> list[int]:
@@ -267,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         from molgen3D.tokenization.build import tokenizer_dir_or_build
 
         tokenizer_dir = tokenizer_dir_or_build(args.tokenizer, work / "tokenizers")
+        if args.data == EMBEDDED:
+            args.data, args.valid_data = embedded_data(args.molecules)
         if torch.cuda.is_available():
             for n in gpu_counts(args.gpu_counts, torch.cuda.device_count()):
                 runs.append(launch_workers(args, n, work, tokenizer_dir))
@@ -282,7 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         loss_text = f"{r['loss_first']} -> {r['loss_last']}" + (" ok" if r["loss_falls"] else " FLAT")
         figures = f"{r['gpus']:>5}{r['tokens_per_s_per_gpu']:>14,.0f}{mfu_text:>9}{r['peak_memory_gib']:>10.1f}"
         print(f"{figures}  {loss_text}")
-    result = {"device": device, "torch": torch.__version__, "flavor": args.flavor, "toml": args.toml.name, "runs": runs}
+    result = {
+        "device": device,
+        "torch": torch.__version__,
+        "flavor": args.flavor,
+        "toml": args.toml.name,
+        "data": args.data,
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

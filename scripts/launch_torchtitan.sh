@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Launch MolGen3D pretraining with TorchTitan.
-#   One node:   bash scripts/launch_torchtitan.sh [--section.key value ...]
+#   One node:   bash scripts/launch_torchtitan.sh [--skip-doctor] [--section.key value ...]
 #   Slurm:      sbatch --nodes=2 scripts/launch_torchtitan.sh [...]   (srun starts one torchrun per node)
+# First it runs `molgen3d doctor --train-toml TRAIN_TOML --nodes N --gpus-per-node G` (seconds; inside
+# an allocation it counts each node's GPUs through srun) and stops on a BLOCKER; skip it with
+# --skip-doctor (first argument) or MOLGEN3D_SKIP_DOCTOR=1. It checks the TOML as written (not the
+# --section.key overrides).
 # Environment (defaults in brackets):
 #   TRAIN_TOML     [src/molgen3D/config/pretrain/qwen3_06b.toml]  must exist (relative to the repo root)
 #   RUN_DESC       [the TOML's [job] description] part of the run name
@@ -14,8 +18,15 @@
 #   WANDB_PROJECT [molgen3d]  WANDB_ENTITY [unset]  WANDB_GROUP [pretrain]
 #   WANDB_RUN_NAME                               reuse a run's name (and folders) to continue it
 #   TORCHRUN       [.venv/bin/torchrun if present, else torchrun on PATH]
+#   PYTHON         [.venv/bin/python if present, else python3]  runs the doctor
+#   MOLGEN3D_SKIP_DOCTOR [0]  1: launch without the preflight check
+#   HF_HUB_OFFLINE [unset]  unset: an `hf:` base model/tokenizer missing from the Hugging Face cache is
+#                  downloaded once at start (one process per cache); 1 on nodes without network (then
+#                  pre-download it: the doctor and the error print the `hf download` command)
 # Slurm: srun inside sbatch does not inherit --cpus-per-task (Slurm >= 22.05); it is passed as
 # `srun -c` and SRUN_CPUS_PER_TASK so each node's 8 ranks and their loader workers get the cores.
+# In a GPU allocation the step asks for the GPUs explicitly (srun --gpus-per-node): a step that
+# requests none may see none.
 #SBATCH --job-name=molgen3d-pretrain
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
@@ -85,6 +96,12 @@ first_node() {
 REPO="$(repo_root)"
 cd "$REPO"
 
+SKIP_DOCTOR="${MOLGEN3D_SKIP_DOCTOR:-0}"
+if [[ "${1:-}" == "--skip-doctor" ]]; then
+    SKIP_DOCTOR=1
+    shift
+fi
+
 TRAIN_TOML="${TRAIN_TOML:-src/molgen3D/config/pretrain/qwen3_06b.toml}"
 [[ -f "$TRAIN_TOML" ]] || die "TRAIN_TOML=$TRAIN_TOML does not exist (relative to $REPO); set TRAIN_TOML to a training TOML"
 
@@ -113,7 +130,6 @@ export WANDB_RUN_GROUP="$WANDB_GROUP"   # the name wandb and TorchTitan read
 if [[ -n "${WANDB_ENTITY:-}" ]]; then
     export WANDB_ENTITY
 fi
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # weights and tokenizers are local; never download at run time
 export PYTORCH_ALLOC_CONF="${PYTORCH_ALLOC_CONF:-expandable_segments:True}"
 
 if [[ -z "${TORCHRUN:-}" ]]; then
@@ -122,6 +138,19 @@ if [[ -z "${TORCHRUN:-}" ]]; then
     else
         TORCHRUN="torchrun"
     fi
+fi
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$REPO/.venv/bin/python" ]]; then
+        PYTHON="$REPO/.venv/bin/python"
+    else
+        PYTHON="python3"
+    fi
+fi
+if [[ "$SKIP_DOCTOR" != 1 ]]; then
+    echo "+ $PYTHON -m molgen3D.cli doctor --train-toml $TRAIN_TOML --nodes $NNODES --gpus-per-node $NGPU_PER_NODE" >&2
+    "$PYTHON" -m molgen3D.cli doctor --train-toml "$TRAIN_TOML" --nodes "$NNODES" --gpus-per-node "$NGPU_PER_NODE" \
+        || die "molgen3d doctor found a BLOCKER (table above): fix it, or launch anyway with MOLGEN3D_SKIP_DOCTOR=1 or --skip-doctor"
 fi
 
 LOG_DIR="${TORCHRUN_LOG_DIR:-$REPO/outputs/torchrun_logs/${SLURM_JOB_ID:-local-$(date +%y%m%d-%H%M%S)}}"
@@ -142,6 +171,9 @@ if [[ "$NNODES" -gt 1 ]]; then
     # Below the Linux ephemeral range (32768+); two jobs sharing a head node get different ports.
     MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 10000))}"
     SRUN=(srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1)
+    if [[ -n "${SLURM_GPUS_ON_NODE:-}${SLURM_GPUS_PER_NODE:-}${SLURM_JOB_GPUS:-}" ]]; then
+        SRUN+=(--gpus-per-node="$NGPU_PER_NODE")
+    fi
     if [[ -n "${SLURM_CPUS_PER_TASK:-}" ]]; then
         export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
         SRUN+=(-c "$SLURM_CPUS_PER_TASK")

@@ -44,6 +44,8 @@ LAYERS = {
     "molgen3D.training.pretraining.patches": 8,
     "molgen3D.training.pretraining.torchtitan_model": 9,
     "molgen3D.training.pretraining.torchtitan_runner": 10,
+    "molgen3D.training.pretraining.doctor": 10,
+    "molgen3D.training.pretraining.doctor_checks": 5,
     "molgen3D.demo": 11,
     "molgen3D.cli": 11,
 }

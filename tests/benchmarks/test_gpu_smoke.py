@@ -1,4 +1,5 @@
-"""benchmarks/gpu_smoke.py: its figures from made-up timings, and a real (tiny, CPU) run of the script."""
+"""benchmarks/gpu_smoke.py: its figures from made-up timings, the device order of a multi-GPU rank, and a real
+(tiny, CPU) run of the script, sharded with FSDP over one rank as the GPU runs are."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def test_cpu_run_of_the_tiny_flavor(smoke, tmp_path):
     (run,) = result["runs"]
     assert result["flavor"] == "tiny" and run["steps"] == 8 and run["tokens_per_s_per_gpu"] > 0
     assert run["mfu_percent"] is None and run["peak_memory_gib"] > 0 and run["loss_first"] is not None
+    assert run["fsdp"], "one rank is still sharded with FSDP (the production setup), not left unwrapped"
 
 
 def test_the_cuda_run_config_loads(smoke, compact_tokenizer_dir, tmp_path):
@@ -52,3 +54,22 @@ def test_the_cuda_run_config_loads(smoke, compact_tokenizer_dir, tmp_path):
     assert cfg.activation_checkpoint.mode == "none" and cfg.training.steps == 50
     assert not cfg.checkpoint.enable and not cfg.validation.enable and cfg.molgen_run.init_mode == "scratch"
     assert cfg.training.global_batch_size == cfg.training.local_batch_size  # one GPU, no accumulation
+
+
+def test_each_rank_sets_its_gpu_before_resetting_peak_memory(smoke, monkeypatch):
+    """Resetting first would open a CUDA context on cuda:0 in every rank of a multi-GPU launch."""
+    calls = []
+    monkeypatch.setattr(smoke.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(smoke.torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(smoke.torch.cuda, "reset_peak_memory_stats", lambda index=None: calls.append(("reset", index)))
+    assert smoke.prepare_device({"LOCAL_RANK": "3"}) == 3
+    assert calls == [("set_device", 3), ("reset", 3)]
+
+
+def test_scratch_runs_name_no_base_model_and_gpu_runs_use_real_sized_data(smoke, monkeypatch, tmp_path):
+    args = smoke.parse(["--steps", "5", "--warmup", "1"])
+    overrides = smoke.overrides_for(args, tmp_path, tmp_path, "x")
+    at = overrides.index("--molgen_run.base_model_tag")
+    assert overrides[at + 1] == "" and overrides[overrides.index("--model.hf_assets_path") + 1] == ""
+    monkeypatch.setattr(smoke.torch.cuda, "is_available", lambda: True)
+    assert smoke.parse(["--steps", "5", "--warmup", "1"]).data == smoke.EMBEDDED

@@ -44,9 +44,13 @@ def test_absolute_value_kept(aliases_file):
     assert resolve("base_paths:absolute/x") == "/opt/elsewhere/x"
 
 
-def test_hub_id_passes_through_without_root(aliases_file):
-    assert resolve("base_paths:hub") == "Org/Model-1"
-    assert resolve("hf:Other/Thing") == "Other/Thing"
+def test_hub_ids_resolve_to_snapshot_folders_not_the_root(aliases_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("base_paths:hub") == str(tmp_path / "hub" / "models--Org--Model-1" / "snapshots" / "main")
+    assert resolve("hf:Other/Thing@v1") == str(tmp_path / "hub" / "models--Other--Thing" / "snapshots" / "v1")
+    assert paths.hub_ref("base_paths:hub") == paths.hub.HubRef("Org/Model-1", "main")
+    assert paths.hub_ref("base_paths:root_a") is None and paths.hub_ref("/abs") is None
 
 
 def test_plain_values_unchanged(aliases_file):

@@ -42,6 +42,9 @@ class Launch:
             + f' > "{tmp_path}/env.txt"\n'
         )
         torchrun.chmod(0o755)
+        python = self.bin / "python"  # runs the doctor: records it, exits $DOCTOR_RC
+        python.write_text(RECORD.format(out=tmp_path, name="python") + 'exit "${DOCTOR_RC:-0}"\n')
+        python.chmod(0o755)
 
     def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         prefixes = (
@@ -57,6 +60,9 @@ class Launch:
             "PYTORCH_",
             "SRUN_",
             "HF_HUB",
+            "MOLGEN3D_SKIP",
+            "PYTHON",
+            "DOCTOR_RC",
         )
         keep = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
         full = {
@@ -64,6 +70,7 @@ class Launch:
             "PATH": f"{self.bin}:/usr/bin:/bin",
             "MOLGEN3D_ROOT": str(self.repo),
             "TORCHRUN_LOG_DIR": str(self.out / "logs"),
+            "PYTHON": str(self.bin / "python"),
             **env,
         }
         return subprocess.run(["bash", str(LAUNCHER), *args], env=full, capture_output=True, text=True, timeout=60)
@@ -104,7 +111,11 @@ def test_one_node_exact_command(tmp_path):
     env = launch.env()
     assert env["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
     assert env["PET_LOCAL_RANKS_FILTER"] == "0"  # console: local rank 0; files: every rank
-    assert env["HF_HUB_OFFLINE"] == "1" and env["WANDB_PROJECT"] == "molgen3d"
+    assert "HF_HUB_OFFLINE" not in env and env["WANDB_PROJECT"] == "molgen3d"  # hub snapshots may download
+    assert launch.argv("python") == ["-m", "molgen3D.cli", "doctor", "--train-toml", TOML, "--nodes", "1"] + [
+        "--gpus-per-node",
+        "8",
+    ]
     assert env["WANDB_GROUP"] == env["WANDB_RUN_GROUP"] == "pretrain"
 
 
@@ -125,14 +136,16 @@ def test_two_nodes_exact_command(tmp_path):
         "SLURM_JOB_NODELIST": "gpu[07-08]",
         "SLURM_CPUS_PER_TASK": "64",
     }
-    done = launch.run(slurm, "--training.steps", "10")
+    done = launch.run({**slurm, "SLURM_GPUS_ON_NODE": "8"}, "--training.steps", "10")
     assert done.returncode == 0, done.stderr
     assert launch.argv("torchrun") is None  # srun (a stub here) starts it on every node
+    assert launch.argv("python")[-4:] == ["--nodes", "2", "--gpus-per-node", "8"]  # the doctor checks 2 nodes
     srun = launch.argv("srun")
-    assert srun[:7] == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "-c", "64", "bash"]
-    wrapper = srun[8]
-    assert srun[7] == "-c" and "SLURM_NODEID" in wrapper and "PET_LOCAL_RANKS_FILTER=-1" in wrapper
-    assert srun[9:] == [
+    assert srun[:5] == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--gpus-per-node=8"]
+    assert srun[5:8] == ["-c", "64", "bash"]
+    wrapper = srun[9]
+    assert srun[8] == "-c" and "SLURM_NODEID" in wrapper and "PET_LOCAL_RANKS_FILTER=-1" in wrapper
+    assert srun[10:] == [
         "node0-console",
         "torchrun",
         "--nnodes=2",
@@ -219,3 +232,25 @@ def test_bad_node_or_gpu_count_is_an_error(tmp_path, env, message):
     done = launch.run({"SLURM_JOB_ID": "5", **env})
     assert done.returncode == 2 and message in done.stderr
     assert launch.argv("srun") is None and launch.argv("torchrun") is None
+
+
+def test_a_doctor_blocker_stops_the_launch(tmp_path):
+    launch = Launch(tmp_path, {"nvidia-smi": NVIDIA_SMI_8})
+    done = launch.run({"DOCTOR_RC": "1"})
+    assert done.returncode == 2 and launch.argv("torchrun") is None
+    assert "molgen3d doctor found a BLOCKER" in done.stderr and "MOLGEN3D_SKIP_DOCTOR=1" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_the_doctor_can_be_skipped(tmp_path, how):
+    launch = Launch(tmp_path, {"nvidia-smi": NVIDIA_SMI_8})
+    env = {"DOCTOR_RC": "1", **({"MOLGEN3D_SKIP_DOCTOR": "1"} if how == "env" else {})}
+    done = launch.run(env, *(["--skip-doctor"] if how == "flag" else []), "--training.steps", "3")
+    assert done.returncode == 0, done.stderr
+    assert launch.argv("python") is None and launch.argv("torchrun")[-2:] == ["--training.steps", "3"]
+
+
+def test_a_users_hf_hub_offline_is_kept(tmp_path):
+    launch = Launch(tmp_path, {"nvidia-smi": NVIDIA_SMI_8})
+    assert launch.run({"HF_HUB_OFFLINE": "1"}).returncode == 0
+    assert launch.env()["HF_HUB_OFFLINE"] == "1"

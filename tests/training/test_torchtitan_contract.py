@@ -69,6 +69,9 @@ MEMBERS = [
     ("torchtitan.components.dataloader", "ParallelAwareDataloader"),
     # hf/state_dict_adapter.py: the shard offsets of a DTensor embedding
     ("torch.distributed.tensor._utils", "compute_local_shape_and_global_offset"),
+    # patches.py: the varlen wrapper whose forward gains enable_gqa, and the compiled kernel it calls
+    ("torchtitan.models.attention", "VarlenAttentionWrapper.forward"),
+    ("torchtitan.models.attention", "VarlenAttentionWrapper._compiled_varlen_attn"),
 ]
 
 # (module, class, method whose source sets them, instance attributes our code reads or writes)
@@ -211,3 +214,17 @@ def test_install_makes_the_trainer_build_our_classes():
     patches.install()  # idempotent
     assert torchtitan.train.CheckpointManager is MolGenCheckpointManager
     assert titan_metrics.WandBLogger is RunFolderWandBLogger
+
+
+def test_the_varlen_patch_passes_enable_gqa_and_refuses_a_changed_target(monkeypatch):
+    from torchtitan.models.attention import VarlenAttentionWrapper
+
+    from molgen3D.training.pretraining import patches
+
+    patches.install()
+    assert VarlenAttentionWrapper.forward is patches.varlen_forward_with_gqa
+    original = patches.ORIGINALS[patches.VARLEN_FORWARD]
+    assert "enable_gqa" not in inspect.getsource(original), "TorchTitan passes enable_gqa now: drop the patch"
+    monkeypatch.setattr(VarlenAttentionWrapper, "forward", lambda self, xq, xk, xv, attention_masks, scale=None: xq)
+    with pytest.raises(patches.TorchTitanPatchError, match=r"VarlenAttentionWrapper.forward .* not TorchTitan's"):
+        patches.install_varlen_gqa()

@@ -2,6 +2,8 @@
 
 TOML files and CLI flags name data, tokenizers and checkpoints by alias so that one config
 runs on any machine; only `paths.yaml` (or $MOLGEN3D_PATHS) knows where things live.
+A value `hf:<org>/<name>@<revision>` is a Hugging Face hub repository: it resolves to its
+snapshot folder in the user's Hugging Face cache, fetched once if missing (`config/hub.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+
+from molgen3D.config import hub
 
 SECTIONS = ("base_paths", "data", "tokenizers", "ckpts", "models")
 ROOT_ENV = "MOLGEN3D_ROOT"
@@ -81,11 +85,12 @@ def resolve(value: str | Path, *, default_section: str | None = None, aliases_fi
     """Turn an alias into a path string; a plain value is returned as a path unchanged.
 
     With `default_section`, a bare `key/sub` whose key exists in that section is resolved
-    there too (so `dump_folder = "cpu_tiny_ckpts"` names a base_paths key).
+    there too (so `dump_folder = "cpu_tiny_ckpts"` names a base_paths key). An `hf:` value
+    becomes its local snapshot folder (`hub.snapshot`: cached, downloaded, or where it will be).
     """
     value = str(value)
     if value.startswith(HUB_PREFIX):
-        return value[len(HUB_PREFIX) :]
+        return str(hub.snapshot(hub.parse_hub(value[len(HUB_PREFIX) :])))
     where = str(aliases_file or paths_file())
     aliases = load_aliases(where)
     if not is_alias(value):
@@ -116,11 +121,41 @@ def _resolve_tag(tag: str, aliases: dict[str, dict[str, str]], where: str, seen:
     if is_alias(target):
         base = _resolve_tag(target, aliases, where, seen + (f"{section}:{key}",))
     elif target.startswith(HUB_PREFIX):
-        base = target[len(HUB_PREFIX) :]
+        base = str(hub.snapshot(_hub_ref(target, section, where)))
     else:
         expanded = Path(target).expanduser()
         base = str(expanded if expanded.is_absolute() else repo_root() / expanded)
     return str(Path(base) / sub) if sub else base
+
+
+def _hub_ref(target: str, section: str, where: str) -> hub.HubRef:
+    """The repository an `hf:` value names; in the tokenizers section only its tokenizer files."""
+    patterns = hub.TOKENIZER_PATTERNS if section == "tokenizers" else None
+    try:
+        return hub.parse_hub(target[len(HUB_PREFIX) :], patterns)
+    except ValueError as err:
+        raise PathAliasError(f"{where}: {err}") from None
+
+
+def hub_ref(value: str | Path, *, aliases_file: str | Path | None = None) -> hub.HubRef | None:
+    """The hub repository a value (or the alias chain it starts) ends in, or None for local paths."""
+    value = str(value)
+    if value.startswith(HUB_PREFIX):
+        return hub.parse_hub(value[len(HUB_PREFIX) :])
+    if not is_alias(value):
+        return None
+    where = str(aliases_file or paths_file())
+    aliases = load_aliases(where)
+    seen: set[tuple[str, str]] = set()
+    while is_alias(value):
+        section, key, _ = split_alias(value)
+        if (section, key) in seen or key not in aliases.get(section, {}):
+            return None
+        seen.add((section, key))
+        value = aliases[section][key]
+        if value.startswith(HUB_PREFIX):
+            return _hub_ref(value, section, where)
+    return None
 
 
 def resolve_path(value: str | Path, **kwargs) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from molgen3D.chem.tagged_text import EOT, TAGS
+from molgen3D.config import hub
 from molgen3D.config.paths import resolve
 from molgen3D.tokenization.hf_config import config_bytes, tokenizer_config
 from molgen3D.tokenization.tokenizer_dir import TokenizerFiles
@@ -50,6 +51,8 @@ def fetch_source(source: str | Path | None, staging: Path) -> tuple[Path, str]:
         return directory, f"package {PACKAGE} ({directory})"
     resolved = resolve(source)
     local = Path(resolved).expanduser()
+    if (missing := hub.unavailable(local)) is not None:
+        raise FileNotFoundError(f"tokenizer source {source!r} (resolved to {resolved!r}): {missing}")
     if (local / "tokenizer.json").is_file():
         return local, str(local)
     if local.exists() and not local.is_dir():

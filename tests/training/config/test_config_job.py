@@ -69,8 +69,8 @@ def test_real_gpu_config_loads_with_the_facts_of_the_run():
     assert cfg.validation.sample_conformers_freq == 10000
     assert cfg.activation_checkpoint.mode == "none" and cfg.compile.enable
     assert cfg.comm.train_timeout_seconds == 600 and cfg.training.global_batch_rounding == "up"
-    # hf_pretrain: HF weights, model only; the alias names a hub id until a local snapshot is configured.
-    assert cfg.checkpoint.initial_load_path == "Qwen/Qwen3-0.6B-Base"
+    # hf_pretrain: HF weights, model only; the alias names the hub snapshot at a pinned commit (the cache folder).
+    assert Path(cfg.checkpoint.initial_load_path).parts[-3:-1] == ("models--Qwen--Qwen3-0.6B-Base", "snapshots")
     assert cfg.checkpoint.initial_load_model_only and cfg.checkpoint.initial_load_in_hf
     root = repo_root()
     assert cfg.molgen_resolved.tokenizer_dir == root / "artifacts" / "tokenizers" / "qwen3_0.6b_custom"

@@ -12,6 +12,9 @@
   it once per step between backward and optimizer; a non-finite norm skips the update and
   stops the run after `[training] max_nonfinite_loss_steps` such steps in a row
   (checkpoint_integrity.check_step_gradients). Reading the norm is one scalar sync per step.
+- `torchtitan.models.attention.VarlenAttentionWrapper.forward` -> `varlen_forward_with_gqa`:
+  TorchTitan 0.2.2 never passes `enable_gqa`, and torch 2.13's `varlen_attn` refuses key/value
+  with fewer heads than the query (Qwen3-0.6B: 16 and 8) before any kernel runs.
 Each patch checks that its target is still TorchTitan's original (or already ours) and that the
 code that uses it still looks the name up, and otherwise fails loudly naming the pinned version:
 an upgrade that builds these objects another way must not silently drop our behaviour.
@@ -292,9 +295,52 @@ def install_nonfinite_guard() -> None:
     )
 
 
+VARLEN_FORWARD = "torchtitan.models.attention.VarlenAttentionWrapper.forward"
+
+
+def varlen_forward_with_gqa(self, xq, xk, xv, attention_masks, scale=None):
+    """TorchTitan 0.2.2's varlen forward, plus `enable_gqa` when key/value have fewer heads than the query."""
+    from torchtitan.models.attention import VarlenAttentionWrapper
+
+    del self
+    # (bs, heads, seqlen, head_dim) -> (bs * seqlen, heads, head_dim), as TorchTitan packs them
+    q, k, v = (t.transpose(1, 2).flatten(0, 1) for t in (xq, xk, xv))
+    return VarlenAttentionWrapper._compiled_varlen_attn(
+        q,
+        k,
+        v,
+        attention_masks.cu_seq_q,
+        attention_masks.cu_seq_k,
+        attention_masks.max_q,
+        attention_masks.max_k,
+        scale=scale,
+        window_size=(-1, 0),  # causal within each document
+        enable_gqa=xq.shape[1] != xk.shape[1],
+    )
+
+
+def install_varlen_gqa() -> None:
+    """Make TorchTitan's varlen attention wrapper pass `enable_gqa` (grouped-query attention)."""
+    from torchtitan.models import attention
+
+    wrapper = attention.VarlenAttentionWrapper
+    current = wrapper.forward
+    if current is varlen_forward_with_gqa:
+        return
+    if not _defined_as("torchtitan.models.attention", "VarlenAttentionWrapper.forward")(current):
+        raise _fail(f"{VARLEN_FORWARD} is {current!r}, not TorchTitan's original")
+    _require_lookup(current, "_compiled_varlen_attn", VARLEN_FORWARD)
+    params = list(inspect.signature(current).parameters)
+    if params != ["self", "xq", "xk", "xv", "attention_masks", "scale"]:
+        raise _fail(f"{VARLEN_FORWARD} takes {params}, not (self, xq, xk, xv, attention_masks, scale)")
+    ORIGINALS[VARLEN_FORWARD] = current
+    wrapper.forward = varlen_forward_with_gqa
+
+
 def install() -> None:
     """Every patch above (idempotent)."""
     apply_cpu_layer()
     install_checkpoint_manager()
     install_wandb_folder()
     install_nonfinite_guard()
+    install_varlen_gqa()

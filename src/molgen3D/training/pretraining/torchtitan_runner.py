@@ -29,6 +29,7 @@ from typing import Any
 
 import tyro
 
+from molgen3D.config import hub
 from molgen3D.config.paths import PathAliasError
 from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
 from molgen3D.training.pretraining import run_layout
@@ -151,6 +152,8 @@ def check_inputs(job_config, paths: MolGenPaths) -> list[str]:
         not (paths.tokenizer_dir / "tokenizer.json").is_file()
         and not (paths.tokenizer_dir / "tokenizer_config.json").is_file()
     ):
+        if (missing := hub.unavailable(paths.tokenizer_dir)) is not None:
+            raise MolGenConfigError("molgen_run.tokenizer_tag", missing.problem, missing.fix)
         raise MolGenConfigError(
             "molgen_run.tokenizer_tag",
             f"no tokenizer files in {paths.tokenizer_dir}",
@@ -162,13 +165,14 @@ def check_inputs(job_config, paths: MolGenPaths) -> list[str]:
     mode = job_config.molgen_run.init_mode
     if mode == "hf_pretrain":
         base = Path(paths.base_model)
+        if (missing := hub.unavailable(base)) is not None:
+            raise MolGenConfigError("molgen_run.base_model_tag", missing.problem, missing.fix)
         if not base.is_dir():
             raise MolGenConfigError(
                 "molgen_run.base_model_tag",
-                f"{paths.base_model!r} is not a local folder (weights are never downloaded at run time)",
-                "download the snapshot (e.g. `huggingface-cli download Qwen/Qwen3-0.6B-Base "
-                "--local-dir artifacts/models/Qwen3-0.6B-Base`) "
-                "and point base_paths.qwen3_0.6b_base_model in paths.yaml at it",
+                f"{paths.base_model!r} is not a local folder",
+                "point it at a Hugging Face model folder, or at hf:<org>/<name>@<revision> (fetched into the "
+                "Hugging Face cache), e.g. base_paths:qwen3_0.6b_base_model",
             )
         if not any(base.glob("*.safetensors")):
             raise MolGenConfigError(

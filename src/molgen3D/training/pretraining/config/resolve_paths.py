@@ -26,7 +26,7 @@ class MolGenPaths:
     train_data: Path
     valid_data: Path | None
     base_model: str | None
-    """Local folder, or a hub id when the alias says `hf:` (never downloaded at run time)."""
+    """Local folder (an `hf:` alias: its snapshot in the Hugging Face cache, config/hub.py)."""
     resume_run_dir: Path | None
     resume_checkpoint: Path | None
     """The resumed run's checkpoint folder, or the `step-N` dir when one was named."""
@@ -47,7 +47,7 @@ def _resolve_local(value: str | Path, *, default_section: str | None = None) -> 
 
 
 def resolve_model_location(value: str) -> str:
-    """Alias/path/`hf:` id -> an absolute local path, or the hub id when it names none locally."""
+    """Alias/path/`hf:` id -> an absolute local path (hub ids: their cache snapshot), or a bare `org/name` as is."""
     resolved = path_aliases.resolve(value)
     if os.path.isabs(resolved) or os.path.exists(resolved) or value.startswith((".", "/", "~")):
         return os.path.abspath(os.path.expanduser(resolved))
@@ -96,7 +96,7 @@ def _resume_locations(run_path: Path, checkpoint_folder: str) -> tuple[Path, Pat
 
 
 def resolve_molgen_paths(job_config) -> MolGenPaths:
-    """The absolute paths named by a raw config, free of side effects; finalize calls it once and keeps the result."""
+    """The absolute paths named by a raw config (an `hf:` snapshot is fetched once if missing); finalize keeps them."""
     cfg = job_config
     run = cfg.molgen_run
     if not run.tokenizer_tag:
