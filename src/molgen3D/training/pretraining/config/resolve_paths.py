@@ -6,15 +6,13 @@ calls `resolve_molgen_paths`; everything else reads the result it keeps.
 """
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from molgen3D.config import paths as path_aliases
+from molgen3D.hf.checkpoint_step import STEP_DIR
 from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 from molgen3D.training.pretraining.config.toml_checks import where_set
-
-STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 @dataclass(frozen=True)
