@@ -229,11 +229,17 @@ class StepCheck:
 
 
 def check_step(
-    step_dir: str | os.PathLike, *, resumable: bool = False, checksums: bool = True, workers: int = 4
+    step_dir: str | os.PathLike,
+    *,
+    resumable: bool = False,
+    checksums: bool = True,
+    contents: bool = True,
+    workers: int = 4,
 ) -> StepCheck:
     """Is `step_dir` intact: complete (with `resumable`, training can restart from it) and, with
-    `checksums`, its files still what its manifest says. A missing manifest is not a problem here,
-    only `verified=False`: the caller decides (warn, or prefer an older verified step)."""
+    `checksums`, its files still what its manifest says (`contents=False`: names and sizes only, for
+    steps this process just sealed). A missing manifest is not a problem here, only `verified=False`:
+    the caller decides (warn, or prefer an older verified step)."""
     path = Path(step_dir)
     if not path.is_dir():
         return StepCheck(path, ("the folder does not exist",), complete=False)
@@ -243,9 +249,9 @@ def check_step(
     if not checksums:
         return StepCheck(path)
     if path.name == HF_SUBDIR and step_number(path.parent) is not None:  # `step-N/hf`: the step's manifest covers it
-        bad = verify_manifest(path.parent, workers=workers, under=f"{HF_SUBDIR}/")
+        bad = verify_manifest(path.parent, workers=workers, contents=contents, under=f"{HF_SUBDIR}/")
     else:
-        bad = verify_manifest(path, workers=workers)
+        bad = verify_manifest(path, workers=workers, contents=contents)
     if bad is None:
         return StepCheck(path)
     return StepCheck(path, tuple(bad), verified=not bad)

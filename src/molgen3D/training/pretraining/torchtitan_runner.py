@@ -429,24 +429,23 @@ def _train(job_config) -> tuple[int, dict[int, float]]:
 
 
 def step_kind(step_dir: Path) -> str:
-    """What a saved step is, for the end-of-run summary: its structure (metadata and file sizes) and what its
-    checksum manifest says, without reading the weights again (the trainer hashed them when it saved)."""
-    from molgen3D.hf.checkpoint_step import MANIFEST, resume_problem, structure_problem, verify_manifest
+    """What a saved step is, for the end-of-run summary: `check_step` on its structure and on what its
+    checksum manifest says (names, sizes), without reading the weights again (the trainer hashed them)."""
+    from molgen3D.hf.checkpoint_step import HF_SUBDIR, MANIFEST, check_step, resume_problem, structure_problem
 
-    problem = structure_problem(step_dir)
-    listed = verify_manifest(step_dir, contents=False) if problem is None else None
-    if problem or listed:
-        return f"{step_dir.name} BROKEN ({problem or '; '.join(listed)})"
+    check = check_step(step_dir, contents=False)
+    if check.problems:
+        return f"{step_dir.name} BROKEN ({'; '.join(check.problems)})"
     if resume_problem(step_dir) is None:
         kind = "resumable"
     elif (step_dir / "config.json").is_file():
         kind = "HF model"
     else:
         kind = "model only"
-    hf = step_dir / "hf"
+    hf = step_dir / HF_SUBDIR
     if (hf / "config.json").is_file() and structure_problem(hf) is None:
         kind += " + HF model in hf/"
-    if listed is None:
+    if not check.verified:
         kind += f", no {MANIFEST}"
     return f"{step_dir.name} ({kind})"
 
