@@ -10,6 +10,8 @@ import inspect
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from molgen3D.training.pretraining import patches
 from molgen3D.training.pretraining.components.metrics_processor import MolGenMetricsProcessor
 from molgen3D.training.pretraining.config.loading import load_job_config
@@ -30,6 +32,7 @@ def test_the_processor_reads_the_counters_of_the_loader_handed_to_it(make_tiny_t
     )
     dims = SimpleNamespace(dp_enabled=False, non_data_parallel_size=1, world_size=1)
     processor = MolGenMetricsProcessor(cfg, dims)
+    assert loader.dataset.tokenizer is not None
     assert processor.loader_metrics is None, "a processor built after a loader must not find it by itself"
     processor.attach_loader(loader)
     assert processor.loader_metrics() == loader.metrics()
@@ -46,3 +49,16 @@ def test_the_processor_reads_the_counters_of_the_loader_handed_to_it(make_tiny_t
 def test_the_trainer_hands_its_own_loader_over():
     source = inspect.getsource(MolGenTrainer.__init__)
     assert "attach_loader" in source and "self.dataloader" in source
+
+
+def test_the_loader_tokenizes_with_the_tokenizer_the_trainer_hands_it(make_tiny_toml):
+    """One tokenizer per run: the Trainer's (TrainSpec.build_tokenizer_fn), not a second one loaded from disk."""
+    from molgen3D.training.pretraining.torchtitan_model.dataloader_builder import build_molgen_dataloader
+    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import build_molgen_tokenizer
+
+    cfg = load_job_config(make_tiny_toml("one-tokenizer"))
+    tokenizer = build_molgen_tokenizer(cfg)
+    loader = build_molgen_dataloader(1, 0, tokenizer, cfg)
+    assert loader.dataset.tokenizer is tokenizer and loader.dataset.eot_id == tokenizer.eos_id
+    with pytest.raises(ValueError, match="needs the Trainer's tokenizer"):
+        build_molgen_dataloader(1, 0, None, cfg)
