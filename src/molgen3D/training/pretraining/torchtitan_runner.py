@@ -177,7 +177,9 @@ def check_inputs(job_config, paths: MolGenPaths) -> None:
                 "point it at a Hugging Face model folder (safetensors + config.json)",
             )
     if mode == "resume":
-        _check_resume_checkpoint(paths.resume_checkpoint, job_config.checkpoint.checksums)
+        # Rank 0 reads every byte (once per resume, as the checkpoint manager does); the others check structure.
+        first_rank = os.environ.get("RANK", "0") == "0"
+        _check_resume_checkpoint(paths.resume_checkpoint, job_config.checkpoint.checksums and first_rank)
 
 
 def _check_resume_checkpoint(location: Path, checksums: bool) -> None:
