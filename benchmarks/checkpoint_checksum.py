@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 
-from molgen3D.training.pretraining import checkpoint_integrity as ci
+from molgen3D.hf import checkpoint_step as ci
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -103,8 +103,6 @@ def summarize(
     world: int,
 ) -> dict:
     """Figures of one run (pure: tested on made-up numbers)."""
-    from molgen3D.training.pretraining.flops import mfu
-
     timed = step_times[warmup:] or step_times
     tps = tokens_per_gpu_step / statistics.mean(timed)
     return {
@@ -113,7 +111,7 @@ def summarize(
         "timed_steps": len(timed),
         "tokens_per_s_per_gpu": round(tps, 1),
         "flops_per_token": flops_per_token,
-        "mfu_percent": None if (m := mfu(flops_per_token, tps, peak_flops)) is None else round(m, 2),
+        "mfu_percent": round(100 * flops_per_token * tps / peak_flops, 2) if peak_flops else None,
         "peak_memory_gib": round(peak_memory_gib, 2),
         "loss_first": round(statistics.mean(losses[:WINDOW]), 4) if losses else None,
         "loss_last": round(statistics.mean(losses[-WINDOW:]), 4) if losses else None,
@@ -189,11 +187,11 @@ def run_here(args, overrides: list[str]) -> dict:
 
     from molgen3D.training.pretraining import flops
     from molgen3D.training.pretraining.config.loading import load_job_config
-    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import register
+    from molgen3D.training.pretraining import patches
     from molgen3D.training.pretraining.torchtitan_runner import final_model_args, run_pretraining
 
     # The patches check TorchTitan's own train_step; install them before the timing wrappers below.
-    register()
+    patches.install()
     times: list[float] = []
     losses: list[float] = []
     tokens: list[int] = []
@@ -237,7 +235,9 @@ def run_here(args, overrides: list[str]) -> dict:
         model = Qwen3Model(model_args)
     _, per_token = flops.model_flops_per_token(model_args, model, job.training.seq_len)
     if torch.cuda.is_available():
-        peak = flops.dense_bf16_peak(torch.cuda.get_device_name())
+        from torchtitan.tools.utils import get_peak_flops
+
+        peak = get_peak_flops(torch.cuda.get_device_name())
         memory = torch.cuda.max_memory_reserved() / 2**30
     else:
         import resource

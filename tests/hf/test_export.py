@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -281,3 +283,59 @@ def test_overwrite_removes_the_weights_of_an_earlier_export(titan_model, tokeniz
     (out / "model-00001-of-00001.safetensors").write_bytes(b"stale")
     export_step(step_dir, out, overwrite=True)
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+
+
+# ---- steps that fail their checksums are refused ---------------------------------------------
+
+
+def _flip_bytes(path: Path) -> None:
+    """8 bytes XORed in the middle of the file: same size, finite-looking weights, DCP loads it."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0x5A for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+
+def test_export_step_refuses_a_step_that_fails_its_checksums(titan_model, tokenizer_dir, tmp_path):
+    from molgen3D.hf.checkpoint_step import write_manifest
+
+    step_dir = _save_titan_step(titan_model, tmp_path / "run", 7, tokenizer_dir)
+    write_manifest(step_dir)
+    shard = sorted(step_dir.glob("*.distcp"))[0]
+    _flip_bytes(shard)
+    with pytest.raises(HFExportError, match=re.escape(f"{shard} content changed since it was saved")):
+        export_step(step_dir, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_of_a_step_without_checksums_warns_that_it_is_unverified(titan_model, tokenizer_dir, tmp_path, caplog):
+    step_dir = _save_titan_step(titan_model, tmp_path / "run", 7, tokenizer_dir)
+    with caplog.at_level(logging.WARNING):
+        export_step(step_dir, tmp_path / "hf")
+    assert f"{step_dir} has no checksums.json: its weights are UNVERIFIED" in caplog.text
+
+
+def test_sampling_refuses_a_saved_step_that_fails_its_checksums(titan_model, tokenizer_dir, tmp_path):
+    """`generate --model <step dir>`: an HF-format step is used as is, a DCP step converted; both are checked."""
+    from safetensors.torch import save_file
+
+    from molgen3D.evaluation.model_io import ModelLoadError, model_directory
+    from molgen3D.hf.checkpoint_step import HF_INDEX, write_manifest
+
+    hf_step = tmp_path / "run" / "checkpoint" / "step-9"
+    hf_step.mkdir(parents=True)
+    hf_state = MolGenQwen3StateDictAdapter(titan_model.model_args, None).to_hf(titan_model.state_dict())
+    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(hf_step / "model.safetensors"))
+    (hf_step / HF_INDEX).write_text(json.dumps({"weight_map": {k: "model.safetensors" for k in hf_state}}))
+    complete_hf_folder(hf_step, titan_model.model_args, tokenizer_dir)
+    write_manifest(hf_step)
+    assert model_directory(hf_step) == hf_step
+    _flip_bytes(hf_step / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=re.escape(f"{hf_step / 'model.safetensors'} content changed")):
+        model_directory(hf_step)
+
+    dcp_step = _save_titan_step(titan_model, tmp_path / "run", 7, tokenizer_dir)
+    write_manifest(dcp_step)
+    _flip_bytes(sorted(dcp_step.glob("*.distcp"))[0])
+    with pytest.raises(HFExportError, match="content changed since it was saved"):
+        model_directory(dcp_step)

@@ -137,7 +137,7 @@ class TinyRun:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, compact_tokenizer_dir) -> TinyRun:
     """30 tiny steps: WSDS decay ends 10/20/30, DCP every 7 steps (keep 2), validation every 10, TB on."""
-    from molgen3D.training.pretraining.components.metrics import MolGenMetricsProcessor
+    from molgen3D.training.pretraining.components.metrics_processor import MolGenMetricsProcessor
 
     root = tmp_path_factory.mktemp("tiny_run")
     config = tiny_config(

@@ -1,15 +1,17 @@
-"""Checksum manifests, the newest intact step, finite-weight and finite-loss guards."""
+"""Checksum manifests, the newest intact step (`hf.checkpoint_step`), finite-weight and finite-loss guards."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import save_file
 
+from molgen3D.hf import checkpoint_step as cs
 from molgen3D.training.pretraining import checkpoint_integrity as ci
 
 
@@ -23,51 +25,50 @@ def _save_step(folder, seed: int):
 def test_manifest_round_trip_on_a_dcp_save(tmp_path):
     step = tmp_path / "step-10"
     _save_step(step, 0)
-    manifest = ci.write_manifest(step)
+    manifest = cs.write_manifest(step)
     listed = json.loads(manifest.read_text())["files"]
     assert ".metadata" in listed and any(name.endswith(".distcp") for name in listed)
-    assert ci.verify_manifest(step) == []
+    assert cs.verify_manifest(step) == []
 
 
 def test_same_size_overwrite_is_named(tmp_path):
     step = tmp_path / "step-10"
     _save_step(step, 0)
-    ci.write_manifest(step)
+    cs.write_manifest(step)
     shard = next(step.glob("*.distcp"))
     data = bytearray(shard.read_bytes())
     data[-4096:] = b"\x7f" * 4096  # same size, junk content: DCP itself would load it
     shard.write_bytes(bytes(data))
-    problems = ci.verify_manifest(step)
+    problems = cs.verify_manifest(step)
     assert len(problems) == 1 and str(shard) in problems[0] and "content changed" in problems[0]
 
 
 def test_missing_resized_and_extra_files(tmp_path):
     step = tmp_path / "step-10"
     _save_step(step, 0)
-    ci.write_manifest(step)
+    cs.write_manifest(step)
     shard = next(step.glob("*.distcp"))
     shard.write_bytes(b"\0" * 10)
     (step / "stray.bin").write_bytes(b"x")
-    problems = ci.verify_manifest(step)
+    problems = cs.verify_manifest(step)
     assert any("has 10 bytes" in p for p in problems) and any("stray.bin is not in the manifest" in p for p in problems)
     (step / ".metadata").unlink()
-    assert any(".metadata is missing" in p for p in ci.verify_manifest(step))
+    assert any(".metadata is missing" in p for p in cs.verify_manifest(step))
     bare = tmp_path / "step-20"
     bare.mkdir()
-    assert "checksums.json is missing" in ci.verify_manifest(bare)[0]
-    assert ci.verify_manifest(bare, require=False) == []  # a save from before checksums: nothing to check
+    assert cs.verify_manifest(bare) is None  # no manifest: unverified, which the callers decide about
 
 
 def test_newest_intact_falls_back_with_a_warning_naming_the_file(tmp_path):
     states = {}
     for n in (10, 20, 30):
         states[n] = _save_step(tmp_path / f"step-{n}", n)
-        ci.write_manifest(tmp_path / f"step-{n}")
+        cs.write_manifest(tmp_path / f"step-{n}")
     shard = next((tmp_path / "step-30").glob("*.distcp"))
     shard.write_bytes(bytes(shard.stat().st_size))  # zeros, same size
     warnings: list[str] = []
-    choice = ci.newest_intact([(n, tmp_path / f"step-{n}") for n in (10, 20, 30)], warn=warnings.append)
-    assert choice.step == 20 and list(choice.rejected) == [30]
+    choice = cs.choose_step(tmp_path, resumable=False, warn=warnings.append)
+    assert choice.step == 20 and [step for step, _ in choice.passed_over] == [30]
     assert len(warnings) == 1 and "step-30, it fails its checksums" in warnings[0] and shard.name in warnings[0]
     loaded = {"w": torch.empty(64, 64), "b": torch.empty(64)}
     dcp.load(loaded, checkpoint_id=str(tmp_path / "step-20"))
@@ -76,20 +77,21 @@ def test_newest_intact_falls_back_with_a_warning_naming_the_file(tmp_path):
 
 def test_no_intact_step(tmp_path):
     (tmp_path / "step-5").mkdir()
-    assert ci.newest_intact([(5, tmp_path / "step-5")]).step is None
+    choice = cs.choose_step(tmp_path)
+    assert choice.step == -1 and choice.chosen is None and not choice.any_finished  # a crash before the first save
 
 
-def test_precheck_problems_are_warned_as_incomplete(tmp_path):
+def test_structure_problems_are_warned_as_incomplete(tmp_path):
     for n in (10, 20):
         _save_step(tmp_path / f"step-{n}", n)
-        ci.write_manifest(tmp_path / f"step-{n}")
+        cs.write_manifest(tmp_path / f"step-{n}")
+    (tmp_path / "step-20" / ".metadata").unlink()
     warnings: list[str] = []
-
-    def torn(folder):
-        return "no .metadata" if folder.name == "step-20" else None
-
-    choice = ci.newest_intact([(n, tmp_path / f"step-{n}") for n in (10, 20)], warn=warnings.append, precheck=torn)
-    assert choice.step == 10 and warnings == [f"Ignoring incomplete checkpoint {tmp_path / 'step-20'}: no .metadata"]
+    choice = cs.choose_step(tmp_path, resumable=False, warn=warnings.append)
+    assert choice.step == 10
+    assert warnings == [
+        f"Ignoring incomplete checkpoint {tmp_path / 'step-20'}: no .metadata (the save did not finish)"
+    ]
 
 
 def test_nonfinite_hf_folder_is_refused(tmp_path):
@@ -117,3 +119,97 @@ def test_nonfinite_loss_guard_stops_after_n_consecutive_steps():
         off.update(step, math.nan)
     with pytest.raises(ValueError, match="must be >= 0"):
         ci.NonFiniteLossGuard(-1)
+
+
+def test_an_older_verified_step_beats_a_newer_unverified_one(tmp_path):
+    """A step without checksums.json may hold flipped bytes nobody can see: it is not taken over a verified one."""
+    for n in (10, 20):
+        _save_step(tmp_path / f"step-{n}", n)
+        cs.write_manifest(tmp_path / f"step-{n}")
+    (tmp_path / "step-20" / cs.MANIFEST).unlink()
+    warnings: list[str] = []
+    choice = cs.choose_step(tmp_path, resumable=False, warn=warnings.append)
+    assert choice.step == 10 and choice.chosen.verified
+    expected = f"Passing over {tmp_path / 'step-20'}: no checksums.json (unverified); {tmp_path / 'step-10'} verifies"
+    assert warnings == [expected]
+
+
+def test_an_unverified_step_is_loaded_only_with_a_warning_naming_it(tmp_path):
+    _save_step(tmp_path / "step-10", 10)
+    warnings: list[str] = []
+    choice = cs.choose_step(tmp_path, resumable=False, warn=warnings.append)
+    assert choice.step == 10 and not choice.chosen.verified
+    assert len(warnings) == 1 and f"Loading {tmp_path / 'step-10'} UNVERIFIED" in warnings[0]
+    assert cs.choose_step(tmp_path, resumable=False, checksums=False).step == 10  # checksums off: no question asked
+
+
+def test_require_intact_names_the_bad_file(tmp_path):
+    step = tmp_path / "step-10"
+    _save_step(step, 0)
+    cs.write_manifest(step)
+    shard = next(step.glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[100:108] = bytes(b ^ 0xFF for b in data[100:108])
+    shard.write_bytes(bytes(data))
+    with pytest.raises(cs.StepNotIntactError, match=re.escape(f"{shard} content changed")):
+        cs.require_intact(step)
+
+
+def test_every_failed_step_is_named_when_nothing_can_be_resumed(tmp_path):
+    from molgen3D.training.pretraining.components.checkpoint import resume_refusal
+
+    for n in (10, 20):
+        _save_step(tmp_path / f"step-{n}", n)
+        cs.write_manifest(tmp_path / f"step-{n}")
+        shard = next((tmp_path / f"step-{n}").glob("*.distcp"))
+        shard.write_bytes(bytes(shard.stat().st_size))
+    choice = cs.choose_step(tmp_path, resumable=False)
+    assert choice.step == -1 and choice.any_finished
+    message = resume_refusal(tmp_path, choice)
+    for n in (10, 20):
+        shard = next((tmp_path / f"step-{n}").glob("*.distcp"))
+        assert f"step-{n}: {shard} content changed" in message
+    assert "To start afresh on purpose, move" in message and "new name" in message
+
+
+def test_a_refused_save_names_the_folder_and_the_fix(tmp_path, monkeypatch):
+    """A full or read-only disk: DCP wraps the OSError of each rank; the run stops with our message instead."""
+    import errno
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torchtitan.components.checkpoint import CheckpointManager
+
+    from molgen3D.training.pretraining.components.checkpoint import CheckpointWriteError, MolGenCheckpointManager
+
+    def full_disk(self, curr_step, last_step=False):
+        err = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "step-5" / "__0_0.distcp"))
+        raise CheckpointException("save failed", {0: (err, traceback.StackSummary())})
+
+    monkeypatch.setattr(CheckpointManager, "save", full_disk)
+    monkeypatch.setattr(MolGenCheckpointManager, "_should_save", lambda self, step, last_step=False: True)
+    monkeypatch.setattr(MolGenCheckpointManager, "_clear_stale_step", lambda self, step: None)
+    manager = object.__new__(MolGenCheckpointManager)
+    manager.folder = str(tmp_path)
+    expected = rf"cannot write checkpoints into {re.escape(str(tmp_path))}: No space left on device.*free space"
+    with pytest.raises(CheckpointWriteError, match=expected):
+        MolGenCheckpointManager.save(manager, 5)
+
+
+def test_the_preflight_refuses_a_checkpoint_folder_that_takes_no_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from molgen3D.training.pretraining.components.checkpoint import CheckpointWriteError
+    from molgen3D.training.pretraining.torchtitan_runner import check_checkpoint_folder
+
+    check_checkpoint_folder(tmp_path / "run" / "checkpoint")  # a writable folder passes (and is created)
+    assert (tmp_path / "run" / "checkpoint").is_dir() and not any((tmp_path / "run" / "checkpoint").iterdir())
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    expected = rf"into {re.escape(str(tmp_path / 'ro'))}: Read-only file system.*chmod"
+    with pytest.raises(CheckpointWriteError, match=expected):
+        check_checkpoint_folder(tmp_path / "ro")

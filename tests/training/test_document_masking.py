@@ -11,6 +11,7 @@ from torchtitan.models.attention import get_causal_mask_mod, get_document_mask_m
 from torchtitan.models.qwen3 import Qwen3Model
 
 from molgen3D.training.pretraining import document_masking as dm
+from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
 
 EOS = 0
@@ -25,7 +26,7 @@ def _args(masking: bool):
 
 def _model(masking: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = dm.MolGenQwen3Model(_args(masking))
+    model = MolGenQwen3Model(_args(masking))
     with torch.no_grad():
         model.init_weights(buffer_device=torch.device("cpu"))
     return model.eval()
@@ -106,11 +107,9 @@ def test_gradients_flow_and_labels_are_not_touched():
 
 
 def test_unit_length_stats_feed_the_masked_flops():
-    from molgen3D.training.pretraining import flops
-
     tokens = torch.tensor([[5, 6, EOS, 7, EOS, EOS, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8]])
     squares, total = dm.unit_length_stats(tokens, EOS).tolist()
-    assert total == 16 and squares == sum(n * n for n in flops.unit_lengths(tokens, EOS))
+    assert (total, squares) == (16, 3**2 + 2**2 + 1**2 + 2**2 + 8**2)  # units cut after each eos, per row
     model = _model(masking=True).train()
     model(tokens)
     model(tokens)

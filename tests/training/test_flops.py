@@ -54,29 +54,17 @@ def test_untied_head_is_not_counted_twice():
     assert tied == 6 * 140 + 6 * 40 and untied == 6 * 140
 
 
-def test_unit_lengths_cut_like_the_document_mask():
-    eos = 9
-    tokens = torch.tensor([[1, 2, eos, 3, eos, eos, eos], [1, 2, 3, 4, 5, 6, 7]])
-    assert flops.unit_lengths(tokens, eos) == [3, 2, 1, 1, 7]
-    assert flops.unit_lengths(torch.tensor([[1, eos, 2]]), eos) == [2, 1]
-
-
 def test_masked_attention_flops_follow_the_unit_lengths():
+    """The model's unit-length sums (document_masking.unit_length_stats, cut like TorchTitan's document mask)
+    give the attention length of block-diagonal attention: sum(l^2) / sum(l)."""
+    from molgen3D.training.pretraining.document_masking import unit_length_stats
+
     eos = 0
     row = [5] * 99 + [eos] + [5] * 299 + [eos] + [eos] * 112  # units of 100 and 300, 112 pads of 1
-    tokens = torch.tensor([row])
-    expected = (100**2 + 300**2 + 112) / 512
-    assert math.isclose(flops.effective_attention_len(flops.unit_lengths(tokens, eos)), expected)
-    assert flops.effective_attention_len([4096]) == 4096 and flops.effective_attention_len([]) == 0
-
-
-def test_mfu_against_dense_peaks_only():
-    assert flops.dense_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
-    assert flops.dense_bf16_peak("NVIDIA H200") == 989e12
-    assert flops.dense_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
-    assert flops.dense_bf16_peak("CPU (x86_64)") is None
-    assert flops.mfu(6.395e9, 1e4, 989e12) == pytest.approx(100 * 6.395e13 / 989e12)
-    assert flops.mfu(1.0, 1.0, None) is None
+    squares, total = unit_length_stats(torch.tensor([row]), eos).tolist()
+    assert math.isclose(squares / total, (100**2 + 300**2 + 112) / 512)
+    full = flops.attention_flops_per_token(2, 4, 8, 512)
+    assert math.isclose(flops.attention_flops_per_token(2, 4, 8, squares / total), full * squares / total / 512)
 
 
 def test_log_line_states_the_convention(meta_06b):

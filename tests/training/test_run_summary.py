@@ -1,15 +1,18 @@
-"""The end-of-run summary says what each saved step really is (checked, not guessed from file names)."""
+"""The end-of-run summary says what each saved step really is (checked, not guessed from file names), from
+its structure and what its checksum manifest says, without hashing the weights again."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import save_file
 
-from molgen3D.training.pretraining.checkpoint_integrity import write_manifest
+from molgen3D.hf import checkpoint_step
+from molgen3D.hf.checkpoint_step import write_manifest
 from molgen3D.training.pretraining.torchtitan_runner import step_kind
 
 
@@ -33,8 +36,9 @@ def test_each_kind_of_step(tmp_path):
     write_manifest(tmp_path / "step-10")
     assert step_kind(tmp_path / "step-10") == "step-10 (resumable)"
     _dcp(tmp_path / "step-15", model_only=True)
-    assert step_kind(tmp_path / "step-15") == "step-15 (model only)"
+    assert step_kind(tmp_path / "step-15") == "step-15 (model only, no checksums.json)"
     _hf(tmp_path / "step-20")
+    write_manifest(tmp_path / "step-20")
     assert step_kind(tmp_path / "step-20") == "step-20 (HF model)"
 
 
@@ -45,6 +49,20 @@ def test_a_folder_that_only_looks_complete_is_called_broken(tmp_path):
     _dcp(tmp_path / "step-10")
     write_manifest(tmp_path / "step-10")
     shard = next((tmp_path / "step-10").glob("*.distcp"))
-    shard.write_bytes(bytes(shard.stat().st_size))
+    shard.write_bytes(bytes(shard.stat().st_size + 3))
     kind = step_kind(tmp_path / "step-10")
-    assert kind.startswith("step-10 BROKEN (") and shard.name in kind and "content changed" in kind
+    assert kind.startswith("step-10 BROKEN (") and shard.name in kind and "the manifest says" in kind
+
+
+def test_the_summary_reads_the_manifest_instead_of_hashing_again(tmp_path, monkeypatch):
+    """Several GB per step at 0.6B: the trainer hashed each file when it saved; the summary only compares."""
+    _dcp(tmp_path / "step-10")
+    write_manifest(tmp_path / "step-10")
+
+    def no_hashing(path):
+        raise AssertionError(f"the summary hashed {path}")
+
+    monkeypatch.setattr(checkpoint_step, "sha256_file", no_hashing)
+    assert step_kind(tmp_path / "step-10") == "step-10 (resumable)"
+    with pytest.raises(AssertionError, match="hashed"):
+        checkpoint_step.verify_manifest(tmp_path / "step-10")  # what loading does: reads every byte

@@ -43,8 +43,9 @@ MEMBERS = [
     ("torchtitan.components.checkpoint", "CheckpointManager.save"),
     ("torchtitan.components.checkpoint", "MODEL"),
     ("torchtitan.components.checkpoint", "AsyncMode.DISABLED"),
-    # patches.py: the per-step gradient clipping the non-finite guard wraps
+    # patches.py: the per-step gradient clipping the non-finite guard wraps (trainer.py, one step at a time)
     ("torchtitan.distributed.utils", "clip_grad_norm_"),
+    ("torchtitan.train", "Trainer.train_step"),
     # document_masking.py / flops.py: Qwen3 internals the masked model and the FLOP count use
     ("torchtitan.models.qwen3.model.model", "Qwen3Model.get_attention_masks"),
     ("torchtitan.models.qwen3.model.model", "Attention.forward"),
@@ -98,7 +99,13 @@ INSTANCE_ATTRIBUTES = [
     ),
     ("torchtitan.models.qwen3.model.model", "Qwen3Model", "__init__", ("model_args", "layers")),
     ("torchtitan.models.qwen3.model.model", "Attention", "__init__", ("inner_attention",)),
-    ("torchtitan.train", "Trainer", "__init__", ("step", "gradient_accumulation_steps")),
+    # trainer.py: MolGenTrainer hands `dataloader` to `metrics_processor` and names `step` in guard messages
+    (
+        "torchtitan.train",
+        "Trainer",
+        "__init__",
+        ("step", "gradient_accumulation_steps", "dataloader", "metrics_processor"),
+    ),
     (
         "torchtitan.components.metrics",
         "MetricsProcessor",
@@ -208,7 +215,7 @@ def test_install_makes_the_trainer_build_our_classes():
 
     from molgen3D.training.pretraining import patches
     from molgen3D.training.pretraining.components.checkpoint import MolGenCheckpointManager
-    from molgen3D.training.pretraining.components.metrics import RunFolderWandBLogger
+    from molgen3D.training.pretraining.components.metrics_processor import RunFolderWandBLogger
 
     patches.install()
     patches.install()  # idempotent

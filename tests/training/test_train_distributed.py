@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedPackedDataset
-from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem
+from molgen3D.hf.checkpoint_step import structure_problem
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 
@@ -114,8 +114,8 @@ def test_two_rank_fsdp_gloo_run(tmp_path, make_tiny_toml, compact_tokenizer_dir,
     assert not set(digests[0]) & set(digests[1]), "the two data-parallel ranks must see different batches"
 
     run_dir = tmp_path / "ckpts" / "tiny-fsdp" / "checkpoint"
-    assert checkpoint_problem(run_dir / "step-2") is None, "FSDP DCP at the interval"
-    assert checkpoint_problem(run_dir / "step-4") is None, "consolidated HF safetensors at the last step"
+    assert structure_problem(run_dir / "step-2") is None, "FSDP DCP at the interval"
+    assert structure_problem(run_dir / "step-4") is None, "consolidated HF safetensors at the last step"
     for hf in (run_dir / "step-2" / "hf", run_dir / "step-4"):
         assert (hf / "config.json").is_file() and (hf / "tokenizer.json").is_file(), f"{hf} is not a complete HF folder"
         assert list(hf.glob("*.safetensors")), f"no safetensors in {hf}"

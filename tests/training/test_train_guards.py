@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from molgen3D.training.pretraining.checkpoint_integrity import NonFiniteLossError
-from molgen3D.training.pretraining.document_masking import MolGenQwen3Model
+from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 

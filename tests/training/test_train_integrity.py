@@ -1,5 +1,6 @@
-"""Through the Trainer: a corrupted newest step is skipped by its checksum, and a finished run extended
-with a new decay end trains at a real learning rate, moving an existing step folder aside."""
+"""Through the Trainer: a corrupted newest step is skipped by its checksum, a resume whose every step fails
+stops naming each one, and a finished run extended with a new decay end trains at a real learning rate,
+moving an existing step folder aside."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 
 import pytest
 
-from molgen3D.training.pretraining.checkpoint_integrity import MANIFEST
+from molgen3D.hf.checkpoint_step import MANIFEST
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 
@@ -45,6 +46,52 @@ def test_a_same_size_overwrite_falls_back_to_the_previous_step(tiny_run, tmp_pat
     assert f"Ignoring checkpoint {checkpoint / 'step-28'}, it fails its checksums: {shard}" in log
     uninterrupted = {step: tiny_run.result.losses[step] for step in range(22, 31)}
     assert resumed.losses == uninterrupted
+
+
+def _corrupt_copies(tiny_run, checkpoint, steps=(21, 28)) -> dict[int, object]:
+    """Copies of saved steps, each with bytes flipped in one shard (same size, DCP would load it)."""
+    shards = {}
+    for step in steps:
+        shutil.copytree(tiny_run.checkpoint_dir / f"step-{step}", checkpoint / f"step-{step}")
+        shard = sorted((checkpoint / f"step-{step}").glob("*.distcp"))[0]
+        data = bytearray(shard.read_bytes())
+        data[-4096:-4088] = bytes(b ^ 0x5A for b in data[-4096:-4088])
+        shard.write_bytes(bytes(data))
+        shards[step] = shard
+    return shards
+
+
+def test_a_resume_whose_every_step_fails_stops_naming_each(tiny_run, tmp_path, train_tiny, write_config):
+    """Explicit `init_mode = "resume"`: the pre-flight refuses before the Trainer starts (it used to train from
+    random weights at step 1, exit 0)."""
+    from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+
+    killed_run = tmp_path / "ckpts" / "tiny-a"
+    shards = _corrupt_copies(tiny_run, killed_run / "checkpoint")
+    with pytest.raises(MolGenConfigError) as info:
+        train_tiny(write_config(_resume_config(tiny_run, killed_run, tmp_path), tmp_path / "resume.toml"))
+    message = str(info.value)
+    for step, shard in shards.items():
+        assert f"step-{step}: {shard} content changed" in message
+    assert "to start afresh on purpose" in message
+
+
+def test_a_run_name_whose_every_step_fails_stops_naming_each(tiny_run, tmp_path, train_tiny, write_config):
+    """`scratch` under the name of a run whose checkpoints all fail: the checkpoint manager refuses at load."""
+    from molgen3D.training.pretraining.components.checkpoint import ResumeError
+
+    shards = _corrupt_copies(tiny_run, tmp_path / "ckpts" / "tiny-a" / "checkpoint")
+    config = copy.deepcopy(tiny_run.config)
+    config["job"]["dump_folder"] = str(tmp_path / "ckpts")
+    config["molgen_run"]["logs_root"] = str(tmp_path / "outputs")
+    config["metrics"]["enable_tensorboard"] = False
+    config["validation"]["enable"] = False
+    with pytest.raises(ResumeError) as info:
+        train_tiny(write_config(config, tmp_path / "again.toml"))
+    message = str(info.value)
+    for step, shard in shards.items():
+        assert f"step-{step}: {shard} content changed" in message
+    assert "move" in message and "new name" in message
 
 
 def test_extending_a_finished_run_with_a_new_decay_end(tiny_run, tmp_path, train_tiny, write_config):

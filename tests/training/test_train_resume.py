@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from molgen3D.training.pretraining.components.checkpoint import DCP_METADATA
+from molgen3D.hf.checkpoint_step import DCP_METADATA
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 

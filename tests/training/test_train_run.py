@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem, step_dirs
+from molgen3D.hf.checkpoint_step import step_dirs, structure_problem
 from molgen3D.training.pretraining.wsds import wsds_lr
 
 pytestmark = pytest.mark.slow  # trains a model end to end
@@ -34,7 +34,7 @@ def test_checkpoint_at_every_decay_end_and_decay_ends_never_purged(tiny_run):
     saved = {step: path for step, path in step_dirs(tiny_run.checkpoint_dir)}
     assert sorted(saved) == [10, 20, 21, 28, 30]
     for step, path in saved.items():
-        assert checkpoint_problem(path) is None, f"step-{step} is not a complete checkpoint"
+        assert structure_problem(path) is None, f"step-{step} is not a complete checkpoint"
 
 
 def test_validation_loss_on_the_valid_split(tiny_run):

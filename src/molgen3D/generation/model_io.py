@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from molgen3D.files import cache_root
+from molgen3D.hf.checkpoint_step import StepNotIntactError, is_saved_step, require_intact
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -81,13 +82,18 @@ def model_directory(model: str | Path) -> Path:
     if not directory.is_dir():
         raise ModelLoadError(f"--model {model!r} resolves to {directory}, which is not a directory")
     if (directory / "config.json").is_file():
+        if is_saved_step(directory):  # an HF-format training step: used only while its checksums match
+            try:
+                require_intact(directory, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+            except StepNotIntactError as err:
+                raise ModelLoadError(str(err)) from None
         return directory
     if not (directory / ".metadata").is_file() and not any(directory.glob("*.safetensors")):
         raise ModelLoadError(
             f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
             "pass the folder written by `molgen3d export-hf`"
         )
-    return exported_step(directory)
+    return exported_step(directory)  # export_step refuses a step that fails its checksums
 
 
 def tokenizer_source(directory: Path, tokenizer: str | Path | None) -> str | Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE
+from molgen3D.hf.checkpoint_step import StepNotIntactError, require_intact
 from molgen3D.hf.training_elements import record_training_elements
 from molgen3D.tokenization.load import load_titan_tokenizer
 
@@ -254,6 +255,10 @@ def export_step(
     is_dcp = (step_dir / ".metadata").is_file()
     if not is_dcp and not any(step_dir.glob("*.safetensors")):
         raise HFExportError(f"{step_dir}: neither a DCP checkpoint (.metadata) nor HF safetensors")
+    try:
+        require_intact(step_dir, warn=logger.warning)
+    except StepNotIntactError as err:
+        raise HFExportError(str(err)) from None
     if not is_dcp and dtype is not None:
         raise HFExportError(f"{step_dir} is already in HF format: it is copied as stored, without dtype conversion")
     meta = read_run_meta(step_dir)

@@ -14,19 +14,18 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from molgen3D.training.pretraining.components.checkpoint import (
-    DCP_METADATA,
-    HF_INDEX,
-    checkpoint_problem,
-    disarm,
-    latest_complete_step,
-)
+from molgen3D.hf.checkpoint_step import DCP_METADATA, HF_INDEX, choose_step, resume_problem, structure_problem
+from molgen3D.training.pretraining.components.checkpoint import disarm
 from molgen3D.training.pretraining.config.loading import load_job_config
-from molgen3D.training.pretraining.components.metrics import MolGenMetricsProcessor, counter_deltas, padding_fraction
+from molgen3D.training.pretraining.components.metrics_processor import (
+    MolGenMetricsProcessor,
+    counter_deltas,
+    padding_fraction,
+)
 from molgen3D.training.pretraining import patches
 from molgen3D.training.pretraining.config.finalize import decay_end_steps
 
-patches.apply_cpu_layer()  # as importing the train spec does in every Trainer process
+patches.apply_cpu_layer()  # as the runner does before every Trainer
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def _data_files(step):
 
 def test_a_finished_dcp_save_is_complete(saved_step):
     assert (saved_step / DCP_METADATA).is_file()
-    assert checkpoint_problem(saved_step) is None
+    assert structure_problem(saved_step) is None
 
 
 @pytest.mark.parametrize(
@@ -58,7 +57,7 @@ def test_a_finished_dcp_save_is_complete(saved_step):
 )
 def test_torn_dcp_folders_are_detected(saved_step, tear, message):
     tear(saved_step)
-    problem = checkpoint_problem(saved_step)
+    problem = structure_problem(saved_step)
     assert problem is not None and message in problem
 
 
@@ -73,21 +72,22 @@ def test_hf_folder_needs_every_indexed_shard(tmp_path):
         "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
     }
     (hf / HF_INDEX).write_text(json.dumps(index))
-    assert "model-00002-of-00002.safetensors" in checkpoint_problem(hf)
+    assert "model-00002-of-00002.safetensors" in structure_problem(hf)
     save_file({"b": torch.zeros(3)}, str(hf / "model-00002-of-00002.safetensors"))
-    assert checkpoint_problem(hf) is None
+    assert structure_problem(hf) is None
 
 
-def test_latest_complete_step_skips_newer_torn_folders(saved_step):
+def test_the_chosen_step_skips_newer_torn_folders(saved_step):
     folder = saved_step.parent
     shutil.copytree(saved_step, folder / "step-5", ignore=shutil.ignore_patterns(DCP_METADATA))
     shutil.copytree(saved_step, folder / "step-12")
     disarm(folder / "step-12")  # a purge that was cut short after disarming
     shutil.copytree(saved_step, folder / "step-40.tmp")  # not a step folder name
-    step, skipped = latest_complete_step(folder)
-    assert step == 3
-    assert [p.name for p, _ in skipped] == ["step-12", "step-5"]
-    assert latest_complete_step(folder / "missing") == (-1, [])
+    choice = choose_step(folder, resumable=False, checksums=False)
+    assert choice.step == 3
+    assert [check.path.name for _, check in choice.passed_over] == ["step-12", "step-5"]
+    missing = choose_step(folder / "missing")
+    assert (missing.step, missing.passed_over) == (-1, [])
 
 
 def _config(enable=True, save=True, checkpoints=(10, 20, 30), steps=25):
@@ -149,8 +149,6 @@ def test_resume_skips_model_only_and_hf_steps(tmp_path):
     """A finished run's last save (model-only DCP or HF weights) is complete but not resumable."""
     from safetensors.torch import save_file
 
-    from molgen3D.training.pretraining.components.checkpoint import resume_problem
-
     folder = tmp_path / "checkpoint"
     weights = {"tok_embeddings.weight": torch.ones(4, 2)}
     dcp.save(
@@ -165,9 +163,10 @@ def test_resume_skips_model_only_and_hf_steps(tmp_path):
         json.dumps({"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model.safetensors"}})
     )
 
-    assert latest_complete_step(folder)[0] == 8
-    step, skipped = latest_complete_step(folder, resumable=True)
-    assert step == 4 and resume_problem(folder / "step-4") is None
+    assert choose_step(folder, resumable=False, checksums=False).step == 8
+    choice = choose_step(folder, resumable=True, checksums=False)
+    assert choice.step == 4 and resume_problem(folder / "step-4") is None
+    skipped = [(check.path, check.problems[0]) for _, check in choice.passed_over]
     assert [p.name for p, _ in skipped] == ["step-8", "step-6"]
     assert "Hugging Face model weights only" in skipped[0][1]
     assert "model weights only (last_save_model_only): no optimizer or train_state" in skipped[1][1]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from molgen3D.training.pretraining import flops
-from molgen3D.training.pretraining.components.metrics import MolGenMetricsProcessor
+from molgen3D.training.pretraining.components.metrics_processor import MolGenMetricsProcessor
 
 
 class MaskedStandIn:

@@ -15,7 +15,7 @@ from molgen3D.training.pretraining.dataprocessing.dataloader import JsonlTaggedP
 from molgen3D.training.pretraining.components.validate import MolGenValidator
 from molgen3D.training.pretraining import patches
 
-patches.apply_cpu_layer()  # as importing the train spec does in every Trainer process
+patches.apply_cpu_layer()  # as the runner does before every Trainer
 
 
 class BigramModel(torch.nn.Module):
@@ -31,12 +31,14 @@ class BigramModel(torch.nn.Module):
 
 
 def _validator(toml) -> MolGenValidator:
+    from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import build_molgen_tokenizer
+
     job_config = load_job_config(toml)
     return MolGenValidator(
         job_config=job_config,
         dp_world_size=1,
         dp_rank=0,
-        tokenizer=None,
+        tokenizer=build_molgen_tokenizer(job_config),
         parallel_dims=SimpleNamespace(dp_enabled=False),
         loss_fn=cross_entropy_loss,
         validation_context=contextlib.nullcontext,
@@ -184,6 +186,11 @@ def test_conformer_sampling_is_wired_to_the_training_probe(make_tiny_toml, qwen,
 
 
 def test_the_real_training_probe_scores_samples(make_tiny_toml, qwen):
+    """The validator's probe (KV-cache copy of the gathered weights) scores exactly what the training probe
+    scores on the model's own forward with the same molecules, seed and budget."""
+    from molgen3D.chem.tagged_text import format_prompt
+    from molgen3D.evaluation import training_probe
+
     toml = make_tiny_toml(
         "val",
         validation={
@@ -196,12 +203,28 @@ def test_the_real_training_probe_scores_samples(make_tiny_toml, qwen):
             "sample_max_new_tokens": 4096,
         },
     )
-    metrics = _validator(toml).sample_conformers(qwen)
-    assert metrics["validation_metrics/conformer_samples"] == 2
-    validity = metrics["validation_metrics/conformer_validity"]
-    assert 0.0 <= validity <= 1.0
+    validator = _validator(toml)
+    metrics = validator.sample_conformers(qwen)
+    cfg = validator.job_config
+    seed = int(cfg.molgen_data.seed)
+    references = training_probe.load_references(validator.paths.valid_data, 1, seed)
+    tokenizer = validator._sampling_tokenizer
+    prompt = max(len(tokenizer.encode(format_prompt(s), add_special_tokens=False)) for s, _ in references)
+    with torch.no_grad():
+        expected = training_probe.sample_and_score(
+            lambda ids: qwen(ids),
+            tokenizer,
+            references,
+            samples_per_molecule=2,
+            max_new_tokens=min(4096, cfg.training.seq_len - prompt),
+            temperature=cfg.validation.sample_temperature,
+            seed=seed,
+        )
+    assert metrics["validation_metrics/conformer_samples"] == expected["conformer_samples"] == 2
+    assert metrics["validation_metrics/conformer_validity"] == expected["conformer_validity"]
     rmsd = metrics["validation_metrics/conformer_mean_best_rmsd"]
-    assert math.isnan(rmsd) if validity == 0 else rmsd >= 0.0
+    assert math.isfinite(rmsd) and rmsd > 0.0
+    assert rmsd == pytest.approx(expected["conformer_mean_best_rmsd"], abs=1e-6)
 
 
 def test_a_flex_model_gets_its_document_masks(make_tiny_toml, model, compact_tokenizer_dir):

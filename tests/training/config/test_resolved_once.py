@@ -29,7 +29,7 @@ def test_finalize_attaches_one_frozen_result(make_tiny_toml):
 
 def test_consumers_never_resolve_paths_again(make_tiny_toml, monkeypatch):
     from molgen3D.training.pretraining.torchtitan_model import qwen3_custom
-    from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
+    from molgen3D.training.pretraining.torchtitan_model.dataloader_builder import build_molgen_dataloader
 
     cfg = load_job_config(make_tiny_toml("once"))
 
@@ -40,8 +40,9 @@ def test_consumers_never_resolve_paths_again(make_tiny_toml, monkeypatch):
     monkeypatch.setattr(finalize, "resolve_molgen_paths", refuse)
     layout = run_layout.plan_run_layout(cfg, "once", {})
     assert layout.run_dir == cfg.molgen_resolved.paths.runs_root / "once"
-    assert qwen3_custom.build_molgen_tokenizer(cfg).eos_id is not None
-    loader = build_molgen_dataloader(1, 0, None, cfg)
+    tokenizer = qwen3_custom.build_molgen_tokenizer(cfg)
+    assert tokenizer.eos_id is not None
+    loader = build_molgen_dataloader(1, 0, tokenizer, cfg)
     assert Path(loader.dataset.index.files[0]).parent == cfg.molgen_resolved.paths.train_data
 
 

@@ -131,7 +131,7 @@ def test_cpu_amp_computes_fp32_and_warns_about_bf16(monkeypatch, caplog):
 def test_mfu_peak_is_dense_on_h100_and_absent_on_cpu():
     from torchtitan.tools import utils
 
-    from molgen3D.training.pretraining.components.metrics import usable_peak_flops
+    from molgen3D.training.pretraining.components.metrics_processor import usable_peak_flops
 
     titan_peak = patches.ORIGINALS["torchtitan.tools.utils.get_peak_flops"]
     assert titan_peak("NVIDIA H100 80GB HBM3") == 989e12, "dense bf16, not the sparse 1979e12"

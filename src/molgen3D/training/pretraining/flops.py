@@ -14,16 +14,11 @@ FLOPs, so MFU reads ~15% low. Here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 ATTENTION_CONVENTION = "full T^2 (causal half not discounted)"
-
-# Dense bf16 tensor-core peaks (FLOP/s); the sparse figures are twice these and never apply here.
-DENSE_BF16_PEAKS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12))
 
 
 @dataclass(frozen=True)
@@ -55,31 +50,6 @@ def count_params(model: nn.Module) -> ParamCounts:
 def attention_flops_per_token(n_layers: int, n_heads: int, head_dim: int, seq_len: float) -> float:
     """QK^T + AV, forward and backward, over a full `seq_len` square (see the module docstring)."""
     return 12.0 * n_layers * n_heads * head_dim * seq_len
-
-
-def effective_attention_len(unit_lengths: Iterable[int]) -> float:
-    """sum(l^2) / sum(l): the `seq_len` that gives block-diagonal attention's FLOPs per token."""
-    lengths = [int(n) for n in unit_lengths if n > 0]
-    tokens = sum(lengths)
-    return sum(n * n for n in lengths) / tokens if tokens else 0.0
-
-
-def unit_lengths(tokens: torch.Tensor, eos_id: int) -> list[int]:
-    """Lengths of the attention blocks of a [B, L] batch cut after each eos (the last block ends at L).
-
-    The same cut as TorchTitan's document mask: an eos closes the unit before it; padding eos
-    tokens are blocks of one.
-    """
-    lengths: list[int] = []
-    for row in tokens.detach().to("cpu"):
-        ends = (row == eos_id).nonzero().flatten().tolist()
-        if not ends or ends[-1] != row.numel() - 1:
-            ends.append(row.numel() - 1)
-        start = 0
-        for end in ends:
-            lengths.append(end + 1 - start)
-            start = end + 1
-    return lengths
 
 
 def flops_per_token(
@@ -114,21 +84,6 @@ def model_flops_per_token(model_args, model: nn.Module, seq_len: float) -> tuple
         tied_head=bool(getattr(model_args, "enable_weight_tying", False)),
     )
     return params, flops
-
-
-def dense_bf16_peak(device_name: str) -> float | None:
-    """Dense bf16 peak FLOP/s of a known accelerator, else None (no MFU rather than a wrong one)."""
-    for marker, peak in DENSE_BF16_PEAKS:
-        if marker in device_name:
-            return peak
-    return None
-
-
-def mfu(flops_per_tok: float, tokens_per_second: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation in percent of `peak_flops` (per device), or None without a peak."""
-    if not peak_flops or peak_flops <= 0:
-        return None
-    return 100.0 * flops_per_tok * tokens_per_second / peak_flops
 
 
 def describe(params: ParamCounts, flops: float, seq_len: float) -> str:

@@ -1,20 +1,21 @@
 """Every change MolGen3D makes to TorchTitan 0.2.2's own modules, each guarded, in one place.
 
-`install()` (called when the `molgen_qwen3` train spec module is imported, which
-`[experimental] custom_import` does at the top of `Trainer.__init__`) applies them all:
+`install()` (called by the runner before it builds the Trainer; never on import) applies
+the lasting ones:
 - the CPU layer (`apply_cpu_layer`, only when there is no accelerator);
 - `torchtitan.train.CheckpointManager` -> `MolGenCheckpointManager` (decay-end saves, complete
   HF folders, torn-step safety, tag-row re-init): the Trainer builds its checkpointer by that
   module-level name and TrainSpec has no hook for it;
 - `torchtitan.components.metrics.WandBLogger` -> `RunFolderWandBLogger` (WandB files in
   $WANDB_DIR): `_build_metric_logger` builds it by that module-level name;
-- `torchtitan.distributed.utils.clip_grad_norm_` -> `guarded_clip_grad_norm_`: the Trainer calls
-  it once per step between backward and optimizer; a non-finite norm skips the update and
-  stops the run after `[training] max_nonfinite_loss_steps` such steps in a row
-  (checkpoint_integrity.check_step_gradients). Reading the norm is one scalar sync per step.
 - `torchtitan.models.attention.VarlenAttentionWrapper.forward` -> `varlen_forward_with_gqa`:
   TorchTitan 0.2.2 never passes `enable_gqa`, and torch 2.13's `varlen_attn` refuses key/value
   with fewer heads than the query (Qwen3-0.6B: 16 and 8) before any kernel runs.
+One is scoped to a single training step: `gradient_norm_check(check)` makes
+`torchtitan.distributed.utils.clip_grad_norm_` (the Trainer calls it once per step between
+backward and optimizer) hand the step's global gradient norm to `check`, and is undone when the
+step ends; `MolGenTrainer.train_step` passes its non-finite loss guard. Reading the norm is one
+scalar sync per step.
 Each patch checks that its target is still TorchTitan's original (or already ours) and that the
 code that uses it still looks the name up, and otherwise fails loudly naming the pinned version:
 an upgrade that builds these objects another way must not silently drop our behaviour.
@@ -45,6 +46,7 @@ import os
 import platform
 import resource
 from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
@@ -64,6 +66,7 @@ DEVICE_BINDINGS: dict[str, tuple[str, ...]] = {
 }
 
 _applied = False
+_installed = False
 _warned_amp = False
 ORIGINALS: dict[str, object] = {}
 """TorchTitan's objects replaced here, by "module.name" (for tests and debugging)."""
@@ -209,8 +212,7 @@ def _require_lookup(function: Any, name: str, where: str) -> None:
 def apply_cpu_layer() -> bool:
     """Switch TorchTitan to the CPU when no accelerator exists; returns True if it did.
 
-    Idempotent; call it before `Trainer.__init__` picks the device (importing the
-    `molgen_qwen3` train spec module does, via `[experimental] custom_import`).
+    Idempotent; call it before `Trainer.__init__` picks the device (`install()` does).
     """
     global _applied
     if _applied:
@@ -259,7 +261,7 @@ def install_wandb_folder() -> None:
     """Make TorchTitan's metric-logger factory build `RunFolderWandBLogger`."""
     import torchtitan.components.metrics as titan_metrics
 
-    from molgen3D.training.pretraining.components.metrics import RunFolderWandBLogger
+    from molgen3D.training.pretraining.components.metrics_processor import RunFolderWandBLogger
 
     _require_lookup(
         titan_metrics._build_metric_logger, "WandBLogger", "torchtitan.components.metrics._build_metric_logger"
@@ -272,27 +274,33 @@ def install_wandb_folder() -> None:
     )
 
 
-def guarded_clip_grad_norm_(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """TorchTitan's clip_grad_norm_, then the non-finite check of the step (no-op until a guard is armed)."""
-    from molgen3D.training.pretraining.checkpoint_integrity import check_step_gradients
-
-    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-    norm = ORIGINALS["torchtitan.distributed.utils.clip_grad_norm_"](params, max_norm, *args, **kwargs)
-    check_step_gradients(params, norm)
-    return norm
-
-
-def install_nonfinite_guard() -> None:
-    """Make the Trainer's per-step gradient clipping check for a non-finite loss."""
+def check_gradient_norm_target() -> None:
+    """The Trainer's train_step must still call `clip_grad_norm_` through its module, else the step's
+    norm would silently stop reaching the non-finite loss guard."""
     import torchtitan.train
 
     _require_lookup(torchtitan.train.Trainer.train_step, "clip_grad_norm_", "torchtitan.train.Trainer.train_step")
-    _replace(
-        "torchtitan.distributed.utils",
-        "clip_grad_norm_",
-        guarded_clip_grad_norm_,
-        _defined_as("torchtitan.distributed.utils", "clip_grad_norm_"),
-    )
+
+
+@contextlib.contextmanager
+def gradient_norm_check(check: Callable[[list[torch.Tensor], torch.Tensor], None]) -> Iterator[None]:
+    """Within the block, TorchTitan's `clip_grad_norm_` is followed by `check(params, norm)` (one step's worth)."""
+    module = importlib.import_module("torchtitan.distributed.utils")
+    original = module.clip_grad_norm_
+    if not _defined_as("torchtitan.distributed.utils", "clip_grad_norm_")(original):
+        raise _fail(f"torchtitan.distributed.utils.clip_grad_norm_ is {original!r}, not TorchTitan's original")
+
+    def clip_then_check(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> torch.Tensor:
+        params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+        norm = original(params, max_norm, *args, **kwargs)
+        check(params, norm)
+        return norm
+
+    module.clip_grad_norm_ = clip_then_check
+    try:
+        yield
+    finally:
+        module.clip_grad_norm_ = original
 
 
 VARLEN_FORWARD = "torchtitan.models.attention.VarlenAttentionWrapper.forward"
@@ -338,9 +346,13 @@ def install_varlen_gqa() -> None:
 
 
 def install() -> None:
-    """Every patch above (idempotent)."""
+    """The lasting patches, and the check the per-step one relies on (once per process)."""
+    global _installed
+    if _installed:
+        return
     apply_cpu_layer()
     install_checkpoint_manager()
     install_wandb_folder()
-    install_nonfinite_guard()
     install_varlen_gqa()
+    check_gradient_norm_target()
+    _installed = True

@@ -33,6 +33,7 @@ from molgen3D.config import hub
 from molgen3D.config.paths import PathAliasError
 from molgen3D.datasets.jsonl_paths import DataPathError, expand_paths
 from molgen3D.training.pretraining import run_layout
+from molgen3D.training.pretraining.components.checkpoint import CheckpointWriteError, ResumeError
 from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.config.loading import read_job_config
@@ -85,6 +86,9 @@ def cli(argv: list[str]) -> int:
     except (MolGenConfigError, PathAliasError) as err:
         print(f"molgen3d pretrain: config error: {err}", file=sys.stderr)
         return 2
+    except (ResumeError, CheckpointWriteError) as err:
+        print(f"molgen3d pretrain: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -102,6 +106,8 @@ def run_pretraining(train_toml: str | Path, run_desc: str | None = None, overrid
             run_name = _agree_on_run_name(run_name, env)
         layout = run_layout.plan_run_layout(job_config, run_name, env)
         settled = write_titan_config(job_config, layout)
+        if job_config.checkpoint.enable:
+            check_checkpoint_folder(layout.checkpoint_dir)
         run_layout.ensure_run_dirs(layout, wandb=job_config.metrics.enable_wandb)
         with (
             _scoped_env(run_layout.run_environment(layout, env)),
@@ -181,31 +187,51 @@ def check_inputs(job_config, paths: MolGenPaths) -> list[str]:
                 "point it at a Hugging Face model folder (safetensors + config.json)",
             )
     if mode == "resume":
-        _check_resume_checkpoint(paths.resume_checkpoint)
+        # Rank 0 reads every byte (once per resume, as the checkpoint manager does); the others check structure.
+        first_rank = os.environ.get("RANK", "0") == "0"
+        _check_resume_checkpoint(paths.resume_checkpoint, job_config.checkpoint.checksums and first_rank)
     warning = check_seq_len(job_config, paths)
     return [warning] if warning else []
 
 
-def _check_resume_checkpoint(location: Path) -> None:
-    """A resume needs a step training can restart from: with only torn or model-only `step-N`
-    folders TorchTitan would start from random weights or fail mid-load."""
-    from molgen3D.training.pretraining.components.checkpoint import STEP_DIR, latest_complete_step, resume_problem
+def _check_resume_checkpoint(location: Path, checksums: bool) -> None:
+    """A resume needs a step training can restart from, intact (`checkpoint_step.choose_step`, the rule the
+    checkpoint manager loads by): else TorchTitan would start from random weights or fail mid-load."""
+    from molgen3D.hf.checkpoint_step import check_step, choose_step, describe_failures, step_number
 
-    if STEP_DIR.fullmatch(location.name):
-        problem = resume_problem(location) if location.is_dir() else "the folder does not exist"
+    if step_number(location) is not None:
+        check = check_step(location, resumable=True, checksums=checksums)
+        problem = None if check.usable else "; ".join(check.problems)
     else:
-        step, skipped = latest_complete_step(location, resumable=True)
-        problem = (
-            None
-            if step >= 0
-            else "no resumable step-N checkpoint" + "".join(f"; {path.name}: {why}" for path, why in skipped[:3])
-        )
+        choice = choose_step(location, resumable=True, checksums=checksums)
+        problem = None
+        if choice.step < 0:
+            problem = (
+                f"every saved step fails its checks:\n{describe_failures(choice)}\n"
+                if choice.passed_over
+                else "it holds no step-N checkpoint"
+            )
     if problem is not None:
         raise MolGenConfigError(
             "molgen_run.resume_run_path_tag",
             f"{location} cannot be resumed ({problem})",
-            "point it at a run dir (or its checkpoint folder / a step-N) that has a complete saved checkpoint",
+            "point it at a run dir (or its checkpoint folder / a step-N) that has an intact saved step; to start "
+            'afresh on purpose, set init_mode = "scratch" (or "hf_pretrain") with a new run name',
         )
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """The run's checkpoint folder must take a file now, not fail at the first save after hours of training."""
+    import tempfile
+
+    from molgen3D.training.pretraining.components.checkpoint import write_refusal
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise CheckpointWriteError(write_refusal(folder, err)) from None
 
 
 def _check_data(key: str, location: Path | None) -> None:
@@ -394,16 +420,20 @@ def _agree_on_run_name(candidate: str, env: Mapping[str, str]) -> str:
 
 
 def _train(job_config) -> tuple[int, dict[int, float]]:
-    """TorchTitan's Trainer start to finish; the process group is destroyed if this call created it."""
+    """`MolGenTrainer` start to finish, after the TorchTitan patches; the process group is destroyed if this
+    call created it."""
     import torch.distributed as dist
-    from torchtitan.train import Trainer
 
+    from molgen3D.training.pretraining import patches
+    from molgen3D.training.pretraining.trainer import MolGenTrainer
+
+    patches.install()
     had_process_group = dist.is_initialized()
     gc_was_enabled = gc.isenabled()  # TorchTitan's GarbageCollection turns automatic gc off
     losses: dict[int, float] = {}
     trainer = None
     try:
-        trainer = Trainer(job_config)
+        trainer = MolGenTrainer(job_config)
         trainer.train()
         losses.update(getattr(trainer.metrics_processor, "losses", {}))
         return trainer.step, losses
@@ -417,27 +447,29 @@ def _train(job_config) -> tuple[int, dict[int, float]]:
 
 
 def step_kind(step_dir: Path) -> str:
-    """What a saved step really is, checked (files, checksums), for the end-of-run summary."""
-    from molgen3D.training.pretraining.checkpoint_integrity import verify_manifest
-    from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem, resume_problem
+    """What a saved step is, for the end-of-run summary: `check_step` on its structure and on what its
+    checksum manifest says (names, sizes), without reading the weights again (the trainer hashed them)."""
+    from molgen3D.hf.checkpoint_step import HF_SUBDIR, MANIFEST, check_step, resume_problem, structure_problem
 
-    problem = checkpoint_problem(step_dir) or "; ".join(verify_manifest(step_dir, require=False))
-    if problem:
-        return f"{step_dir.name} BROKEN ({problem})"
+    check = check_step(step_dir, contents=False)
+    if check.problems:
+        return f"{step_dir.name} BROKEN ({'; '.join(check.problems)})"
     if resume_problem(step_dir) is None:
         kind = "resumable"
     elif (step_dir / "config.json").is_file():
         kind = "HF model"
     else:
         kind = "model only"
-    hf = step_dir / "hf"
-    if (hf / "config.json").is_file() and checkpoint_problem(hf) is None:
+    hf = step_dir / HF_SUBDIR
+    if (hf / "config.json").is_file() and structure_problem(hf) is None:
         kind += " + HF model in hf/"
+    if not check.verified:
+        kind += f", no {MANIFEST}"
     return f"{step_dir.name} ({kind})"
 
 
 def summary(result: RunResult, job_config) -> str:
-    from molgen3D.training.pretraining.components.checkpoint import step_dirs
+    from molgen3D.hf.checkpoint_step import step_dirs
 
     steps = [path for _, path in step_dirs(result.checkpoint_dir)]
     lines = [

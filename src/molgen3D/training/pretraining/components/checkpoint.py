@@ -7,159 +7,109 @@ What it adds to TorchTitan 0.2.2:
 - complete Hugging Face folders: after TorchTitan's last-step HF save (`last_save_in_hf`) and,
   with `checkpoint.save_hf_per_checkpoint`, an HF copy in `step-N/hf` after every save, each
   finished with `molgen3D.hf.export.complete_hf_folder` (config.json, generation_config.json, tokenizer);
-- a torn or partial `step-N` folder is never picked as the latest. DCP writes `.metadata` last
+- a torn, partial or changed `step-N` folder is never loaded. DCP writes `.metadata` last
   and atomically (tmp file + rename, torch 2.13), and TorchTitan's `_find_load_step` already
   requires it; that is not enough when a folder is half purged (the purge thread's rmtree
   may delete data files before `.metadata`) or re-saved over (the old `.metadata` survives
-  until the new one is renamed in). So: the probe files are removed first before a folder is
-  purged or re-saved, and the load step is the newest folder whose metadata reads and whose
-  every referenced file is present and long enough;
-- content checksums (`checkpoint_integrity.py`, `[checkpoint] checksums`): rank 0 writes a
-  sha256 manifest into each step once its files are all on disk (after an async save's
-  future completes); the load step is the newest one that also verifies, each newer one
-  skipped with a warning naming its bad file. A step folder that already exists is moved
-  aside (`step-N.replaced-<time>`), never written over in place;
+  until the new one is renamed in). So the probe files are removed first before a folder is
+  purged or re-saved, and the load step is chosen by `molgen3D.hf.checkpoint_step.choose_step`
+  (the one "is this step intact" rule: complete, resumable, checksums): rank 0 writes a sha256
+  manifest into each step once its files are all on disk (after an async save's future
+  completes, `[checkpoint] checksums`); a newer step that fails is skipped with a warning naming
+  its bad file, a step without a manifest is loaded only when no older one verifies, with a
+  warning calling it unverified, and a folder whose every finished step fails stops the run
+  with each step's problem (`ResumeError`) instead of training from random weights. A step
+  folder that already exists is moved aside (`step-N.replaced-<time>`), never written over;
+- a save that cannot be written (read-only or full folder) stops the run naming the folder
+  and the fix (`CheckpointWriteError`), not with DCP's traceback;
 - an HF folder whose tensors are not all finite is never completed (its index is removed
-  and the run stops); the non-finite loss guard (`nonfinite_patch.py`) is armed here;
+  and the run stops);
 - after the initial load of a `scratch` or `hf_pretrain` run, the rows of the tag tokens are
   re-initialised N(0, dim**-0.5), so the new tags do not start as copies of unrelated rows,
   unless the hf_pretrain base already has trained tag rows (`[molgen_run] reinit_tag_rows`,
-  hf_base.py).
+  hf/base_model.py).
 
 Installation: TorchTitan's Trainer builds `CheckpointManager(...)` by the name bound in
-`torchtitan.train`, and TrainSpec has no hook for it; `patches.py` rebinds that name, guarded.
+`torchtitan.train`, and TrainSpec has no hook for it; `patches.py` rebinds that name, guarded,
+when the runner calls `patches.install()`.
 Without MolGen config sections the class behaves as TorchTitan's. The WSDS decay ends and the
 tokenizer come from the config's `molgen_resolved`.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
-import re
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 
 from torchtitan.components.checkpoint import MODEL, AsyncMode, CheckpointManager
 from torchtitan.tools.logging import logger
 
 from molgen3D.chem.tagged_text import TAGS
+from molgen3D.hf import checkpoint_step
+from molgen3D.hf.checkpoint_step import DCP_METADATA, HF_INDEX, HF_SUBDIR, MANIFEST, choose_step, step_dirs
 from molgen3D.hf.export import complete_hf_folder
 from molgen3D.hf.state_dict_adapter import reinit_token_rows
-from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining import checkpoint_integrity as integrity
+from molgen3D.training.pretraining.config.finalize import resolved
 
-STEP_DIR = re.compile(r"step-(\d+)")
-DCP_METADATA = ".metadata"
-HF_INDEX = "model.safetensors.index.json"
 PROBES = (DCP_METADATA, HF_INDEX)
-HF_SUBDIR = "hf"
 TRAIN_STATE = "train_state"
-# What a DCP must hold for training to restart from it (top-level keys of TorchTitan's state).
-TRAINING_STATE = ("optimizer", TRAIN_STATE)
+FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-# ---------------------------------------------------------------- completeness checks
+class ResumeError(RuntimeError):
+    """A run that resumes, but none of whose saved steps can be loaded."""
 
 
-def _dcp_problem(step_dir: Path) -> str | None:
-    from torch.distributed.checkpoint import FileSystemReader
+class CheckpointWriteError(RuntimeError):
+    """A save that the file system refused (read-only, no permission, no space)."""
 
-    try:
-        metadata = FileSystemReader(str(step_dir)).read_metadata()
-    except Exception as err:  # a truncated or foreign pickle: the save did not finish
-        return f"{DCP_METADATA} is unreadable ({type(err).__name__}: {err})"
-    needed: dict[str, int] = {}
-    for info in (metadata.storage_data or {}).values():
-        end = int(info.offset) + int(info.length)
-        needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
-    for name, size in sorted(needed.items()):
-        path = step_dir / name
-        if not path.is_file():
-            return f"{name} named by {DCP_METADATA} is missing"
-        if path.stat().st_size < size:
-            return f"{name} has {path.stat().st_size} bytes, {DCP_METADATA} needs {size}"
+
+def resume_refusal(folder: str | os.PathLike, choice: checkpoint_step.StepChoice) -> str:
+    """The error a resume gets when every saved step fails: each step and its bad file, and the way out."""
+    return (
+        f"cannot resume from {folder}: every saved step fails its checks\n{checkpoint_step.describe_failures(choice)}\n"
+        f"Training from random weights here would look like a resumed run. To start afresh on purpose, move {folder} "
+        "aside (or delete it), or give the run a new name ([molgen_run] run_name / --run-desc)."
+    )
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed save (DCP wraps each rank's in a CheckpointException), else None."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        if isinstance(err, CheckpointException):
+            todo += [failure[0] if isinstance(failure, tuple) else failure for failure in err.failures.values()]
+        todo += [err.__cause__, err.__context__]
     return None
 
 
-def _hf_problem(step_dir: Path) -> str | None:
-    try:
-        index = json.loads((step_dir / HF_INDEX).read_text(encoding="utf-8"))
-        files = set(index["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        return f"{HF_INDEX} is unreadable ({type(err).__name__}: {err})"
-    for name in sorted(files):
-        path = step_dir / name
-        if not path.is_file() or path.stat().st_size < 8:
-            return f"{name} named by {HF_INDEX} is missing or empty"
-    return None
-
-
-def checkpoint_problem(step_dir: str | os.PathLike) -> str | None:
-    """Why `step_dir` is not a complete checkpoint (DCP or HF safetensors), or None if it is."""
-    step_dir = Path(step_dir)
-    if (step_dir / DCP_METADATA).is_file():
-        return _dcp_problem(step_dir)
-    if (step_dir / HF_INDEX).is_file():
-        return _hf_problem(step_dir)
-    return f"no {DCP_METADATA} (the save did not finish)"
-
-
-def step_dirs(folder: str | os.PathLike) -> list[tuple[int, Path]]:
-    """`(step, path)` of every `step-N` directory in `folder`, oldest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for entry in folder.iterdir():
-        match = STEP_DIR.fullmatch(entry.name)
-        if match and entry.is_dir():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
-
-
-def resume_problem(step_dir: str | os.PathLike) -> str | None:
-    """Why training cannot restart from `step_dir` (torn, or model weights only), or None.
-
-    The last save of a run is often model-only or HF safetensors (`last_save_model_only`,
-    `last_save_in_hf`): complete as a model, but with no optimizer, scheduler or data state,
-    so a run extended past its end must resume from the newest full DCP instead.
-    """
-    problem = checkpoint_problem(step_dir)
-    if problem is not None:
-        return problem
-    step_dir = Path(step_dir)
-    if not (step_dir / DCP_METADATA).is_file():
-        return "Hugging Face model weights only (last_save_in_hf): no optimizer, scheduler or data state"
-    from torch.distributed.checkpoint import FileSystemReader
-
-    saved = {key.split(".", 1)[0] for key in FileSystemReader(str(step_dir)).read_metadata().state_dict_metadata}
-    missing = [name for name in TRAINING_STATE if name not in saved]
-    if missing:
-        return f"model weights only (last_save_model_only): no {' or '.join(missing)} state"
-    return None
-
-
-def latest_complete_step(folder: str | os.PathLike, *, resumable: bool = False) -> tuple[int, list[tuple[Path, str]]]:
-    """The newest complete (with `resumable`: training can restart from it) step in `folder`, -1 if
-    none, and the newer folders skipped, with why."""
-    skipped: list[tuple[Path, str]] = []
-    check = resume_problem if resumable else checkpoint_problem
-    for step, path in reversed(step_dirs(folder)):
-        problem = check(path)
-        if problem is None:
-            return step, skipped
-        skipped.append((path, problem))
-    return -1, skipped
+def write_refusal(folder: str | os.PathLike, err: OSError) -> str:
+    """What to tell a user whose checkpoint folder cannot be written."""
+    why = os.strerror(err.errno) if err.errno else str(err)
+    return (
+        f"cannot write checkpoints into {folder}: {why} ({err.filename or folder}). Make the folder writable "
+        "(chmod u+w, or point [job] dump_folder at a writable disk) or free space on it, then resume the run "
+        "(same run name); or set [checkpoint] enable = false to train without saving."
+    )
 
 
 def disarm(step_dir: str | os.PathLike) -> None:
     """Remove the probe files, so a folder about to be deleted or rewritten never looks complete."""
-    for name in (*PROBES, integrity.MANIFEST):
+    for name in (*PROBES, MANIFEST):
         try:
             os.unlink(os.path.join(step_dir, name))
         except FileNotFoundError:
@@ -189,9 +139,6 @@ class MolGenCheckpointManager(CheckpointManager):
         if self.enable and self.save_hf_per_checkpoint and self.sd_adapter is None:
             raise ValueError("[checkpoint] save_hf_per_checkpoint = true needs the train spec's state_dict_adapter")
         self.checksums = bool(getattr(checkpoint_config, "checksums", False))
-        if self.is_molgen_run and self.trainer is not None:
-            trainer = self.trainer
-            integrity.arm_loss_guard(self.job_config.training.max_nonfinite_loss_steps, lambda: trainer.step)
         if self.enable and self.decay_end_steps:
             logger.info(f"Checkpoints also at the WSDS decay ends {sorted(self.decay_end_steps)} (never purged)")
 
@@ -209,17 +156,23 @@ class MolGenCheckpointManager(CheckpointManager):
     @torch.no_grad()
     def save(self, curr_step: int, last_step: bool = False) -> None:
         saving = self._should_save(curr_step, last_step)
-        if saving:
-            self._clear_stale_step(curr_step)
-        super().save(curr_step, last_step)
-        if not saving:
-            return
-        step_dir = self._create_checkpoint_id(curr_step)
-        if last_step and self.last_save_in_hf:
-            self._complete_hf(step_dir)
-        elif self.save_hf_per_checkpoint:
-            self._save_hf_copy(step_dir)
-        self._seal(step_dir, last_step)
+        try:
+            if saving:
+                self._clear_stale_step(curr_step)
+            super().save(curr_step, last_step)
+            if not saving:
+                return
+            step_dir = self._create_checkpoint_id(curr_step)
+            if last_step and self.last_save_in_hf:
+                self._complete_hf(step_dir)
+            elif self.save_hf_per_checkpoint:
+                self._save_hf_copy(step_dir)
+            self._seal(step_dir, last_step)
+        except (OSError, CheckpointException) as exc:
+            err = os_error_of(exc)
+            if err is None or err.errno not in FULL_OR_READ_ONLY:
+                raise
+            raise CheckpointWriteError(write_refusal(self.folder, err)) from None
 
     def _clear_stale_step(self, step: int) -> None:
         """A `step-N` left by an earlier attempt is moved aside, never written over in place.
@@ -246,7 +199,7 @@ class MolGenCheckpointManager(CheckpointManager):
             return
         future = None if last_step or self.async_mode == AsyncMode.DISABLED else self.save_future
         if future is None:
-            integrity.write_manifest(step_dir)
+            checkpoint_step.write_manifest(step_dir)
             return
 
         def after_save(done) -> None:
@@ -254,7 +207,7 @@ class MolGenCheckpointManager(CheckpointManager):
                 logger.warning(f"no checksum manifest for {step_dir}: the async save failed ({done.exception()})")
                 return
             try:
-                integrity.write_manifest(step_dir)
+                checkpoint_step.write_manifest(step_dir)
             except Exception as err:  # a callback must not die silently
                 logger.warning(f"no checksum manifest for {step_dir}: {type(err).__name__}: {err}")
 
@@ -284,22 +237,25 @@ class MolGenCheckpointManager(CheckpointManager):
     # --- which step to load --------------------------------------------------------------
 
     def _find_load_step(self, folder: str = "") -> int:
-        """The newest resumable step whose checksums verify; rank 0 reads the files, every rank gets its answer."""
-        step = self._newest_intact_step(folder or self.folder) if _rank() == 0 else -1
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            box = [step]
-            dist.broadcast_object_list(box, src=0)
-            step = box[0]
-        return step
+        """The step to resume (`choose_step`); rank 0 reads the files, every rank gets its answer.
 
-    def _newest_intact_step(self, folder: str) -> int:
-        if not self.checksums:
-            step, skipped = latest_complete_step(folder, resumable=True)
-            for path, problem in skipped:
-                logger.warning(f"Ignoring incomplete checkpoint {path}: {problem}")
-            return step
-        choice = integrity.newest_intact(step_dirs(folder), warn=logger.warning, require=False, precheck=resume_problem)
-        return -1 if choice.step is None else choice.step
+        -1 when the folder holds no finished save (a crash during the first save: a new run);
+        a folder whose every finished save fails raises `ResumeError` on every rank.
+        """
+        folder = folder or self.folder
+        answer: tuple[int, str | None] = (-1, None)
+        if _rank() == 0:
+            choice = choose_step(folder, resumable=True, checksums=self.checksums, warn=logger.warning)
+            refusal = resume_refusal(folder, choice) if choice.step < 0 and choice.any_finished else None
+            answer = (choice.step, refusal)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            box = [answer]
+            dist.broadcast_object_list(box, src=0)
+            answer = box[0]
+        step, refusal = answer
+        if refusal is not None:
+            raise ResumeError(refusal)
+        return step
 
     def _purge_stale_checkpoints(self) -> None:
         if self.keep_latest_k <= 0 or _rank() != 0 or not os.path.isdir(self.folder):
@@ -320,15 +276,14 @@ class MolGenCheckpointManager(CheckpointManager):
         resuming = self.enable and os.path.isdir(self.folder)
         if resuming and step != -1:
             named = self._create_checkpoint_id(step)
-            problem = checkpoint_problem(named) if os.path.isdir(named) else None
-            if problem is None and os.path.isdir(named) and self.checksums:
-                bad = integrity.verify_manifest(named, require=False)
-                problem = "checksum mismatch: " + "; ".join(bad) if bad else None
-            if problem is not None:
-                raise ValueError(
-                    f"checkpoint.load_step = {step}: {named} is incomplete ({problem}); "
-                    "name another step, or -1 for the newest complete one"
+            check = checkpoint_step.check_step(named, checksums=self.checksums) if os.path.isdir(named) else None
+            if check is not None and check.problems:
+                raise ResumeError(
+                    f"checkpoint.load_step = {step}: {named} fails its checks ({'; '.join(check.problems)}); "
+                    "name another step, or -1 for the newest intact one"
                 )
+            if check is not None and self.checksums and not check.verified:
+                logger.warning(f"Loading {named} UNVERIFIED: it has no {MANIFEST}")
         elif resuming:
             step = self._find_load_step()  # chosen once here, so TorchTitan does not search again
         # TorchTitan treats an existing folder as "resume" even when no step in it can be resumed
@@ -353,10 +308,10 @@ class MolGenCheckpointManager(CheckpointManager):
         return loaded
 
     def _reinit_tag_rows(self) -> None:
-        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load (see hf_base)."""
+        """Tag-token rows ~ N(0, dim**-0.5) after a scratch or hf_pretrain initial load (see hf/base_model.py)."""
         if not self.is_molgen_run or self.job_config.molgen_run.init_mode not in ("scratch", "hf_pretrain"):
             return
-        from molgen3D.training.pretraining import hf_base
+        from molgen3D.hf import base_model
 
         tokenizer = self.trainer.tokenizer
         run_ids = {tag: tokenizer.token_to_id(tag) for tag in TAGS}
@@ -367,9 +322,9 @@ class MolGenCheckpointManager(CheckpointManager):
             return
         run = self.job_config.molgen_run
         base = self.resolved.paths.base_model if run.init_mode == "hf_pretrain" else None
-        trained = bool(base) and os.path.isdir(base) and hf_base.has_trained_tag_rows(base, run_ids)
+        trained = bool(base) and os.path.isdir(base) and base_model.has_trained_tag_rows(base, run_ids)
         mode = getattr(run, "reinit_tag_rows", "auto")
-        if not hf_base.should_reinit_tag_rows(run.init_mode, mode, trained):
+        if not base_model.should_reinit_tag_rows(run.init_mode, mode, trained):
             why = f"reinit_tag_rows = {mode!r}"
             if trained:
                 why = "the base model's tokenizer has them at the same ids (trained rows)"

@@ -14,7 +14,7 @@ With `validation.sample_conformers_freq > 0`, every that-many steps the model al
 conformers for a few validation molecules and scores them with
 `molgen3D.evaluation.training_probe.sample_and_score` (validity, mean best RMSD). Every rank
 takes part in gathering the full weights once; rank 0 alone decodes them as a transformers
-Qwen3 with a KV cache (probe_model.py) while the others go on: one gather instead of a full
+Qwen3 with a KV cache (probe_weights.py) while the others go on: one gather instead of a full
 FSDP forward per generated token on every rank.
 """
 
@@ -36,8 +36,8 @@ from molgen3D.evaluation import training_probe
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.document_masking import model_inputs
-from molgen3D.training.pretraining.probe_model import full_state_dict, hf_model_for_probe
-from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
+from molgen3D.training.pretraining.probe_weights import full_state_dict, hf_model_for_probe
+from molgen3D.training.pretraining.torchtitan_model.dataloader_builder import build_molgen_dataloader
 
 
 class MolGenValidator(BaseValidator):

@@ -6,16 +6,14 @@ Only `finalize_job_config` calls `resolve_molgen_paths`; everything else reads t
 """
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from molgen3D.config import paths as path_aliases
+from molgen3D.hf.checkpoint_step import STEP_DIR
 from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 from molgen3D.training.pretraining.config.toml_checks import where_set
 from molgen3D.training.pretraining.config.twins import one_value
-
-STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ class JsonlTaggedPackedDataset(IterableDataset):
         self.index = LineIndex(paths)
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
         self.eot_id = eot_id(self.tokenizer)
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        # transformers keeps the `tokenizers` object as backend_tokenizer, TorchTitan's tokenizer as .tokenizer
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) or getattr(self.tokenizer, "tokenizer", None)
         self._backend = backend if hasattr(backend, "encode") else None
         self._epoch = 0
         self._cursor = 0
@@ -270,7 +271,7 @@ class JsonlTaggedPackedDataset(IterableDataset):
             "dp_rank": self.dp_rank,
             "dp_world_size": self.dp_world_size,
             "eot_id": self.eot_id,
-            "vocab_size": len(self.tokenizer),
+            "vocab_size": self._backend.get_vocab_size() if self._backend is not None else len(self.tokenizer),
         }
 
     def state_dict(self) -> dict[str, Any]:

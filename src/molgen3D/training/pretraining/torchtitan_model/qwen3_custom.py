@@ -1,14 +1,14 @@
 """The `molgen_qwen3` TrainSpec: TorchTitan's Qwen3 on conformer text (`[experimental] custom_import`).
 
-Importing this module (the Trainer does it first thing) installs the TorchTitan patches of
-`patches.py` (the CPU layer when there is no accelerator, our checkpoint manager and WandB
-folder) and registers the spec once per process. What the spec changes against TorchTitan's `qwen3`:
+Importing this module (the Trainer does it first thing) registers the spec once per process;
+it changes nothing in TorchTitan (the runner applies `patches.py` itself, before it builds the
+Trainer). What the spec changes against TorchTitan's `qwen3`:
 - flavors "tiny"/"small" that train in minutes on 2 CPU cores, and "0.6B" (Qwen3-0.6B);
   all tie the LM head to the embedding;
 - `[model] document_masking` makes attention block-causal per unit (flex/varlen on CUDA, SDPA
-  with an explicit mask on CPU: document_masking.py);
+  with an explicit mask on CPU: model.py, document_masking.py);
 - parameter count and FLOPs/token count the tied head (flops.py), so MFU is not ~15% low;
-- hf_pretrain checks the base folder's config.json against the flavor (hf_base.py);
+- hf_pretrain checks the base folder's config.json against the flavor (hf/base_model.py);
 - the vocabulary follows the tokenizer (`molgen_run.tokenizer_tag`, resolved once by finalize):
   len(tokenizer) rounded up to a multiple of 64, except that a flavor with Qwen3's padded
   151,936 rows keeps them when they cover the tokenizer (so Qwen3 HF weights load as is);
@@ -32,14 +32,16 @@ from torchtitan.tools.logging import logger
 
 from molgen3D.hf.state_dict_adapter import MolGenQwen3StateDictAdapter
 from molgen3D.tokenization.load import load_titan_tokenizer
-from molgen3D.training.pretraining import flops, hf_base, patches
+from molgen3D.hf import base_model
+from molgen3D.training.pretraining import flops, patches
 from molgen3D.training.pretraining.components.lr_scheduler import build_wsds_lr_schedulers
-from molgen3D.training.pretraining.components.metrics import build_molgen_metrics_processor, offer_train_loader
+from molgen3D.training.pretraining.components.metrics_processor import build_molgen_metrics_processor
 from molgen3D.training.pretraining.components.validate import build_molgen_validator
 from molgen3D.training.pretraining.config.custom_job_config import TRAIN_SPEC_NAME
 from molgen3D.training.pretraining.config.finalize import resolved
-from molgen3D.training.pretraining.document_masking import MolGenQwen3Model, resolve_attention
-from molgen3D.training.pretraining.torchtitan_model.data import build_molgen_dataloader
+from molgen3D.training.pretraining.document_masking import resolve_attention
+from molgen3D.training.pretraining.torchtitan_model.dataloader_builder import build_molgen_dataloader
+from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
 from molgen3D.training.pretraining.torchtitan_model.parallelize import parallelize_molgen_qwen3
 
 QWEN3_PADDED_VOCAB = 151_936
@@ -72,11 +74,9 @@ def tokenizer_size(tokenizer: HuggingFaceTokenizer) -> int:
 
 
 def build_molgen_train_loader(dp_world_size: int, dp_rank: int, tokenizer, job_config):
-    """TrainSpec.build_dataloader_fn: the training split's loader, offered to the metrics processor the
-    Trainer builds next (its counters become units/s, padding and skips in the training log)."""
-    loader = build_molgen_dataloader(dp_world_size, dp_rank, tokenizer, job_config)
-    offer_train_loader(loader)
-    return loader
+    """TrainSpec.build_dataloader_fn: the training split's loader, on the Trainer's tokenizer (the Trainer
+    keeps it as `trainer.dataloader`; `MolGenTrainer` hands it to the metrics processor)."""
+    return build_molgen_dataloader(dp_world_size, dp_rank, tokenizer, job_config)
 
 
 def build_molgen_tokenizer(job_config) -> HuggingFaceTokenizer:
@@ -117,8 +117,8 @@ class MolGenQwen3ModelArgs(Qwen3ModelArgs):
         base = resolved(job_config).paths.base_model
         if not base or not os.path.isdir(base):
             return  # a hub id: the runner's pre-flight check says it must be a local folder
-        config = hf_base.read_base_config(base)
-        hf_base.check_base_matches(
+        config = base_model.read_base_config(base)
+        base_model.check_base_matches(
             config, job_config.model.flavor, self, MOLGEN_FLAVORS, os.path.join(base, "config.json")
         )
 
@@ -192,8 +192,7 @@ def build_molgen_train_spec() -> TrainSpec:
 
 
 def register() -> None:
-    """Install the TorchTitan patches and register `molgen_qwen3` (both idempotent)."""
-    patches.install()
+    """Register `molgen_qwen3` (idempotent); what TorchTitan's custom_import expects of this module."""
     try:
         get_train_spec(TRAIN_SPEC_NAME)
     except ValueError:

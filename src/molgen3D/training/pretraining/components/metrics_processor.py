@@ -9,9 +9,9 @@ TorchTitan 0.2.2's `get_peak_flops` table is dense (H100 SXM 989e12, not the 197
 figure an earlier MolGen used); on a CPU there is no meaningful peak, so no MFU ("n/a").
 
 The loader counters are cumulative and restored on resume, so the processor measures windows
-between snapshots. The Trainer builds the train loader just before this processor and hands the
-two to no common component, so the loader builder leaves the loader here (`offer_train_loader`)
-and the processor takes it; the loader tells the processor when it starts iterating (right
+between snapshots. TorchTitan builds the processor through `TrainSpec.build_metrics_processor_fn`,
+which is not given the train loader; `MolGenTrainer` hands the Trainer's `dataloader` over with
+`attach_loader` once both exist. The loader tells the processor when it starts iterating (right
 after the checkpoint load), which starts the first window.
 
 `log` replaces TorchTitan's rather than extending it through `extra_metrics`: TorchTitan's
@@ -59,18 +59,11 @@ def padding_fraction(tokens: float, padding_tokens: float) -> float:
 
 class RunFolderWandBLogger(titan_metrics.WandBLogger):
     """TorchTitan gives WandB its TensorBoard folder as `dir`, which beats $WANDB_DIR; the run
-    layout keeps WandB files in $WANDB_DIR (`wandb/<run-name>`). patches.py installs it."""
+    layout keeps WandB files in $WANDB_DIR (`wandb/<run-name>`). The runner's `patches.install()` makes
+    TorchTitan build it."""
 
     def __init__(self, log_dir: str, job_config: JobConfig, tag: str | None = None):
         super().__init__(os.environ.get("WANDB_DIR") or log_dir, job_config, tag)
-
-
-_offered_loaders: list[Any] = []
-
-
-def offer_train_loader(loader: Any) -> None:
-    """Leave the Trainer's train loader for the metrics processor built next in this process."""
-    _offered_loaders[:] = [loader]
 
 
 class MolGenMetricsProcessor(MetricsProcessor):
@@ -83,8 +76,6 @@ class MolGenMetricsProcessor(MetricsProcessor):
         self._counters_at_window_start: dict[str, float] = {}
         self.losses: dict[int, float] = {}
         """Training loss of every logged step."""
-        if _offered_loaders:
-            self.attach_loader(_offered_loaders.pop())
         self.model_parts: list[Any] = []
         """The model parts (the Trainer sets them), whose unit-length counts make masked attention FLOPs exact."""
 

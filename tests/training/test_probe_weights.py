@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from molgen3D.evaluation.training_probe import load_references, sample_and_score
-from molgen3D.training.pretraining.probe_model import full_state_dict, hf_model_for_probe
+from molgen3D.training.pretraining.probe_weights import full_state_dict, hf_model_for_probe
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
 
 
@@ -39,7 +39,10 @@ def test_same_logits(models):
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
 
 
-def test_kv_cache_probe_matches_the_full_forward_probe(models, fixture_data, compact_tokenizer):
+def test_kv_cache_probe_samples_what_the_full_forward_probe_samples(models, fixture_data, compact_tokenizer):
+    """Constrained decoding makes every sample valid whatever the weights, so validity cannot tell a wrong copy:
+    the conformers sampled (their best RMSD to the references) must be the same, and a copy whose gather
+    mixed up two layers must sample other ones."""
     titan, hf = models
     refs = load_references(fixture_data / "valid", num_molecules=1, seed=0)
     kwargs = dict(samples_per_molecule=2, max_new_tokens=300, temperature=1.0, seed=0)
@@ -47,7 +50,20 @@ def test_kv_cache_probe_matches_the_full_forward_probe(models, fixture_data, com
         plain = sample_and_score(lambda ids: titan(ids), compact_tokenizer, refs, **kwargs)
         cached = sample_and_score(None, compact_tokenizer, refs, hf_model=hf, **kwargs)
     assert cached["conformer_samples"] == plain["conformer_samples"] == 2
-    assert cached["conformer_validity"] == plain["conformer_validity"]
+    assert math.isfinite(plain["conformer_mean_best_rmsd"])
+    assert cached["conformer_mean_best_rmsd"] == pytest.approx(plain["conformer_mean_best_rmsd"], abs=1e-6)
+
+    state = full_state_dict(titan)
+    swapped = dict(state)
+    for key in [k for k in state if k.startswith("layers.0.")]:
+        swapped[key], swapped[key.replace("layers.0.", "layers.1.", 1)] = (
+            state[key.replace("layers.0.", "layers.1.", 1)],
+            state[key],
+        )
+    wrong = hf_model_for_probe(swapped, titan.model_args, titan.model_args.eos_id, device="cpu")
+    with torch.no_grad():
+        other = sample_and_score(None, compact_tokenizer, refs, hf_model=wrong, **kwargs)
+    assert other["conformer_mean_best_rmsd"] != pytest.approx(plain["conformer_mean_best_rmsd"], abs=1e-6)
 
 
 def test_full_state_dict_has_plain_names_under_compile_and_recompute(models):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from molgen3D.training.pretraining import hf_base
+from molgen3D.hf import base_model
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
 
 QWEN3_06B_CONFIG = {  # the published Qwen3-0.6B-Base shape
@@ -29,28 +29,30 @@ def _args(flavor: str, vocab: int):
 
 
 def test_matching_flavor_passes():
-    hf_base.check_base_matches(QWEN3_06B_CONFIG, "0.6B", _args("0.6B", 151936), MOLGEN_FLAVORS, "base/config.json")
+    base_model.check_base_matches(QWEN3_06B_CONFIG, "0.6B", _args("0.6B", 151936), MOLGEN_FLAVORS, "base/config.json")
 
 
 def test_flavor_mismatch_names_both():
-    with pytest.raises(hf_base.BaseModelMismatch) as info:
-        hf_base.check_base_matches(QWEN3_06B_CONFIG, "tiny", _args("tiny", 151936), MOLGEN_FLAVORS, "base/config.json")
+    with pytest.raises(base_model.BaseModelMismatch) as info:
+        base_model.check_base_matches(
+            QWEN3_06B_CONFIG, "tiny", _args("tiny", 151936), MOLGEN_FLAVORS, "base/config.json"
+        )
     text = str(info.value)
     assert "[model] flavor = 'tiny' (hidden_size 128" in text and "base/config.json (hidden_size 1024" in text
     assert "That is flavor '0.6B'" in text
 
 
 def test_vocab_and_untied_head_mismatch():
-    with pytest.raises(hf_base.BaseModelMismatch, match="vocab_size 151936, the run's tokenizer gives 14592"):
-        hf_base.check_base_matches(QWEN3_06B_CONFIG, "0.6B", _args("0.6B", 14592), MOLGEN_FLAVORS, "b")
+    with pytest.raises(base_model.BaseModelMismatch, match="vocab_size 151936, the run's tokenizer gives 14592"):
+        base_model.check_base_matches(QWEN3_06B_CONFIG, "0.6B", _args("0.6B", 14592), MOLGEN_FLAVORS, "b")
     untied = dict(QWEN3_06B_CONFIG, tie_word_embeddings=False)
-    with pytest.raises(hf_base.BaseModelMismatch, match="untied LM head"):
-        hf_base.check_base_matches(untied, "0.6B", _args("0.6B", 151936), MOLGEN_FLAVORS, "b")
+    with pytest.raises(base_model.BaseModelMismatch, match="untied LM head"):
+        base_model.check_base_matches(untied, "0.6B", _args("0.6B", 151936), MOLGEN_FLAVORS, "b")
 
 
 def test_missing_config_is_named(tmp_path):
-    with pytest.raises(hf_base.BaseModelMismatch, match="config.json not found"):
-        hf_base.read_base_config(tmp_path)
+    with pytest.raises(base_model.BaseModelMismatch, match="config.json not found"):
+        base_model.read_base_config(tmp_path)
 
 
 def _tokenizer(folder, added):
@@ -71,10 +73,10 @@ def test_trained_tag_rows_detected_from_the_exports_tokenizer(tmp_path):
     export = _tokenizer(tmp_path / "export", {"<|endoftext|>": 151643, **run_ids})
     official = _tokenizer(tmp_path / "official", {"<|endoftext|>": 151643})
     shifted = _tokenizer(tmp_path / "shifted", {"[SMILES]": 5, "[/SMILES]": 6})
-    assert hf_base.has_trained_tag_rows(export, run_ids)
-    assert not hf_base.has_trained_tag_rows(official, run_ids)
-    assert not hf_base.has_trained_tag_rows(shifted, run_ids)  # other ids: other rows
-    assert not hf_base.has_trained_tag_rows(tmp_path / "none", run_ids)
+    assert base_model.has_trained_tag_rows(export, run_ids)
+    assert not base_model.has_trained_tag_rows(official, run_ids)
+    assert not base_model.has_trained_tag_rows(shifted, run_ids)  # other ids: other rows
+    assert not base_model.has_trained_tag_rows(tmp_path / "none", run_ids)
 
 
 @pytest.mark.parametrize(
@@ -89,12 +91,12 @@ def test_trained_tag_rows_detected_from_the_exports_tokenizer(tmp_path):
     ],
 )
 def test_reinit_rule(init_mode, mode, trained, expected):
-    assert hf_base.should_reinit_tag_rows(init_mode, mode, trained) is expected
+    assert base_model.should_reinit_tag_rows(init_mode, mode, trained) is expected
 
 
 def test_reinit_mode_checked():
     with pytest.raises(ValueError, match="reinit_tag_rows = 'sometimes'"):
-        hf_base.should_reinit_tag_rows("hf_pretrain", "sometimes", False)
+        base_model.should_reinit_tag_rows("hf_pretrain", "sometimes", False)
 
 
 def test_model_args_refuse_a_base_folder_of_another_flavor(make_tiny_toml, tmp_path):
@@ -110,6 +112,6 @@ def test_model_args_refuse_a_base_folder_of_another_flavor(make_tiny_toml, tmp_p
         "hfbase", molgen_run={"init_mode": "hf_pretrain", "base_model_tag": str(base)}, checkpoint={"enable": True}
     )
     args = get_train_spec("molgen_qwen3").model_args["tiny"]
-    with pytest.raises(hf_base.BaseModelMismatch) as info:
+    with pytest.raises(base_model.BaseModelMismatch) as info:
         args.update_from_config(load_job_config(toml))
     assert "[model] flavor = 'tiny'" in str(info.value) and "That is flavor '0.6B'" in str(info.value)

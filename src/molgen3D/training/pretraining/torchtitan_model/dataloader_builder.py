@@ -1,9 +1,8 @@
 """The `molgen_qwen3` dataloader builder: `[molgen_data]` -> packed conformer batches.
 
 The training loader and the validator's loader are the same class with different settings
-(split, length, batch, one finite unshuffled pass), so both are built here. The dataset reads
-the tokenizer from the resolved tokenizer directory, the same one the Trainer's tokenizer and
-the model's vocabulary come from (one tokenizer setting decides).
+(split, length, batch, one finite unshuffled pass), so both are built here, on the tokenizer
+the Trainer hands over (`TrainSpec.build_tokenizer_fn`, the one the model's vocabulary comes from).
 """
 
 from __future__ import annotations
@@ -29,19 +28,16 @@ def build_molgen_dataloader(
     shuffle_lines: bool | None = None,
     num_workers: int | None = None,
 ) -> TitanStatefulDataLoader:
-    """The packed loader of a split; the keyword overrides serve the validator.
-
-    `tokenizer` (the Trainer's) is not used: the dataset loads the tokenizer directory itself,
-    as a transformers fast tokenizer, from the same resolved path.
-    """
-    del tokenizer
+    """The packed loader of a split on the Trainer's `tokenizer`; the keyword overrides serve the validator."""
+    if tokenizer is None:
+        raise ValueError("the molgen_qwen3 dataloader needs the Trainer's tokenizer (TrainSpec.build_tokenizer_fn)")
     settled = resolved(job_config)
     paths, data, loader = settled.paths, job_config.molgen_data, settled.loader
     workers = loader.num_workers if num_workers is None else num_workers
     check_data_format(paths.train_data if data_path is None else data_path, paths.tokenizer_dir)
     dataset = JsonlTaggedPackedDataset(
         str(paths.train_data if data_path is None else data_path),
-        str(paths.tokenizer_dir),
+        tokenizer,
         settled.seq_len if seq_len is None else seq_len,
         min_emb_len=data.min_emb_len,
         shuffle_lines=data.shuffle_lines if shuffle_lines is None else shuffle_lines,

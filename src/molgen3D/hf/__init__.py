@@ -1,0 +1,1 @@
+"""TorchTitan <-> Hugging Face: state dicts, export, base folders and the saved-step checks."""
