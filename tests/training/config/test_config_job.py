@@ -74,7 +74,7 @@ def test_real_gpu_config_loads_with_the_facts_of_the_run():
     assert cfg.checkpoint.initial_load_model_only and cfg.checkpoint.initial_load_in_hf
     root = repo_root()
     assert cfg.molgen_resolved.tokenizer_dir == root / "artifacts" / "tokenizers" / "qwen3_0.6b_custom"
-    assert cfg.model.hf_assets_path == "Qwen/Qwen3-0.6B-Base", "hf_assets_path follows base_model_tag"
+    assert cfg.model.hf_assets_path == cfg.checkpoint.initial_load_path, "hf_assets_path follows base_model_tag"
     assert cfg.training.dataset_path == str(root / "artifacts" / "data" / "embedded" / "train")
     assert cfg.validation.dataset_path == str(root / "artifacts" / "data" / "embedded" / "valid")
     assert cfg.job.dump_folder == str(root / "artifacts" / "ckpts" / "qwen3_06b")
