@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from molgen3D.training.pretraining.components.checkpoint import checkpoint_problem
+from molgen3D.hf.checkpoint_step import structure_problem
 
 pytestmark = pytest.mark.slow  # four ranks train a model end to end
 
@@ -69,5 +69,5 @@ def test_hsdp_2x2_with_document_masking_and_the_tied_head(tmp_path, make_tiny_to
     losses = [float(x) for x in re.findall(r"step:\s+\d+\s+loss:\s+([0-9.]+)", log)]
     assert len(losses) == 3 and all(0 < x < 20 for x in losses), log[-2000:]
     run_dir = tmp_path / "ckpts" / "tiny-hsdp" / "checkpoint"
-    assert checkpoint_problem(run_dir / "step-2") is None and checkpoint_problem(run_dir / "step-3") is None
+    assert structure_problem(run_dir / "step-2") is None and structure_problem(run_dir / "step-3") is None
     assert list((run_dir / "step-3").glob("*.safetensors")), "the final HF save gathers the sharded, replicated model"
