@@ -40,6 +40,7 @@ LAYERS = {
     "molgen3D.training.pretraining.patches": 8,
     "molgen3D.training.pretraining.torchtitan_model": 9,
     "molgen3D.training.pretraining.torchtitan_runner": 10,
+    "molgen3D.training.posttraining": 6,
     "molgen3D.demo": 11,
     "molgen3D.cli": 11,
 }

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pack a few batches and print their statistics",
     ),
     "pretrain": ("molgen3D.training.pretraining.torchtitan_runner", "pretrain with TorchTitan from a TOML config"),
+    "posttrain": ("molgen3D.training.posttraining.cli", "GRPO post-training of an exported model from a TOML config"),
     "export-hf": ("molgen3D.hf.export", "export a saved DCP step to a Hugging Face model folder"),
     "generate": ("molgen3D.evaluation.generate", "sample conformers from a trained model"),
     "evaluate": (

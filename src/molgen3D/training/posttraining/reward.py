@@ -111,7 +111,8 @@ def group_terms(
     if valid.any():
         nearest[valid] = np.nanmin(d[:, valid], axis=0)
     quality = np.where(valid, np.exp(-nearest / sigma), 0.0)
-    precision = np.where(valid, 1.0 / (1.0 + np.exp(-(delta - np.where(valid, nearest, 0.0)) / rho)), 0.0)
+    with np.errstate(over="ignore"):
+        precision = np.where(valid, 1.0 / (1.0 + np.exp(-(delta - np.where(valid, nearest, 0.0)) / rho)), 0.0)
     coverage = np.zeros(n)
     if valid.any():
         coverage[valid] = coverage_credit(d[:, valid], delta, rho, credit=credit, depth_weight=depth_weight)

@@ -160,7 +160,9 @@ class RolloutScorer:
                 ids[(job.mol, job.index)] = list(res.token_ids)
         sampled = time.perf_counter()
         per_molecule = self._score(molecules, outcomes)
-        prompts = {s: self.tokenizer.encode(f"{SMILES_OPEN}{s}{SMILES_CLOSE}", add_special_tokens=False) for s in molecules}
+        prompts = {
+            s: self.tokenizer.encode(f"{SMILES_OPEN}{s}{SMILES_CLOSE}", add_special_tokens=False) for s in molecules
+        }
         eos = self.tokenizer.eos_token_id
         seen: Counter = Counter()
         out = Rollouts([], [], [], {name: [] for name in per_molecule[molecules[0]]})
@@ -200,7 +202,11 @@ class RolloutScorer:
         tasks = [(self.references[s].conformers, [o.mol for o in samples]) for s, samples in zip(molecules, outcomes)]
         matrices, _ = self.pool.matrices(tasks)
         flat = [o.mol for samples in outcomes for o in samples if o.mol is not None]
-        pb = iter(_posebusters_passes(flat, r.posebusters_checks)) if (r.posebusters_weight or r.posebusters_gate) else None
+        pb = (
+            iter(_posebusters_passes(flat, r.posebusters_checks))
+            if (r.posebusters_weight or r.posebusters_gate)
+            else None
+        )
         scored: dict[str, dict[str, np.ndarray]] = {}
         for s, samples, rmsd in zip(molecules, outcomes, matrices):
             valid = np.array([o.mol is not None for o in samples])
