@@ -36,7 +36,7 @@ def test_soft_hits_are_the_sigmoid_kernel_and_nan_is_no_hit():
 def test_marginal_credit_is_k_times_the_others_misses_averaged_over_references():
     k = soft_hits(D, DELTA, RHO)
     expected = [
-        np.mean([k[j, i] * np.prod([1 - k[j, l] for l in range(4) if l != i]) for j in range(3)]) for i in range(4)
+        np.mean([k[j, i] * np.prod([1 - k[j, m] for m in range(4) if m != i]) for j in range(3)]) for i in range(4)
     ]
     assert coverage_credit(D, DELTA, RHO) == pytest.approx(expected, rel=1e-12)
 
@@ -74,7 +74,7 @@ def test_depth_weight_multiplies_each_credit():
     plain = k * 0
     for j, i in itertools.product(range(3), range(4)):
         depth = 1 + 2.0 * min(max(1 - D[j, i] / DELTA, 0), 1) if np.isfinite(D[j, i]) else 1.0
-        plain[j, i] = k[j, i] * np.prod([1 - k[j, l] for l in range(4) if l != i]) * depth
+        plain[j, i] = k[j, i] * np.prod([1 - k[j, m] for m in range(4) if m != i]) * depth
     assert coverage_credit(D, DELTA, RHO, depth_weight=2.0) == pytest.approx(plain.mean(axis=0), rel=1e-12)
 
 

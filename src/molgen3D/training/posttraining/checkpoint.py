@@ -9,6 +9,7 @@ the start model's `coordinate_format.json` (the format to sample in) and its gen
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -49,13 +50,19 @@ class CompleteCheckpoints(TrainerCallback):
 
 
 class StopAfter(TrainerCallback):
-    """Stop (with a checkpoint) after optimizer step `step`, as a killed run would have left it."""
+    """Stop (with a checkpoint) after optimizer step `step` or `minutes` of training, as a killed run leaves it."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int | None = None, minutes: float = 0.0):
+        self.step, self.seconds = step, minutes * 60.0
+        self.start = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
+        late = self.seconds and time.monotonic() - self.start >= self.seconds
+        if late or (self.step is not None and state.global_step >= self.step):
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -116,7 +116,8 @@ class PosttrainConfig:
     """`[posttrain]`: what to start from, what to train on, how long, where to write."""
 
     model: str = ""
-    """Start model: an HF folder from `molgen3d export-hf`, an alias, or a training step (converted as generate does)."""
+    """Start model: an HF folder from `molgen3d export-hf`, an alias, or a training step (converted as generate
+    does)."""
     dataset: str = ""
     """Prepared data set root (with manifest.json); references are its train split only."""
     out: str = "outputs/posttrain"
@@ -126,7 +127,9 @@ class PosttrainConfig:
     max_molecules: int = 0
     """Use the first N train molecules (after `molecules`); 0 = all."""
     steps: int = 100
-    """Optimizer steps."""
+    """Optimizer steps (the learning-rate schedule spans them)."""
+    max_minutes: float = 0.0
+    """Stop (with a checkpoint) after this many minutes of training even before `steps`; 0 = no limit."""
     seed: int = 0
     """Seed of the molecule order and of torch (model init is the start model's)."""
     save_steps: int = 50

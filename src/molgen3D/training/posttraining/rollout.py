@@ -26,7 +26,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 from rdkit.rdBase import BlockLogs
 
-from molgen3D.chem.tagged_text import SMILES_CLOSE, SMILES_OPEN
+from molgen3D.chem.tagged_text import SMILES_CLOSE, SMILES_OPEN, format_prompt
 from molgen3D.evaluation.checks import single_conformer, stereo_matches
 from molgen3D.evaluation.references import ReferenceMolecule
 from molgen3D.evaluation.rmsd import RmsdPool
@@ -96,7 +96,7 @@ def _posebusters_passes(mols: Sequence[Chem.Mol], checks: Sequence[str]) -> np.n
 
 
 def mmff_energy(mol: Chem.Mol) -> float:
-    """MMFF94 energy (kcal/mol) of the heavy-atom conformer with hydrogens placed by RDKit; NaN if MMFF cannot type it."""
+    """MMFF94 energy (kcal/mol) of the conformer with hydrogens placed by RDKit; NaN if MMFF cannot type it."""
     with BlockLogs():
         withh = Chem.AddHs(mol, addCoords=True)
         props = AllChem.MMFFGetMoleculeProperties(withh)
@@ -160,9 +160,7 @@ class RolloutScorer:
                 ids[(job.mol, job.index)] = list(res.token_ids)
         sampled = time.perf_counter()
         per_molecule = self._score(molecules, outcomes)
-        prompts = {
-            s: self.tokenizer.encode(f"{SMILES_OPEN}{s}{SMILES_CLOSE}", add_special_tokens=False) for s in molecules
-        }
+        prompts = {s: self.tokenizer.encode(format_prompt(s), add_special_tokens=False) for s in molecules}
         eos = self.tokenizer.eos_token_id
         seen: Counter = Counter()
         out = Rollouts([], [], [], {name: [] for name in per_molecule[molecules[0]]})

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from molgen3D.chem.tagged_text import format_prompt
 from molgen3D.evaluation.generate import with_model_format
 from molgen3D.evaluation.model_io import model_context, model_directory, resolve_device
 from molgen3D.evaluation.rmsd import RmsdPool
@@ -148,10 +149,10 @@ def build_trainer(cfg: PosttrainConfig, pool: RmsdPool, *, stop_after: int | Non
             **fields,
         }
 
-    from molgen3D.chem.tagged_text import format_prompt
-
     dataset = Dataset.from_dict({"prompt": [format_prompt(r.smiles) for r in references]})
-    callbacks = [CompleteCheckpoints(start)] + ([StopAfter(stop_after)] if stop_after else [])
+    callbacks = [CompleteCheckpoints(start)]
+    if stop_after or cfg.max_minutes:
+        callbacks.append(StopAfter(stop_after, cfg.max_minutes))
     names = list(term_weights(cfg.reward))
     trainer = GRPOTrainer(
         model=model,
@@ -182,7 +183,7 @@ def run_posttrain(cfg: PosttrainConfig, *, stop_after: int | None = None) -> dic
         "config": asdict(replace(cfg)),
         "log_history": trainer.state.log_history,
     }
-    if trainer.state.global_step >= cfg.steps:
+    if trainer.state.global_step >= cfg.steps or (cfg.max_minutes and not stop_after):
         final = out / FINAL
         trainer.save_model(str(final))  # every rank calls it; rank 0 writes
         if trainer.is_world_process_zero():
