@@ -19,6 +19,8 @@ class PosttrainArgs:
 
     config: Path
     """The TOML with a [posttrain] section (docs/CONFIG.md)."""
+    model: str | None = None
+    """Override [posttrain] model (the start model folder)."""
     steps: int | None = None
     """Override [posttrain] steps."""
     out: str | None = None
@@ -33,7 +35,7 @@ def cli(argv: list[str]) -> int:
     from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
 
     args = tyro.cli(PosttrainArgs, args=argv, prog="molgen3d posttrain")
-    overrides = {k: v for k, v in (("steps", args.steps), ("out", args.out)) if v is not None}
+    overrides = {k: v for k, v in (("model", args.model), ("steps", args.steps), ("out", args.out)) if v is not None}
     try:
         cfg = load_config(args.config, overrides)
         from molgen3D.training.posttraining.trainer import run_posttrain

@@ -5,8 +5,6 @@ naming `[section] key (file:line)` and the fix, as in the pretraining TOML (the 
 Every option is documented in docs/CONFIG.md.
 """
 
-from __future__ import annotations
-
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
