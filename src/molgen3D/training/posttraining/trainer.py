@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -115,11 +116,11 @@ def build_trainer(cfg: PosttrainConfig, pool: RmsdPool, *, stop_after: int | Non
     start = model_directory(cfg.model)
     device = resolve_device(cfg.device)
     references = training_references(cfg.dataset, cfg.molecules, cfg.max_molecules, cfg.reward.max_references)
-    group_per_process = cfg.rollout.molecules_per_step
-    if len(references) < group_per_process * _world_size():
+    per_step = cfg.rollout.molecules_per_step * _world_size()
+    if len(references) < per_step:
         raise ValueError(
             f"[posttrain] {len(references)} training molecules, fewer than molecules_per_step x processes = "
-            f"{group_per_process * _world_size()}; lower [posttrain.rollout] molecules_per_step"
+            f"{per_step}; lower [posttrain.rollout] molecules_per_step"
         )
     tokenizer = AutoTokenizer.from_pretrained(str(start), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(start), dtype=torch.float32, local_files_only=True)
@@ -138,8 +139,12 @@ def build_trainer(cfg: PosttrainConfig, pool: RmsdPool, *, stop_after: int | Non
     context = model_context(model)
 
     def rollout_func(prompts, trainer):
+        smiles = [smiles_of_prompt(p) for p in prompts]
+        split = {s: n for s, n in Counter(smiles).items() if n % cfg.rollout.group_size}
+        if split:  # the coverage term scores a molecule's whole group together
+            raise RuntimeError(f"a rollout group was split across processes: {split}")
         policy = trainer.accelerator.unwrap_model(trainer.model)
-        batch = scorer.rollouts(policy, [smiles_of_prompt(p) for p in prompts], trainer.state.global_step, context)
+        batch = scorer.rollouts(policy, smiles, trainer.state.global_step, context)
         fields = {f"reward_{name}": values for name, values in batch.terms.items()}
         return {
             "prompt_ids": batch.prompt_ids,
