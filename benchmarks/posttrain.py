@@ -110,7 +110,7 @@ def control_training(model_dir: str, units_dir: Path, out: Path, seconds: float,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         steps += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.save_pretrained(out)
     tok.save_pretrained(out)
     for name in ("coordinate_format.json", "generation_config.json"):
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=1500)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--molecules-per-step", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--control-lr", type=float, default=3e-3)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_posttrain"))
     args = parser.parse_args()
