@@ -109,8 +109,8 @@ def build_trainer(cfg: PosttrainConfig, pool: RmsdPool, *, stop_after: int | Non
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_DIR", str(Path(cfg.out)))
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(cfg.out) / "tb"))
+    os.environ["WANDB_DIR"] = str(Path(cfg.out))  # each run logs into its own folder
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out) / "tb")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = model_directory(cfg.model)
