@@ -161,7 +161,7 @@ class _File:
 
 def _positive(cfg: PosttrainConfig, path: str) -> None:
     checks = [
-        ("posttrain.model", bool(cfg.model), "set it, or pass --model, to the exported model folder (or a training step)"),
+        ("posttrain.model", bool(cfg.model), "set it (or pass --model) to the exported model folder"),
         ("posttrain.dataset", bool(cfg.dataset), "set it to the prepared data set root"),
         ("posttrain.steps", cfg.steps >= 1, "use at least 1"),
         ("posttrain.save_steps", cfg.save_steps >= 1, "use at least 1"),
