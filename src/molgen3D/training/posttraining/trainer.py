@@ -12,6 +12,7 @@ shows the progress bar and reports to TensorBoard and WandB.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -47,7 +48,8 @@ def _reward_function(name: str, scorer: RolloutScorer, log_stats: bool):
     def reward(prompts, completions, **kwargs):
         if log_stats and "log_metric" in kwargs:
             for key, value in scorer.last_stats.items():
-                kwargs["log_metric"](key, value)
+                if math.isfinite(value):  # stereo_ok is NaN when no prompt of the step specifies stereo
+                    kwargs["log_metric"](key, value)
         return kwargs[f"reward_{name}"]
 
     reward.__name__ = name
