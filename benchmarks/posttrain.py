@@ -10,7 +10,7 @@ From a start model (the demo's CPU model: `benchmarks/posttrain_start_model.py` 
    `--eval-molecules` molecules of the held-out test split (K = 2L): COV-R/MAT-R/COV-P/MAT-P as
    means with standard errors over molecules (and the paired difference to the start), stereo,
    PoseBusters per check, bond/angle MAE.
-Writes benchmarks/results/posttrain.json and posttrain_rewards.png (reward by term and KL per step).
+Writes benchmarks/results/posttrain.json and benchmarks/figures/posttrain_rewards.png (reward by term and KL per step).
 
 Usage: .venv/bin/python benchmarks/posttrain.py --minutes 3 --eval-molecules 8
 """
@@ -29,6 +29,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+FIGURE = HERE / "figures" / "posttrain_rewards.png"
 SHIPPED = HERE.parent / "src" / "molgen3D" / "config" / "posttrain" / "cpu_tiny.toml"
 
 
@@ -135,7 +136,7 @@ def plot_rewards(history: list[dict], png: Path) -> None:
     a.set_ylabel("mean reward term")
     a.legend(fontsize=8)
     b.plot(steps, [h.get("kl", float("nan")) for h in rows], label="KL to start")
-    b.plot(steps, [h.get("reward_std", float("nan")) for h in rows], label="reward std in groups")
+    b.plot(steps, [h.get("reward_std", float("nan")) for h in rows], label="reward std over the batch")
     b.set_xlabel("step")
     b.legend(fontsize=8)
     fig.tight_layout()
@@ -187,7 +188,7 @@ def main() -> None:
     t = time.perf_counter()
     grpo = run_posttrain(load_config(SHIPPED, overrides))
     grpo_seconds = time.perf_counter() - t
-    plot_rewards(grpo["log_history"], RESULTS / "posttrain_rewards.png")
+    plot_rewards(grpo["log_history"], FIGURE)
     evals["grpo"] = evaluate_model(
         grpo["final_model"], test, args.out / "eval_grpo", args.eval_molecules, args.max_new_tokens
     )
@@ -244,7 +245,7 @@ def main() -> None:
             + "  ".join(f"{k} {d['mean']:+.3f}+-{d['se'] or 0:.3f}" for k, d in diff.items() if d["mean"] is not None)
         )
     print(f"GRPO: {grpo['steps']} steps in {grpo_seconds:.0f} s; control: {control['steps']} steps")
-    print(f"wrote {RESULTS / 'posttrain.json'} and {RESULTS / 'posttrain_rewards.png'}")
+    print(f"wrote {RESULTS / 'posttrain.json'} and {FIGURE}")
 
 
 if __name__ == "__main__":
