@@ -200,9 +200,9 @@ def random_model(folder: Path, flavor: str, tokenizer_dir: Path) -> Path:
 def sampling(flavor: str, tokenizer: str, batch: int, max_new_tokens: int, molecules: int) -> dict:
     """Tokens/s of constrained and of free decoding, same molecules and seed, one process."""
     from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
-    from molgen3D.evaluation.model_io import load_model
-    from molgen3D.evaluation.parallel import sample_parallel
-    from molgen3D.evaluation.sampling import SamplingConfig
+    from molgen3D.generation.model_io import load_model
+    from molgen3D.generation.parallel import sample_parallel
+    from molgen3D.generation.sampling import SamplingConfig
     from molgen3D.tokenization.build import tokenizer_dir_or_build
 
     smiles = []

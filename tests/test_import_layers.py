@@ -48,6 +48,7 @@ LAYERS = {
     "molgen3D.training.pretraining.torchtitan_runner": 10,
     "molgen3D.training.pretraining.doctor": 10,
     "molgen3D.training.pretraining.doctor_checks": 5,
+    "molgen3D.training.posttraining": 6,
     "molgen3D.demo": 11,
     "molgen3D.cli": 11,
 }

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "doctor": ("molgen3D.training.pretraining.doctor", "preflight a training run on this machine/allocation"),
     "pretrain": ("molgen3D.training.pretraining.torchtitan_runner", "pretrain with TorchTitan from a TOML config"),
+    "posttrain": ("molgen3D.training.posttraining.cli", "GRPO post-training of an exported model from a TOML config"),
     "export-hf": ("molgen3D.hf.export", "export a saved DCP step to a Hugging Face model folder"),
     "generate": ("molgen3D.generation.generate", "sample conformers from a trained model"),
     "evaluate": (

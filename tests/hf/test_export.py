@@ -319,7 +319,7 @@ def test_sampling_refuses_a_saved_step_that_fails_its_checksums(titan_model, tok
     """`generate --model <step dir>`: an HF-format step is used as is, a DCP step converted; both are checked."""
     from safetensors.torch import save_file
 
-    from molgen3D.evaluation.model_io import ModelLoadError, model_directory
+    from molgen3D.generation.model_io import ModelLoadError, model_directory
     from molgen3D.hf.checkpoint_step import HF_INDEX, write_manifest
 
     hf_step = tmp_path / "run" / "checkpoint" / "step-9"

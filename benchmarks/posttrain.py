@@ -1,0 +1,253 @@
+"""Does GRPO post-training beat more pretraining for the same CPU minutes? Before/after on held-out molecules.
+
+From a start model (the demo's CPU model: `benchmarks/posttrain_start_model.py` builds or finds it),
+1. `--minutes` of GRPO (`molgen3d posttrain`, the shipped `cpu_tiny.toml` with the model, data set and
+   time limit set here), rewards against the training split;
+2. the control: the same minutes of more next-token training (AdamW, the pretraining peak lr, warmup
+   then linear decay to 0 over the time budget, as a WSDS mini run) on the training units in the
+   model's format, from the same start;
+3. `molgen3d evaluate` of the start model, the GRPO model and the control on the first
+   `--eval-molecules` molecules of the held-out test split (K = 2L): COV-R/MAT-R/COV-P/MAT-P as
+   means with standard errors over molecules (and the paired difference to the start), stereo,
+   PoseBusters per check, bond/angle MAE.
+Writes benchmarks/results/posttrain.json and benchmarks/figures/posttrain_rewards.png (reward by term and KL per step).
+
+Usage: .venv/bin/python benchmarks/posttrain.py --minutes 3 --eval-molecules 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+FIGURE = HERE / "figures" / "posttrain_rewards.png"
+SHIPPED = HERE.parent / "src" / "molgen3D" / "config" / "posttrain" / "cpu_tiny.toml"
+
+
+def mean_se(values) -> dict:
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if not arr.size:
+        return {"mean": None, "se": None, "n": 0}
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
+    return {"mean": float(arr.mean()), "se": se, "n": int(arr.size)}
+
+
+def evaluate_model(model: str, references: str, out: Path, molecules: int, max_new_tokens: int) -> dict:
+    from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
+    from molgen3D.scoring.options import ScoringOptions
+    from molgen3D.generation.sampling import SamplingConfig
+
+    metrics = evaluate(
+        EvaluateConfig(
+            references=references,
+            out=out,
+            model=model,
+            max_molecules=molecules,
+            threads=1,
+            scoring=ScoringOptions(posebusters="mol_fast"),
+            progress=False,
+            sampling=SamplingConfig(max_new_tokens=max_new_tokens),
+        )
+    )
+    method = metrics["methods"]["model"]
+    per = method["per_molecule"]
+    pb = metrics["posebusters"]["methods"]["model"]
+    return {
+        "per_molecule": {k: [m[k] for m in per] for k in ("cov_r", "mat_r", "cov_p", "mat_p")},
+        "summary": {k: mean_se(m[k] for m in per) for k in ("cov_r", "mat_r", "cov_p", "mat_p")},
+        "validity": method["validity"],
+        "chemistry": method["chemistry"],
+        "posebusters": {k: v["pass_rate"] for k, v in pb["checks"].items()} | {"all_pass": pb["all_pass"]},
+    }
+
+
+def paired(after: dict, before: dict) -> dict:
+    """Per metric: mean and standard error over molecules of (after - before)."""
+    out = {}
+    for k, a in after["per_molecule"].items():
+        b = before["per_molecule"][k]
+        out[k] = mean_se(x - y for x, y in zip(a, b) if x is not None and y is not None)
+    return out
+
+
+def control_training(model_dir: str, units_dir: Path, out: Path, seconds: float, lr: float, batch: int = 8) -> dict:
+    """More next-token training from the start model for `seconds` (the control), saved as an HF folder."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from molgen3D.tokenization.stats import read_units
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).train()
+    units = list(read_units(units_dir))
+    rng = np.random.default_rng(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    eot = tok.eos_token_id
+    start, steps, losses = time.perf_counter(), 0, []
+    while (elapsed := time.perf_counter() - start) < seconds:
+        frac = elapsed / seconds
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, frac / 0.1) * min(1.0, (1.0 - frac) / 0.5)
+        ids = [tok.encode(units[i], add_special_tokens=False) + [eot] for i in rng.integers(0, len(units), batch)]
+        width = max(map(len, ids))
+        x = torch.full((batch, width), eot)
+        labels = torch.full((batch, width), -100)
+        for r, seq in enumerate(ids):
+            x[r, : len(seq)] = torch.tensor(seq)
+            labels[r, : len(seq)] = torch.tensor(seq)
+        loss = model(input_ids=x, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        steps += 1
+        losses.append(loss.item())
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    for name in ("coordinate_format.json", "generation_config.json"):
+        if (Path(model_dir) / name).is_file():
+            shutil.copy2(Path(model_dir) / name, out / name)
+    return {"steps": steps, "units": steps * batch, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def plot_rewards(history: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if "reward" in h]
+    steps = [h["step"] for h in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted({k for h in rows for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
+        a.plot(steps, [h.get(key) for h in rows], label=key.split("/")[1])
+    a.plot(steps, [h["reward"] for h in rows], "k-", lw=2, label="total (weighted)")
+    a.set_xlabel("step")
+    a.set_ylabel("mean reward term")
+    a.legend(fontsize=8)
+    b.plot(steps, [h.get("kl", float("nan")) for h in rows], label="KL to start")
+    b.plot(steps, [h.get("reward_std", float("nan")) for h in rows], label="reward std over the batch")
+    b.set_xlabel("step")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", type=Path, default=RESULTS / "posttrain_start_model.json")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--eval-molecules", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=1500)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--molecules-per-step", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--control-lr", type=float, default=3e-3)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_posttrain"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    start = json.loads(args.start.read_text(encoding="utf-8"))
+    model, stored, data = start["model"], Path(start["stored"]), Path(start["data"])
+    test = str(stored / "test")
+    evals = {}
+    t = time.perf_counter()
+    evals["start"] = evaluate_model(model, test, args.out / "eval_start", args.eval_molecules, args.max_new_tokens)
+    eval_seconds = time.perf_counter() - t
+
+    from molgen3D.training.posttraining.config import load_config
+    from molgen3D.training.posttraining.trainer import run_posttrain
+
+    overrides = {
+        "model": model,
+        "dataset": str(stored),
+        "out": str(args.out / "grpo"),
+        "steps": 10_000,
+        "max_minutes": args.minutes,
+        "resume": False,
+        "threads": 1,
+        "report_to": ["tensorboard"],
+        "rollout": {
+            "group_size": args.group_size,
+            "molecules_per_step": args.molecules_per_step,
+            "max_new_tokens": args.max_new_tokens,
+        },
+        "optimizer": {"lr": args.lr, "schedule": "constant_with_warmup", "warmup_steps": 2},
+    }
+    t = time.perf_counter()
+    grpo = run_posttrain(load_config(SHIPPED, overrides))
+    grpo_seconds = time.perf_counter() - t
+    plot_rewards(grpo["log_history"], FIGURE)
+    evals["grpo"] = evaluate_model(
+        grpo["final_model"], test, args.out / "eval_grpo", args.eval_molecules, args.max_new_tokens
+    )
+
+    control = control_training(model, data / "train", args.out / "control", grpo_seconds, args.control_lr)
+    evals["control"] = evaluate_model(
+        str(args.out / "control"), test, args.out / "eval_control", args.eval_molecules, args.max_new_tokens
+    )
+    steps = [h for h in grpo["log_history"] if "reward" in h]
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, shared with other jobs (contended)",
+        "start_model": model,
+        "eval_molecules": args.eval_molecules,
+        "minutes": args.minutes,
+        "grpo_seconds": round(grpo_seconds, 1),
+        "eval_seconds_per_model": round(eval_seconds, 1),
+        "grpo_steps": grpo["steps"],
+        "rollouts_per_step": args.group_size * args.molecules_per_step,
+        "grpo_per_step": [
+            {
+                k: h.get(k)
+                for k in h
+                if k.startswith("rewards/")
+                or k
+                in (
+                    "step",
+                    "reward",
+                    "reward_std",
+                    "frac_reward_zero_std",
+                    "kl",
+                    "validity",
+                    "rollout_time_share",
+                    "sampling_seconds",
+                    "scoring_seconds",
+                    "step_time",
+                )
+            }
+            for h in steps
+        ],
+        "control": control,
+        "evaluations": {k: {kk: vv for kk, vv in v.items() if kk != "per_molecule"} for k, v in evals.items()},
+        "paired_vs_start": {k: paired(evals[k], evals["start"]) for k in ("grpo", "control")},
+        "per_molecule": {k: v["per_molecule"] for k, v in evals.items()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "posttrain.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for name, ev in evals.items():
+        s = ev["summary"]
+        cells = "  ".join(f"{k} {s[k]['mean']:.3f}+-{s[k]['se'] or 0:.3f}" for k in s if s[k]["mean"] is not None)
+        print(f"{name:8s} {cells}  stereo {ev['chemistry']['stereo_ok']}  PB all {ev['posebusters']['all_pass']}")
+    for name, diff in result["paired_vs_start"].items():
+        print(
+            f"{name} - start: "
+            + "  ".join(f"{k} {d['mean']:+.3f}+-{d['se'] or 0:.3f}" for k, d in diff.items() if d["mean"] is not None)
+        )
+    print(f"GRPO: {grpo['steps']} steps in {grpo_seconds:.0f} s; control: {control['steps']} steps")
+    print(f"wrote {RESULTS / 'posttrain.json'} and {FIGURE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""GRPO post-training: rollouts from the constrained sampler, rewards against training-split conformers."""
