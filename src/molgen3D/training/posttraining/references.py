@@ -13,7 +13,7 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.config.paths import resolve_path
-from molgen3D.datasets.chemistry import stereo_free_key
+from molgen3D.chem.graph_key import stereo_free_key
 from molgen3D.datasets.skips import SkipLog
 from molgen3D.scoring.references import ReferenceMolecule, canonicalize, iter_jsonl, load_jsonl_references
 
