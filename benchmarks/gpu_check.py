@@ -86,7 +86,7 @@ def padded_loss(model, tokens: torch.Tensor, spans) -> tuple[torch.Tensor, int]:
 
 
 def _model(args, attn_type: str, mask: str, device: torch.device):
-    from molgen3D.training.pretraining.document_masking import MolGenQwen3Model
+    from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
 
     args = copy.deepcopy(args)
     args.attn_type, args.attn_mask_type = attn_type, mask

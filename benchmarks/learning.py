@@ -144,7 +144,8 @@ def batches(stream, batch: int, seq_len: int):
 
 # ---------------------------------------------------------------- model
 def build_model(flavor: str, n_tokens: int, eot: int, seed: int, document_masking: bool = False):
-    from molgen3D.training.pretraining.document_masking import MolGenQwen3Model, resolve_attention
+    from molgen3D.training.pretraining.document_masking import resolve_attention
+    from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
     from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import (
         MOLGEN_FLAVORS,
         resolve_vocab_size,

@@ -68,13 +68,13 @@ def test_a_leaking_mask_is_caught(check, monkeypatch):
     """Without the cut between units the packed loss differs from the padded one, and the check says so."""
     import torch
 
-    from molgen3D.training.pretraining import document_masking as dm
+    from molgen3D.training.pretraining.torchtitan_model import model as model_module
 
     def causal_only(tokens, eos_id):
         length = tokens.shape[1]
         return torch.ones(length, length, dtype=torch.bool).tril().expand(tokens.shape[0], 1, length, length)
 
-    monkeypatch.setattr(dm, "block_causal_mask", causal_only)
+    monkeypatch.setattr(model_module, "block_causal_mask", causal_only)
     result = check.masking("tiny", ["sdpa"], batch=2, seq_len=96, lengths=(8, 30), seed=1)
     assert not result["all_equal"] and result["results"]["sdpa"]["loss_rel_diff"] > 1e-3
 

@@ -23,6 +23,7 @@ from torch.nn.attention import varlen as torch_varlen
 from torchtitan.models.attention import VarlenAttentionWrapper
 
 from molgen3D.training.pretraining import document_masking as dm
+from molgen3D.training.pretraining.torchtitan_model.model import MolGenQwen3Model
 from molgen3D.training.pretraining import patches
 from molgen3D.training.pretraining.torchtitan_model.qwen3_custom import MOLGEN_FLAVORS
 
@@ -30,20 +31,20 @@ EOS = 0
 TOKENIZER = SimpleNamespace(eos_id=EOS)
 
 
-def _model(attn_type: str, seed: int = 0) -> dm.MolGenQwen3Model:
+def _model(attn_type: str, seed: int = 0) -> MolGenQwen3Model:
     """The tiny flavor (4 query / 2 KV heads: grouped-query like 0.6B's 16 / 8), block-causal."""
     args = copy.deepcopy(MOLGEN_FLAVORS["tiny"])
     args.vocab_size, args.eos_id, args.max_seq_len = 64, EOS, 64
     args.attn_type, args.attn_mask_type = attn_type, dm.BLOCK_CAUSAL
     assert args.n_kv_heads < args.n_heads
     torch.manual_seed(seed)
-    model = dm.MolGenQwen3Model(args)
+    model = MolGenQwen3Model(args)
     with torch.no_grad():
         model.init_weights(buffer_device=torch.device("cpu"))
     return model.eval()
 
 
-def _same_weights(attn_type: str) -> tuple[dm.MolGenQwen3Model, dm.MolGenQwen3Model]:
+def _same_weights(attn_type: str) -> tuple[MolGenQwen3Model, MolGenQwen3Model]:
     reference = _model("sdpa")
     other = _model(attn_type, seed=1)
     other.load_state_dict(reference.state_dict())
@@ -58,7 +59,7 @@ def _tokens() -> torch.Tensor:
     return tokens
 
 
-def _logits(model: dm.MolGenQwen3Model, tokens: torch.Tensor) -> torch.Tensor:
+def _logits(model: MolGenQwen3Model, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(tokens, **dm.model_inputs(model, tokens, TOKENIZER))
 

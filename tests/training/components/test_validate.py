@@ -206,7 +206,7 @@ def test_the_real_training_probe_scores_samples(make_tiny_toml, qwen):
     validator = _validator(toml)
     metrics = validator.sample_conformers(qwen)
     cfg = validator.job_config
-    seed = int(cfg.molgen_data.seed)
+    seed = validator.settled.data_seed
     references = training_probe.load_references(validator.paths.valid_data, 1, seed)
     tokenizer = validator._sampling_tokenizer
     prompt = max(len(tokenizer.encode(format_prompt(s), add_special_tokens=False)) for s, _ in references)
