@@ -17,16 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from molgen3D.evaluation.sampling import (
-    Job,
-    SampleOutcome,
-    SamplingConfig,
-    SequenceResult,
-    assemble,
-    plan_jobs,
-    run_batches,
-    run_with_cache,
-)
+from molgen3D.evaluation.decode_loops import run_with_cache
+from molgen3D.evaluation.sampling import Job, SampleOutcome, SamplingConfig, assemble, plan_jobs, run_batches
+from molgen3D.evaluation.token_sampler import SequenceResult
 
 _STATE: dict = {}
 
@@ -65,8 +58,9 @@ def _init_worker(
 
 
 def _run_batch(batch: list[Job]) -> list[SequenceResult]:
-    runner = functools.partial(run_with_cache, _STATE["model"])
-    return run_batches(runner, _STATE["tokenizer"], _STATE["smiles"], [batch], _STATE["cfg"])[0]
+    model = _STATE["model"]
+    runner = functools.partial(run_with_cache, model)
+    return run_batches(runner, _STATE["tokenizer"], _STATE["smiles"], [batch], _STATE["cfg"], device=model.device)[0]
 
 
 def sample_parallel(
@@ -100,7 +94,13 @@ def sample_parallel(
         )
         batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
         results = run_batches(
-            functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg, progress=progress
+            functools.partial(run_with_cache, model),
+            tokenizer,
+            smiles,
+            batches,
+            cfg,
+            progress=progress,
+            device=model.device,
         )
         return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
 
