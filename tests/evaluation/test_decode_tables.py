@@ -54,8 +54,8 @@ def test_tables_allow_what_the_grammar_allowed_on_random_walks(
             assert tables.allowed_ids(row) == expected, (smiles, tokenizer.decode(history))
             compared += 1
             tok = int(rng.choice(sorted(expected)))
-            ids, nxt, valid = tables.candidates(torch.tensor([row]))
-            row = int(nxt[0][ids[0] == tok][0])
+            ids, entries, valid = tables.candidates(torch.tensor([row]))
+            row = int(tables.next_rows(torch.tensor([row]), entries[0][ids[0] == tok][:1])[0])
             state = grammar.advance(state, tok)
             history.append(tok)
         assert bool(tables.is_end.dev[row])

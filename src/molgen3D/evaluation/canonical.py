@@ -24,6 +24,7 @@ of a state is rejected, the state keeps them all (counted as a fallback state), 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,9 +50,9 @@ class CanonicalFilter:
         self._tags = set(self.table.tag_ids.values())
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
         self._verdicts: dict[tuple, bool] = {}
-        self._keys: dict[tuple[int, tuple[int, int]], str] = {}
+        self.memo: dict = {}
+        """Room for callers' caches of verdicts (e.g. whole segments of a number's moves)."""
         self._encoded: dict[str, list[int]] = {}
-        self._follows: dict[tuple[int, tuple[int, int]], frozenset[str]] = {}
 
     def _raw_encode(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added (the Rust tokenizer directly when there is one: 5x faster)."""
@@ -72,8 +73,8 @@ class CanonicalFilter:
         next number; in a number: every way it can go on for `LOOKAHEAD` characters, with the
         next literal's start where it may end. Cached per grammar state.
         """
-        key = (grammar.uid, state)
-        texts = self._follows.get(key)
+        cache = grammar.memo.setdefault("follows", {})
+        texts = cache.get(state)
         if texts is None:
             item, sub = state
             if grammar.is_end(state):
@@ -82,7 +83,7 @@ class CanonicalFilter:
                 texts = self._after_literal(grammar, item, grammar.literals[item // 2][sub:])
             else:
                 texts = self._number_tails(grammar, item, sub)
-            self._follows[key] = texts
+            cache[state] = texts
         return texts
 
     def _after_literal(self, grammar: MoleculeGrammar, item: int, rest: str) -> frozenset[str]:
@@ -127,8 +128,10 @@ class CanonicalFilter:
 
     def context_key(self, grammar: MoleculeGrammar, state: tuple[int, int]) -> str:
         """The text written just before `state` as far as merges see it: literals as they are, numbers by a
-        representative (`1`s: every digit is alike to both tokenizers' merges), cut after the last tag."""
-        hit = self._keys.get((grammar.uid, state))
+        representative (`1`s: every digit is alike to both tokenizers' merges), cut after the last tag and to
+        the last pre-tokenized piece (a token joins at most that piece), so that states share verdicts."""
+        keys = grammar.memo.setdefault("context_key", {})
+        hit = keys.get(state)
         if hit is not None:
             return hit
         item, sub = state
@@ -141,8 +144,12 @@ class CanonicalFilter:
                 parts.append(grammar.literals[k // 2] if k % 2 == 0 else digits[-1])
         text = "".join(parts)
         cut = max(text.rfind(ch) for ch in _TAG_CHARS.values())
-        key = self._keys[(grammar.uid, state)] = text[cut + 1 :][-_TAIL:]
-        return key
+        text = text[cut + 1 :][-_TAIL:]
+        pre = getattr(self._backend, "pre_tokenizer", None)
+        if pre is not None and text:
+            text = text[pre.pre_tokenize_str(text)[-1][1][0] :]
+        keys[state] = text
+        return text
 
     def keeps(self, grammar: MoleculeGrammar, state: tuple[int, int], token: int, next_state: tuple[int, int]) -> bool:
         """Whether `token` written in `state` stays canonical now and for some continuation allowed after it."""
@@ -187,6 +194,18 @@ def _digits(precision: int, max_int_digits: int) -> tuple[str, ...]:
     n = len(dfa.accepting)
     whole = next(found[q] for q in range(n) if dfa.accepting[q])
     return (*(found.get(q, "") for q in range(n)), whole)
+
+
+_FILTERS: "weakref.WeakKeyDictionary[object, CanonicalFilter]" = weakref.WeakKeyDictionary()
+
+
+def canonical_filter(tokenizer) -> CanonicalFilter:
+    """The `CanonicalFilter` of a tokenizer, cached for the tokenizer object's lifetime: its verdicts are facts
+    about the tokenizer, so every run of the process reuses them (their number is bounded by the vocabulary)."""
+    canon = _FILTERS.get(tokenizer)
+    if canon is None:
+        canon = _FILTERS[tokenizer] = CanonicalFilter(tokenizer)
+    return canon
 
 
 def is_canonical(tokenizer, ids: Sequence[int]) -> bool:

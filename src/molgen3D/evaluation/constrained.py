@@ -15,7 +15,6 @@ once, column by column (numpy), and memoises the answer with each token's next s
 
 from __future__ import annotations
 
-import itertools
 import weakref
 from dataclasses import dataclass, field
 
@@ -31,7 +30,6 @@ __all__ = ["GrammarError", "MoleculeGrammar", "NumberDfa", "TokenTable", "token_
 _TAG_CHARS = {CONFORMER_OPEN: "\ue000", CONFORMER_CLOSE: "\ue001"}
 _PAD = -1
 _NO_ROWS = np.zeros(0, dtype=np.int64)
-_SERIAL = itertools.count()
 
 
 class GrammarError(ValueError):
@@ -254,8 +252,8 @@ class MoleculeGrammar:
 
     def __init__(self, smiles: str, table: TokenTable, dfa: NumberDfa | None = None):
         self.smiles = smiles
-        self.uid = next(_SERIAL)
-        """Unique for the process's lifetime (unlike `id()`): a safe key for caches about this grammar."""
+        self.memo: dict = {}
+        """Room for callers' caches about this grammar (freed with it, so they never outlive or mix grammars)."""
         self.table = table
         self.dfa = dfa or NumberDfa()
         segments = coordinate_template(smiles)

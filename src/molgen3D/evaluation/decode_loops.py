@@ -16,11 +16,81 @@ from collections.abc import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from molgen3D.evaluation.token_sampler import SlotSampler
 
 _TRIM = 256
 """Dead columns on the left of the cache that trigger a trim (trimming copies the whole cache)."""
+
+
+class _BufferLayer(DynamicLayer):
+    """A cache layer that writes into preallocated buffers (capacity doubles) instead of concatenating the whole
+    cache every step: the static-cache part of decoding, with the row edits refilling needs."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._k = self._v = None
+            self.length = 0
+        need = self.length + key_states.shape[2]
+        if self._k is None or need > self._k.shape[2]:
+            self._resize(max(need, 2 * (self._k.shape[2] if self._k is not None else 128)), key_states)
+        self._k[:, :, self.length : need] = key_states
+        self._v[:, :, self.length : need] = value_states
+        self.length = need
+        self._views()
+        return self.keys, self.values
+
+    def _resize(self, capacity: int, like: torch.Tensor) -> None:
+        shape = (like.shape[0], like.shape[1], capacity, like.shape[3])
+        k, v = like.new_zeros(shape), like.new_zeros(shape)
+        if self._k is not None:
+            k[:, :, : self.length], v[:, :, : self.length] = self.keys, self.values
+        self._k, self._v = k, v
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
+
+    def grow_left(self, columns: int) -> None:
+        """`columns` empty columns before the first one."""
+        keys, values = self.keys, self.values
+        self._resize(max(self._k.shape[2], self.length + columns), keys)
+        self._k[:, :, :columns] = 0
+        self._v[:, :, :columns] = 0
+        self._k[:, :, columns : columns + self.length] = keys
+        self._v[:, :, columns : columns + self.length] = values
+        self.length += columns
+        self._views()
+
+    def trim_left(self, columns: int) -> None:
+        """Drop the first `columns` columns."""
+        self.length -= columns
+        self._k[:, :, : self.length] = self._k[:, :, columns : columns + self.length].clone()
+        self._v[:, :, : self.length] = self._v[:, :, columns : columns + self.length].clone()
+        self._views()
+
+    def write_rows(self, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rows `positions` become `keys`/`values` (right-aligned to the last column, zeros before)."""
+        lead = self.length - keys.shape[2]
+        self._k[positions, :, : self.length] = torch.cat(
+            [keys.new_zeros((*keys.shape[:2], lead, keys.shape[3])), keys], 2
+        )
+        self._v[positions, :, : self.length] = torch.cat(
+            [values.new_zeros((*values.shape[:2], lead, values.shape[3])), values], 2
+        )
+
+
+class _SlotCache(DynamicCache):
+    """A `DynamicCache` of `_BufferLayer`s."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_class_to_replicate = _BufferLayer
 
 
 def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,11 +103,11 @@ def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple
     return ids.to(device), mask.to(device)
 
 
-def _prefill(model, prompts, pad_id):
+def _prefill(model, prompts, pad_id, cache=None):
     """(cache, mask, next positions, last logits) of left-padded `prompts`."""
     ids, mask = _left_padded(prompts, pad_id, model.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = DynamicCache() if cache is None else cache
     out = model(
         input_ids=ids,
         attention_mask=mask,
@@ -53,19 +123,13 @@ def _insert(cache, mask, new_cache, new_mask, positions: torch.Tensor):
     """Write `new_cache`'s rows into `cache` at batch `positions`, ending at the current last column; the mask grows."""
     width, new_width = mask.shape[1], new_mask.shape[1]
     if new_width > width:
-        grow = new_width - width
         for layer in cache.layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name)
-                pad = t.new_zeros((*t.shape[:2], grow, t.shape[3]))
-                setattr(layer, name, torch.cat([pad, t], dim=2))
-        mask = torch.cat([mask.new_zeros((mask.shape[0], grow)), mask], dim=1)
+            layer.grow_left(new_width - width)
+        mask = torch.cat([mask.new_zeros((mask.shape[0], new_width - width)), mask], dim=1)
         width = new_width
-    lead = width - new_width
     for layer, new in zip(cache.layers, new_cache.layers):
-        for name in ("keys", "values"):
-            t, n = getattr(layer, name), getattr(new, name)
-            t[positions] = torch.cat([n.new_zeros((*n.shape[:2], lead, n.shape[3])), n], dim=2)
+        layer.write_rows(positions, new.keys, new.values)
+    lead = width - new_width
     mask[positions] = torch.cat([new_mask.new_zeros((new_mask.shape[0], lead)), new_mask], dim=1)
     return mask
 
@@ -76,7 +140,7 @@ def _trim(cache, mask):
     if first < _TRIM:
         return mask
     for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        layer.trim_left(first)
     return mask[:, first:]
 
 
@@ -87,7 +151,7 @@ def run_with_cache(model, prompts: Sequence[Sequence[int]], sampler: SlotSampler
         return
     pending = deque(range(len(prompts)))
     first = [pending.popleft() for _ in range(min(sampler.slots, len(prompts)))]
-    cache, mask, next_pos, logits = _prefill(model, [prompts[r] for r in first], pad_id)
+    cache, mask, next_pos, logits = _prefill(model, [prompts[r] for r in first], pad_id, _SlotCache())
     sampler.load(first)
     steps = 0
     while True:

@@ -172,7 +172,12 @@ class GrammarTables:
             ids = self.table.cand_ids[inside_rows]
             ends = inside_ends.astype(np.int64)
             if filtered:
-                keep = self._verdicts(grammar, (item, sub), ids, np.full(len(ids), item), ends)
+                # verdicts on a number's inside moves are facts about the tokenizer: kept by the filter across runs
+                memo_key = ("inside", self.dfa.precision, self.dfa.max_int_digits, *key)
+                keep = self.canonical.memo.get(memo_key)
+                if keep is None:
+                    keep = self._verdicts(grammar, (item, sub), ids, np.full(len(ids), item), ends)
+                    self.canonical.memo[memo_key] = keep
                 ids, ends = ids[keep], ends[keep]
             off = self.ids.reserve(len(ids))
             self.delta.reserve(len(ids))
@@ -193,17 +198,22 @@ class GrammarTables:
         )
 
     def candidates(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids, next rows, valid) of shape [len(rows), width]: each row's allowed tokens, padded."""
+        """(ids, pool entries, valid) of shape [len(rows), width]: each row's allowed tokens, padded; the next
+        row of entry e taken from row r is `r + delta[e]` (`next_rows`)."""
         sc, so = self.shared_cnt.dev[rows], self.shared_off.dev[rows]
         oc, oo = self.own_cnt.dev[rows], self.own_off.dev[rows]
         n = sc + oc
         width = max(int(n.max()), 1) if rows.numel() else 1
-        j = torch.arange(width, device=rows.device)[None, :]
-        inside = j < sc[:, None]
-        entry = torch.where(inside, so[:, None] + j, oo[:, None] + j - sc[:, None])
+        j = torch.arange(width, device=rows.device)
+        # entry = shared offset + j inside the shared segment, own offset + (j - shared count) after it
+        entry = torch.where(j < sc[:, None], so[:, None], (oo - sc)[:, None]) + j
         valid = j < n[:, None]
-        entry = torch.where(valid, entry, torch.zeros_like(entry))
-        return self.ids.dev[entry], rows[:, None] + self.delta.dev[entry], valid
+        entry.masked_fill_(~valid, 0)
+        return self.ids.dev[entry], entry, valid
+
+    def next_rows(self, rows: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+        """The rows reached from `rows` by the chosen pool `entries` (aligned 1-D tensors)."""
+        return rows + self.delta.dev[entries]
 
     def allowed_ids(self, row: int) -> set[int]:
         """The allowed token ids of one row (for tests and debugging)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from molgen3D.chem.coordinate_format import POSITIONS, CoordinateFormat, to_abso
 from molgen3D.chem.enriched_smiles import EnrichedSmilesError, decode, strip_coordinates
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE, CONFORMER_OPEN, EOT, format_prompt
 from molgen3D.evaluation.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401  (a failure reason of this module)
-from molgen3D.evaluation.canonical import CanonicalFilter
+from molgen3D.evaluation.canonical import canonical_filter
 from molgen3D.evaluation.constrained import MoleculeGrammar, NumberDfa, token_table
 from molgen3D.evaluation.decode_tables import GrammarTables
 from molgen3D.evaluation.token_sampler import DEAD_END, SequenceResult, SlotSampler  # noqa: F401  (DEAD_END: a reason)
@@ -195,6 +196,23 @@ def _dfa(cfg: SamplingConfig) -> NumberDfa:
     return NumberDfa(DEFAULT_PRECISION if cfg.precision is None else cfg.precision, cfg.max_int_digits)
 
 
+MAX_TABLE_ROWS = 2_000_000
+"""Grammar states kept between runs of a process (~100 bytes each with their entries); past it, tables restart."""
+_TABLES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
+def grammar_tables(tokenizer, cfg: SamplingConfig, device) -> GrammarTables:
+    """The process's decoding tables for this tokenizer and these settings: filled states are reused by later
+    runs (a library's chunks, evaluate's repeats), up to `MAX_TABLE_ROWS`."""
+    per_tokenizer = _TABLES.setdefault(tokenizer, {})
+    key = (cfg.precision, cfg.max_int_digits, cfg.canonical, str(device))
+    tables = per_tokenizer.get(key)
+    if tables is None or tables.shared_off.size > MAX_TABLE_ROWS:
+        canonical = canonical_filter(tokenizer) if cfg.canonical else None
+        tables = per_tokenizer[key] = GrammarTables(token_table(tokenizer), _dfa(cfg), canonical, device)
+    return tables
+
+
 def run_batches(
     runner: Runner,
     tokenizer,
@@ -213,10 +231,7 @@ def run_batches(
     where it rejected every allowed token, so all were kept).
     """
     table = token_table(tokenizer)
-    tables = None
-    if cfg.constrained:
-        canonical = CanonicalFilter(tokenizer, table) if cfg.canonical else None
-        tables = GrammarTables(table, _dfa(cfg), canonical, device)
+    tables = grammar_tables(tokenizer, cfg, device) if cfg.constrained else None
     out = []
     fallback_steps = 0
     bar = tqdm(total=sum(map(len, batches)), desc="sampling", unit="sample", disable=not progress)
@@ -239,6 +254,8 @@ def run_batches(
         bar.update(len(batch))
     bar.close()
     fallback_states = tables.fallback_states if tables is not None else 0
+    if tables is not None:
+        tables.fallback_states = 0
     if fallback_steps:
         log.warning(
             "canonical tokenization: %d tokens drawn in %d grammar states where the tokenizer's own split was "

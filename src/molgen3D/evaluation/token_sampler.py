@@ -154,11 +154,12 @@ class SlotSampler:
         u = counter_uniform(self.seed, self.ntok)
         if self.tables is not None:
             self.tables.ensure(self.state[live])
-            ids, nxt, valid = self.tables.candidates(self.state)
+            ids, entries, valid = self.tables.candidates(self.state)
             valid &= live[:, None]
-            scores = logits.gather(1, ids).float().masked_fill(~valid, float("-inf"))
+            scores = logits.gather(1, ids).float().masked_fill_(~valid, float("-inf"))
             choice = draw(scores, self.temperature, self.top_p, u)[:, None]
-            tok, new_state = ids.gather(1, choice).squeeze(1), nxt.gather(1, choice).squeeze(1)
+            tok = ids.gather(1, choice).squeeze(1)
+            new_state = self.tables.next_rows(self.state, entries.gather(1, choice).squeeze(1))
             moves = live & valid.any(dim=1)
             self.fallback_steps += (self.tables.fallback.dev[self.state] & moves).sum()
             self.state = torch.where(moves, new_state, self.state)
