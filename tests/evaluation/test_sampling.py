@@ -78,10 +78,16 @@ def test_same_seed_same_samples_and_seed_matters(molecules, compact_tokenizer):
     assert run(5) == first and run(6) != first
 
 
-def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer):
-    """Greedy decoding with the cache (left padding, rows dropped as they finish) equals recomputing everything."""
+@pytest.mark.parametrize("batch_size,trim", [(2, None), (1, None), (1, 1)])
+def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer, monkeypatch, batch_size, trim):
+    """Greedy decoding with the cache (left padding, rows refilled or dropped as they finish, dead columns
+    trimmed) equals recomputing everything."""
+    from molgen3D.evaluation import decode_loops
+
+    if trim is not None:
+        monkeypatch.setattr(decode_loops, "_TRIM", trim)
     model = tiny_qwen3(len(compact_tokenizer), seed=2)
-    cfg = SamplingConfig(temperature=0.0, batch_size=2, max_new_tokens=1500)
+    cfg = SamplingConfig(temperature=0.0, batch_size=batch_size, max_new_tokens=1500)
     cached = sample_molecules(with_model(model), compact_tokenizer, molecules, [1, 1], cfg)
     full = sample_molecules(
         lambda prompts, sampler, pad: run_without_cache(lambda ids: model(input_ids=ids).logits, prompts, sampler, pad),
