@@ -163,3 +163,23 @@ def test_sampler_pads_finished_rows_with_eos(compact_tokenizer):
     assert first.tolist() == [table.eos_id, 5] and finished == [0] and sampler.live.tolist() == [False, True]
     second, _ = sampler.step(logits)
     assert second[0].item() == table.eos_id and sampler.results[0].token_ids == [table.eos_id]
+
+
+def test_free_decoding_stops_at_a_close_tag_spelled_in_pieces(qwen_origin_tokenizer):
+    """A tokenizer without a `[/CONFORMER]` token: free decoding still stops when the text closes."""
+    from molgen3D.chem.tagged_text import CONFORMER_CLOSE
+
+    table = token_table(qwen_origin_tokenizer)
+    assert CONFORMER_CLOSE not in table.tag_ids
+    pieces = qwen_origin_tokenizer.encode(f"[C]{CONFORMER_CLOSE}", add_special_tokens=False)
+    sampler = SlotSampler(table, None, None, [0, 1], [50, 50], [MAX_NEW_TOKENS] * 2, slots=2)
+    sampler.load([0, 1])
+    finished = []
+    for tok in pieces:
+        logits = torch.full((2, table.vocab_size), -1e9)
+        logits[0, tok] = 0.0
+        logits[1, pieces[0]] = 0.0
+        finished += sampler.step(logits)[1]
+    assert finished == [0] and sampler.results[0].stop is None
+    assert qwen_origin_tokenizer.decode(sampler.results[0].token_ids).endswith(CONFORMER_CLOSE)
+    assert sampler.results[1] is None and sampler.live.tolist() == [False, True]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from molgen3D.chem.tagged_text import CONFORMER_CLOSE
 from molgen3D.evaluation.constrained import TokenTable
 from molgen3D.evaluation.decode_tables import GrammarTables
 
@@ -97,6 +98,8 @@ class SlotSampler:
         self._stop_ids = torch.as_tensor(sorted(table.stop_ids), dtype=torch.long, device=self.device)
         self.fallback_steps = torch.zeros((), dtype=torch.long, device=self.device)
         """Tokens drawn in states where the canonical filter kept nothing (so every allowed token was kept)."""
+        self._tails: list[str] | None = None if CONFORMER_CLOSE in table.tag_ids else []
+        """Free decoding with a tokenizer that spells `[/CONFORMER]` in pieces: each position's recent text."""
         self.rows: list[int] = []
         self.load([])
 
@@ -119,6 +122,8 @@ class SlotSampler:
         self.ntok = torch.zeros(b, dtype=torch.long, device=dev)
         self.live = torch.zeros(b, dtype=torch.bool, device=dev)
         self.buf = torch.zeros((b, width), dtype=torch.long, device=dev)
+        if self._tails is not None:
+            self._tails = [""] * b
         self.replace(list(range(b)), self.rows)
 
     def replace(self, positions: Sequence[int], rows: Sequence[int]) -> None:
@@ -138,11 +143,16 @@ class SlotSampler:
         self.limit[idx] = self._limits[rows].to(self.device)
         self.ntok[idx] = 0
         self.live[idx] = True
+        if self._tails is not None:
+            for p in positions:
+                self._tails[p] = ""
 
     def keep(self, positions: Sequence[int]) -> None:
         """Shrink the batch to `positions` (in that order)."""
         idx = torch.as_tensor(list(positions), dtype=torch.long, device=self.device)
         self.rows = [self.rows[p] for p in positions]
+        if self._tails is not None:
+            self._tails = [self._tails[p] for p in positions]
         for name in ("state", "seed", "limit", "ntok", "live", "buf"):
             setattr(self, name, getattr(self, name)[idx])
 
@@ -168,6 +178,8 @@ class SlotSampler:
             tok = draw(logits.float(), self.temperature, self.top_p, u)
             moves = live
             ended = torch.isin(tok, self._stop_ids)
+            if self._tails is not None:
+                ended |= self._text_closed(tok, live)
         tok = torch.where(moves, tok, torch.full_like(tok, self.table.eos_id))
         at = self.ntok.clamp(max=self.buf.shape[1] - 1)[:, None]
         self.buf.scatter_(1, at, torch.where(moves[:, None], tok[:, None], self.buf.gather(1, at)))
@@ -177,6 +189,16 @@ class SlotSampler:
         if finished:
             self._finish(finished, moves, ended)
         return tok, finished
+
+    def _text_closed(self, tok: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """Whether each position's text now ends with `[/CONFORMER]` (host work, only for such tokenizers)."""
+        keep = len(CONFORMER_CLOSE)
+        closed = []
+        for p, (t, alive) in enumerate(zip(tok.tolist(), live.tolist())):
+            if alive:
+                self._tails[p] = (self._tails[p] + self.table.strings[t])[-keep:]
+            closed.append(alive and self._tails[p] == CONFORMER_CLOSE)
+        return torch.as_tensor(closed, dtype=torch.bool, device=self.device)
 
     def _finish(self, positions: list[int], moves: torch.Tensor, ended: torch.Tensor) -> None:
         idx = torch.as_tensor(positions, dtype=torch.long, device=self.device)
