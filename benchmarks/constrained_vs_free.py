@@ -30,14 +30,8 @@ from molgen3D.scoring.coverage import coverage_matching  # noqa: E402
 from molgen3D.generation.model_io import load_model, model_context, model_directory  # noqa: E402
 from molgen3D.scoring.references import read_references  # noqa: E402
 from molgen3D.scoring.rmsd import RmsdPool  # noqa: E402
-from molgen3D.generation.sampling import (  # noqa: E402
-    DEFAULT_PRECISION,
-    SamplingConfig,
-    assemble,
-    plan_jobs,
-    run_batches,
-    run_with_cache,
-)
+from molgen3D.generation.decode_loops import run_with_cache  # noqa: E402
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig, assemble, plan_jobs, run_batches  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "constrained_vs_free.json"
@@ -50,7 +44,9 @@ MODES = {
 
 def sample(model, tokenizer, smiles, counts, cfg):
     batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
-    results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg)
+    results = run_batches(
+        functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg, device=model.device
+    )
     ids = [r.token_ids for batch in results for r in batch]
     canonical = sum(is_canonical(tokenizer, i) for i in ids) / max(len(ids), 1)
     return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), canonical

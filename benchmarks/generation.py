@@ -1,13 +1,15 @@
-"""Conformers per second: the model by batch size and worker count (constrained, canonical) vs RDKit ETKDGv3.
+"""Conformers per second: constrained vs free decoding by batch size and worker count, vs RDKit ETKDGv3.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/generation.py [--model HF_DIR] [--molecules 3] [--samples 8]
+    PYTHONPATH=src .venv/bin/python benchmarks/generation.py [--model HF_DIR] [--molecules 4] [--samples 64]
 
 Without --model, a randomly initialised Qwen3 of the `tiny` training flavor's shape (dim 128,
 4 layers) with the compact tokenizer stands in: its coordinates are noise, but its speed is
 the speed of the CPU demo model. Every configuration samples the same molecules with the same
-seed. Besides samples/s, it times the sampler's own work per generated token (grammar,
-canonical check, drawing: CPU work that a GPU does not speed up) and projects the wall time of
-the GEOM-DRUGS test set on 8 H100s from it and a memory-bandwidth model of bf16 decoding (the
+seed, constrained (canonical) and free side by side at each batch size. Besides samples/s, it
+times the sampler's step per generated token inside those runs, and on its own at batch 256
+with random logits over the compact and over Qwen3's vocabulary (151,936 ids): the work a
+GPU's host would add to each decode step. From that it projects the wall time of the
+GEOM-DRUGS test set on 8 H100s with a memory-bandwidth model of bf16 decoding (the
 assumptions are printed and saved). Writes benchmarks/results/generation.json.
 """
 
@@ -25,13 +27,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from molgen3D.generation import sampling as sampling_module  # noqa: E402
 from molgen3D.scoring.baseline import etkdg_baseline  # noqa: E402
 from molgen3D.generation.generate import with_model_format  # noqa: E402
 from molgen3D.generation.model_io import load_model, model_directory  # noqa: E402
 from molgen3D.generation.parallel import sample_parallel  # noqa: E402
 from molgen3D.scoring.references import read_references  # noqa: E402
 from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig  # noqa: E402
+from molgen3D.generation.token_sampler import SlotSampler  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "generation.json"
@@ -45,8 +47,18 @@ PROMPT_TOKENS = 60
 QWEN3_06B = {"parameters": 0.6e9, "layers": 28, "kv_heads": 8, "head_dim": 128}
 H100_BANDWIDTH = 3.35e12
 """Bytes/s of H100 SXM HBM3."""
+QWEN3_VOCAB = 151_936
+"""Qwen3's padded output width."""
 BANDWIDTH_EFFICIENCY = 0.6
 """Share of peak bandwidth a batched decode step reaches (weights + KV cache reads dominate a step)."""
+
+
+def qwen_tokenizer(folder: Path):
+    """MolGen3D's Qwen3 tokenizer (custom tags), built from the vendored Qwen3 files."""
+    from molgen3D.tokenization.build import build_qwen_tokenizers
+    from molgen3D.tokenization.load import load_tokenizer
+
+    return load_tokenizer(build_qwen_tokenizers(folder / "qwen")["qwen3_0.6b_custom"])
 
 
 def random_tiny_model(folder: Path) -> Path:
@@ -78,28 +90,29 @@ def random_tiny_model(folder: Path) -> Path:
 
 
 class StepTimer:
-    """Wraps `BatchSampler.step` to add up the sampler's own seconds and the rows it advanced."""
+    """Wraps `SlotSampler.step` to add up the sampler's own seconds and the tokens it drew."""
 
     def __init__(self):
         self.seconds, self.rows = 0.0, 0
-        self._orig = sampling_module.BatchSampler.step
+        self._orig = SlotSampler.step
 
     def __enter__(self):
         timer, orig = self, self._orig
 
-        def step(sampler, logits, rows):
+        def step(sampler, logits):
             start = time.perf_counter()
+            live = int(sampler.live.sum())
             try:
-                return orig(sampler, logits, rows)
+                return orig(sampler, logits)
             finally:
                 timer.seconds += time.perf_counter() - start
-                timer.rows += len(rows)
+                timer.rows += live
 
-        sampling_module.BatchSampler.step = step
+        SlotSampler.step = step
         return self
 
     def __exit__(self, *exc):
-        sampling_module.BatchSampler.step = self._orig
+        SlotSampler.step = self._orig
 
 
 def run(model_dir, smiles, counts, cfg: SamplingConfig, workers: int, loaded=None) -> dict:
@@ -123,6 +136,47 @@ def run(model_dir, smiles, counts, cfg: SamplingConfig, workers: int, loaded=Non
     if workers == 1:
         result["sampler_us_per_token"] = 1e6 * timer.seconds / max(timer.rows, 1)
     return result
+
+
+def sampler_alone(tokenizer, smiles: list[str], batch: int, vocab_width: int, steps: int) -> dict:
+    """Microseconds per token of `SlotSampler.step` alone: `batch` constrained (canonical) rows, random logits
+    [batch, vocab_width]. A first pass fills the tables (first visits of states); the second is the steady state."""
+    from molgen3D.generation.canonical import CanonicalFilter
+    from molgen3D.generation.constrained import NumberDfa, token_table
+    from molgen3D.generation.decode_tables import GrammarTables
+
+    table = token_table(tokenizer)
+    tables = GrammarTables(table, NumberDfa(DEFAULT_PRECISION, 3), CanonicalFilter(tokenizer, table))
+    starts = [tables.add(smiles[k % len(smiles)]) for k in range(batch)]
+    gen = torch.Generator().manual_seed(0)
+    logits = [torch.randn((batch, vocab_width), generator=gen) for _ in range(2)]
+
+    def one_pass() -> tuple[float, int]:
+        sampler = SlotSampler(table, tables, starts, list(range(batch)), [10**6] * batch, ["cut"] * batch, slots=batch)
+        sampler.load(list(range(batch)))
+        seconds, tokens = 0.0, 0
+        for k in range(steps):
+            live = int(sampler.live.sum())
+            if not live:
+                break
+            start = time.perf_counter()
+            sampler.step(logits[k % 2])
+            seconds += time.perf_counter() - start
+            tokens += live
+        return seconds, tokens
+
+    first_s, first_n = one_pass()
+    steady_s, steady_n = one_pass()
+    return {
+        "batch": batch,
+        "vocab_width": vocab_width,
+        "steps": steps,
+        "us_per_token": 1e6 * steady_s / max(steady_n, 1),
+        "ms_per_step": 1e3 * steady_s / max(steps, 1),
+        "first_pass_us_per_token": 1e6 * first_s / max(first_n, 1),
+        "table_states": tables.shared_off.size,
+        "table_entries": tables.ids.size,
+    }
 
 
 def project_geom_drugs(sampler_s_per_token: float, batch: int = 256, gpus: int = 8) -> dict:
@@ -171,10 +225,11 @@ def main() -> int:
         default=str(REPO / "tests" / "fixtures" / "conformers" / "test"),
         help="JSONL split whose molecules are sampled",
     )
-    parser.add_argument("--molecules", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=8, help="conformers per molecule (both methods)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--molecules", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=64, help="conformers per molecule (all methods)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--sampler-steps", type=int, default=200, help="steps of the sampler-alone timing")
     parser.add_argument("--max-new-tokens", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -199,6 +254,7 @@ def main() -> int:
             if workers > 1:  # a pool's start (spawn, imports, model load per process), timed on one sample
                 one = SamplingConfig(batch_size=1, **base)
                 startup[workers] = run(model_dir, smiles[:1], [1], one, workers)["seconds"]
+        free_rows = []
         for batch in args.batch_sizes:
             for workers in args.workers:
                 cfg = SamplingConfig(batch_size=batch, **base)
@@ -208,14 +264,15 @@ def main() -> int:
                     busy = max(rows[-1]["seconds"] - startup[workers], 1e-9)
                     rows[-1]["samples_per_s_after_start"] = rows[-1]["samples"] / busy
                 print(f"  batch {batch:>3}, {workers} worker(s): {rows[-1]['samples_per_s']:.2f} samples/s", flush=True)
-        free = run(
-            model_dir,
-            smiles,
-            counts,
-            SamplingConfig(batch_size=max(args.batch_sizes), constrained=False, **base),
-            1,
-            loaded,
-        )
+            free_cfg = SamplingConfig(batch_size=batch, constrained=False, **base)
+            free_rows.append(run(model_dir, smiles, counts, free_cfg, 1, loaded))
+            rows[-1 - (len(args.workers) - 1)]["free_tokens_per_s"] = free_rows[-1]["tokens_per_s"]
+            print(f"  batch {batch:>3}, free: {free_rows[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        alone = {"compact": sampler_alone(loaded[1], smiles, 256, len(loaded[1]), args.sampler_steps)}
+        qwen = qwen_tokenizer(Path(tmp))
+        alone["qwen3"] = sampler_alone(qwen, smiles, 256, QWEN3_VOCAB, args.sampler_steps)
+        for name, a in alone.items():
+            print(f"  sampler alone, {name}: {a['us_per_token']:.1f} us/token at batch 256", flush=True)
     outcomes, seconds = etkdg_baseline(smiles, counts, seed=2718, num_threads=1)
     valid = sum(o.mol is not None for per_mol in outcomes for o in per_mol)
     etkdg = {
@@ -224,7 +281,7 @@ def main() -> int:
         "seconds": round(seconds, 3),
         "samples_per_s": sum(counts) / seconds,
     }
-    sampler_cost = min(r["sampler_us_per_token"] for r in rows if "sampler_us_per_token" in r) / 1e6
+    sampler_cost = alone["qwen3"]["us_per_token"] / 1e6
     projection = project_geom_drugs(sampler_cost)
     result = {
         "model": "random tiny-flavor Qwen3 (compact tokenizer)" if args.model is None else str(args.model),
@@ -237,7 +294,8 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
         "constrained_canonical": rows,
-        "free_decoding": free,
+        "free_decoding": free_rows,
+        "sampler_alone_batch_256": alone,
         "etkdg_1_thread": etkdg,
         "geom_drugs_8xh100_projection": projection,
     }
@@ -258,16 +316,27 @@ def main() -> int:
             f"{name:<34}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>10.0f}{r['valid'] / r['samples']:>10.0%}"
             f"{r['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x{after}"
         )
-    print(
-        f"{'model, free decoding':<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
-        f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x"
-    )
+    for free in free_rows:
+        name = f"model, free, batch {free['batch_size']}"
+        print(
+            f"{name:<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
+            f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x"
+        )
+    for r in rows:
+        if "free_tokens_per_s" in r:
+            ratio = r["tokens_per_s"] / r["free_tokens_per_s"]
+            print(f"constrained / free tokens/s at batch {r['batch_size']}: {ratio:.2f}x")
     print(
         f"{'ETKDGv3, 1 thread':<34}{etkdg['samples_per_s']:>10.2f}{'-':>10}{etkdg['valid'] / etkdg['samples']:>10.0%}"
         f"{1:>9.2f}x"
     )
     p = projection
-    print(f"sampler work: {1e6 * sampler_cost:.0f} us per generated token (grammar + canonical check + draw, one core)")
+    for name, a in alone.items():
+        print(
+            f"sampler step alone, {name} vocabulary ({a['vocab_width']:,} ids), batch 256: {a['us_per_token']:.1f} us "
+            f"per token ({a['ms_per_step']:.2f} ms per step; first pass, filling the tables: "
+            f"{a['first_pass_us_per_token']:.0f} us/token)"
+        )
     print(
         f"GEOM-DRUGS test set ({GEOM_SAMPLES:,} samples x {TOKENS_PER_SAMPLE} tokens) on 8 H100, batch 256: "
         f"{p['wall_hours']:.1f} h ({p['tokens_per_s_per_gpu']:.0f} tokens/s per GPU; "

@@ -244,16 +244,15 @@ def score(references, outcomes, max_matches: int) -> dict:
 
 
 def sample_model(lm, tokenizer, references, counts, fmt: CoordinateFormat, seed: int, max_new_tokens: int):
-    from molgen3D.generation.sampling import (
-        SamplingConfig,
-        run_with_cache,
-        sample_molecules,
-    )
+    from molgen3D.generation.decode_loops import run_with_cache
+    from molgen3D.generation.sampling import SamplingConfig, sample_molecules
 
     cfg = SamplingConfig(
         precision=fmt.decimals, positions=fmt.positions, max_new_tokens=max_new_tokens, batch_size=32, seed=seed
     )
-    return sample_molecules(partial(run_with_cache, lm), tokenizer, [r.smiles for r in references], counts, cfg)
+    return sample_molecules(
+        partial(run_with_cache, lm), tokenizer, [r.smiles for r in references], counts, cfg, device=lm.device
+    )
 
 
 # ---------------------------------------------------------------- one variant

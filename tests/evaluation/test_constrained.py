@@ -164,12 +164,12 @@ def test_canonical_filter_rejects_split_fractions_and_literals(compact_tokenizer
     canon = CanonicalFilter(tok)
     whole, short = tok.convert_tokens_to_ids(".2345"), tok.convert_tokens_to_ids(".23")
     assert tok.unk_token_id not in (whole, short)
-    assert canon.accepts(history, whole, grammar, grammar.advance(state, whole))
-    assert not canon.accepts(history, short, grammar, grammar.advance(state, short))
+    assert canon.keeps(grammar, state, whole, grammar.advance(state, whole))
+    assert not canon.keeps(grammar, state, short, grammar.advance(state, short))
     opened = grammar.advance(grammar.start, history[0])
     bracket, atom = tok.convert_tokens_to_ids("["), tok.convert_tokens_to_ids("[C]")
-    assert canon.accepts(history[:1], atom, grammar, grammar.advance(opened, atom))
-    assert not canon.accepts(history[:1], bracket, grammar, grammar.advance(opened, bracket))
+    assert canon.keeps(grammar, opened, atom, grammar.advance(opened, atom))
+    assert not canon.keeps(grammar, opened, bracket, grammar.advance(opened, bracket))
 
 
 @pytest.mark.parametrize("which", ["compact", "qwen"])
@@ -180,7 +180,8 @@ def test_canonical_constrained_samples_retokenize_to_the_same_ids(
     import functools
 
     from molgen3D.generation.canonical import is_canonical
-    from molgen3D.generation.sampling import SamplingConfig, plan_jobs, run_batches, run_with_cache
+    from molgen3D.generation.decode_loops import run_with_cache
+    from molgen3D.generation.sampling import SamplingConfig, plan_jobs, run_batches
 
     from .helpers import smallest_molecules, tiny_qwen3
 

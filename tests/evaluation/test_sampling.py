@@ -10,6 +10,7 @@ from rdkit import Chem
 
 from molgen3D.chem.enriched_smiles import decode, strip_coordinates
 from molgen3D.generation.constrained import token_table
+from molgen3D.generation.decode_loops import run_with_cache, run_without_cache
 from molgen3D.generation.sampling import (
     GRAPH_MISMATCH,
     MAX_NEW_TOKENS,
@@ -17,14 +18,11 @@ from molgen3D.generation.sampling import (
     PARSE_ERROR,
     UNREPRESENTABLE,
     UNTERMINATED,
-    BatchSampler,
     SamplingConfig,
-    draw,
     finish_sample,
-    run_with_cache,
-    run_without_cache,
     sample_molecules,
 )
+from molgen3D.generation.token_sampler import SlotSampler, counter_uniform, draw
 
 from .helpers import smallest_molecules, tiny_qwen3
 
@@ -80,10 +78,16 @@ def test_same_seed_same_samples_and_seed_matters(molecules, compact_tokenizer):
     assert run(5) == first and run(6) != first
 
 
-def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer):
-    """Greedy decoding with the cache (left padding, rows dropped as they finish) equals recomputing everything."""
+@pytest.mark.parametrize("batch_size,trim", [(2, None), (1, None), (1, 1)])
+def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer, monkeypatch, batch_size, trim):
+    """Greedy decoding with the cache (left padding, rows refilled or dropped as they finish, dead columns
+    trimmed) equals recomputing everything."""
+    from molgen3D.evaluation import decode_loops
+
+    if trim is not None:
+        monkeypatch.setattr(decode_loops, "_TRIM", trim)
     model = tiny_qwen3(len(compact_tokenizer), seed=2)
-    cfg = SamplingConfig(temperature=0.0, batch_size=2, max_new_tokens=1500)
+    cfg = SamplingConfig(temperature=0.0, batch_size=batch_size, max_new_tokens=1500)
     cached = sample_molecules(with_model(model), compact_tokenizer, molecules, [1, 1], cfg)
     full = sample_molecules(
         lambda prompts, sampler, pad: run_without_cache(lambda ids: model(input_ids=ids).logits, prompts, sampler, pad),
@@ -112,16 +116,25 @@ def test_max_new_tokens_cuts_constrained_samples(molecules, compact_tokenizer):
 
 
 def test_draw_respects_top_p_and_temperature():
-    gen = torch.Generator().manual_seed(0)
+    u = counter_uniform(torch.arange(2000), torch.zeros(2000, dtype=torch.long))
     scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
-    picks = draw(scores, 1.0, 0.7, gen)
+    picks = draw(scores, 1.0, 0.7, u)
     # nucleus 0.7 keeps 0.5 and 0.3 (the first two reach 0.8 >= 0.7), renormalised to 5/8 and 3/8
     assert set(picks.tolist()) == {0, 1}
     assert abs((picks == 0).float().mean().item() - 0.625) < 0.05
-    assert draw(scores[:3], 0.0, 1.0, gen).tolist() == [0, 0, 0]
+    assert draw(scores[:3], 0.0, 1.0, u[:3]).tolist() == [0, 0, 0]
     masked = scores[:500].clone()
     masked[:, 0] = float("-inf")
-    assert 0 not in draw(masked, 1.0, 1.0, gen).tolist()
+    assert 0 not in draw(masked, 1.0, 1.0, u[:500]).tolist()
+
+
+def test_counter_uniforms_are_uniform_and_depend_on_seed_and_counter():
+    seeds = torch.tensor([(1 << 62) + 5, 7]).repeat_interleave(5000)
+    counters = torch.arange(5000).repeat(2)
+    u = counter_uniform(seeds, counters)
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.005
+    assert not torch.equal(u[:5000], u[5000:]) and len(set(u[:5000].tolist())) > 4900
 
 
 def test_finish_sample_reasons():
@@ -140,12 +153,33 @@ def test_finish_sample_reasons():
 
 def test_sampler_pads_finished_rows_with_eos(compact_tokenizer):
     table = token_table(compact_tokenizer)
-    sampler = BatchSampler(table, [None, None], max_new_tokens=5)
+    sampler = SlotSampler(table, None, None, [0, 1], [5, 5], [MAX_NEW_TOKENS] * 2, slots=2)
+    sampler.load([0, 1])
     logits = torch.full((2, table.vocab_size + 7), -1e9)  # padded vocab rows are never sampled
     logits[0, table.eos_id] = 0.0
     logits[1, 5] = 0.0
     logits[:, table.vocab_size :] = 1e9
-    first = sampler.step(logits, [0, 1])
-    assert first.tolist() == [table.eos_id, 5] and sampler.done.tolist() == [True, False]
-    second = sampler.step(logits, [0, 1])
-    assert second[0].item() == table.eos_id and sampler.tokens[0] == [table.eos_id]
+    first, finished = sampler.step(logits)
+    assert first.tolist() == [table.eos_id, 5] and finished == [0] and sampler.live.tolist() == [False, True]
+    second, _ = sampler.step(logits)
+    assert second[0].item() == table.eos_id and sampler.results[0].token_ids == [table.eos_id]
+
+
+def test_free_decoding_stops_at_a_close_tag_spelled_in_pieces(qwen_origin_tokenizer):
+    """A tokenizer without a `[/CONFORMER]` token: free decoding still stops when the text closes."""
+    from molgen3D.chem.tagged_text import CONFORMER_CLOSE
+
+    table = token_table(qwen_origin_tokenizer)
+    assert CONFORMER_CLOSE not in table.tag_ids
+    pieces = qwen_origin_tokenizer.encode(f"[C]{CONFORMER_CLOSE}", add_special_tokens=False)
+    sampler = SlotSampler(table, None, None, [0, 1], [50, 50], [MAX_NEW_TOKENS] * 2, slots=2)
+    sampler.load([0, 1])
+    finished = []
+    for tok in pieces:
+        logits = torch.full((2, table.vocab_size), -1e9)
+        logits[0, tok] = 0.0
+        logits[1, pieces[0]] = 0.0
+        finished += sampler.step(logits)[1]
+    assert finished == [0] and sampler.results[0].stop is None
+    assert qwen_origin_tokenizer.decode(sampler.results[0].token_ids).endswith(CONFORMER_CLOSE)
+    assert sampler.results[1] is None and sampler.live.tolist() == [False, True]

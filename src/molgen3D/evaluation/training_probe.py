@@ -23,13 +23,8 @@ from rdkit import Chem
 
 from molgen3D.scoring.references import load_jsonl_references, seeded_choice
 from molgen3D.scoring.rmsd import best_rms
-from molgen3D.generation.sampling import (
-    DEFAULT_PRECISION,
-    SamplingConfig,
-    run_with_cache,
-    run_without_cache,
-    sample_molecules,
-)
+from molgen3D.generation.decode_loops import run_with_cache, run_without_cache
+from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig, sample_molecules
 
 PRECISION_PROP = "molgen3d_precision"
 """Mol property carrying the data's coordinate decimals from `load_references` to `sample_and_score`."""
@@ -118,8 +113,14 @@ def sample_and_score(
         runner = functools.partial(run_with_cache, hf_model)
     else:
         runner = functools.partial(run_without_cache, logits_fn, device=device)
+    logits_device = hf_model.device if hf_model is not None else (device or "cpu")
     outcomes = sample_molecules(
-        runner, tokenizer, [s for s, _ in references], [samples_per_molecule] * len(references), cfg
+        runner,
+        tokenizer,
+        [s for s, _ in references],
+        [samples_per_molecule] * len(references),
+        cfg,
+        device=logits_device,
     )
     best = []
     for (_, conformers), samples in zip(references, outcomes):

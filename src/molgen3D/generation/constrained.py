@@ -252,6 +252,8 @@ class MoleculeGrammar:
 
     def __init__(self, smiles: str, table: TokenTable, dfa: NumberDfa | None = None):
         self.smiles = smiles
+        self.memo: dict = {}
+        """Room for callers' caches about this grammar (freed with it, so they never outlive or mix grammars)."""
         self.table = table
         self.dfa = dfa or NumberDfa()
         segments = coordinate_template(smiles)
@@ -270,7 +272,35 @@ class MoleculeGrammar:
             self.lit_codes[k, : len(lit)] = [ord(ch) for ch in lit]
         self.lit_len = np.array([len(lit) for lit in literals], dtype=np.int32)
         self.n_items = 2 * len(literals) - 1
+        sizes = [len(literals[k // 2]) if k % 2 == 0 else len(self.dfa.accepting) for k in range(self.n_items)]
+        self.item_base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        """Local index of state (item, sub) = item_base[item] + sub; the end state is item_base[n_items]."""
         self._memo: dict[tuple[int, int], Allowed] = {}
+
+    @property
+    def num_states(self) -> int:
+        """Every (item, sub) state plus the end: the size of this grammar's block of decoding-table rows."""
+        return int(self.item_base[-1]) + 1
+
+    def local_index(self, items: np.ndarray, subs: np.ndarray) -> np.ndarray:
+        """Local indices of states given as aligned item / sub arrays."""
+        return self.item_base[np.minimum(items, self.n_items)] + np.where(items >= self.n_items, 0, subs)
+
+    def state_of(self, local: int) -> tuple[int, int]:
+        """The (item, sub) state of a local index."""
+        item = int(np.searchsorted(self.item_base, local, side="right")) - 1
+        return (item, 0) if item >= self.n_items else (item, local - int(self.item_base[item]))
+
+    def exits(self, item: int, sub: int) -> Allowed:
+        """From number state (item, sub): tokens that finish the number and go on into the next literal (no memo)."""
+        exits = self.table.number_moves(self.dfa)[sub][2]
+        rows, cols = exits.get(int(self.lit_codes[(item + 1) // 2, 0]), (_NO_ROWS, _NO_ROWS))
+        return self._walk(rows, cols, item + 1, 0)
+
+    def literal_moves(self, item: int, sub: int) -> Allowed:
+        """From literal state (item, sub): the tokens that write on from there (no memo)."""
+        rows = self.table.by_first.get(int(self.lit_codes[item // 2, sub]), _NO_ROWS)
+        return self._walk(rows, np.zeros(len(rows), dtype=np.int64), item, sub)
 
     def is_end(self, state: tuple[int, int]) -> bool:
         return state[0] >= self.n_items

@@ -81,6 +81,14 @@ class GenerateConfig:
     (counted in the summary); `all` samples every fragment. SDF inputs are read as `prepare-data` reads them."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    stream: bool = False
+    """Read and write chunk by chunk (memory flat in the library's size; .jsonl out); implied by the options below."""
+    shard_index: int = 0
+    """This process's shard (Slurm: $SLURM_ARRAY_TASK_ID); molecule i goes to shard i % num_shards."""
+    num_shards: int = 1
+    """Shards of the input (one process each; merge with `python -m molgen3D.generation.library_run merge`)."""
+    resume: bool = False
+    """Go on from what an interrupted run of this shard wrote (same options) instead of starting over."""
     sampling: tyro.conf.OmitArgPrefixes[SamplingConfig] = field(default_factory=SamplingConfig)
     """Sampling options."""
 
@@ -130,6 +138,8 @@ def generate(cfg: GenerateConfig) -> dict:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    if cfg.stream or cfg.num_shards > 1 or cfg.resume:
+        return generate_streamed(cfg)
     skips, cut = SkipLog(), SkipLog()
     molecules = keep_fragments(read_smiles_inputs(cfg.smiles, skips), cfg.fragments, cut)
     if not molecules:
@@ -196,6 +206,50 @@ def unseen_warning(unseen: dict) -> str:
     )
 
 
+def generate_streamed(cfg: GenerateConfig) -> dict:
+    """`generate` for libraries: this shard's molecules chunk by chunk (`library_run.run_shard`); its summary."""
+    from molgen3D.generation.library_run import check_shards, run_shard
+
+    check_shards(cfg.shard_index, cfg.num_shards, cfg.out)
+    cut = SkipLog()
+    directory = model_directory(cfg.model)
+    sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
+    loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2] if cfg.workers == 1 else None
+
+    def sample(mols, counts):
+        smiles = [m.smiles for m in mols]
+        return sample_parallel(
+            directory,
+            cfg.tokenizer,
+            smiles,
+            counts,
+            sampling,
+            workers=cfg.workers,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            threads=cfg.threads,
+            loaded=loaded,
+        )[0]
+
+    def finish(mols, outcomes):
+        mark_stereo([m.smiles for m in mols], outcomes)
+        if cfg.add_hs:
+            add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters)
+
+    summary = run_shard(
+        cfg.smiles,
+        cfg.out,
+        lambda m: sample_counts([m], cfg)[0],
+        sample,
+        finish,
+        shard_index=cfg.shard_index,
+        num_shards=cfg.num_shards,
+        resume=cfg.resume,
+        prepare=lambda m: keep_fragments([m], cfg.fragments, cut)[0],
+    )
+    return {**summary, "fragments": {"mode": cfg.fragments, "cut": cut.as_dict()}, "settings": asdict(sampling)}
+
+
 def format_summary(summary: dict) -> str:
     lines = [
         f"wrote {summary['samples_valid']} valid of {summary['samples_requested']} samples to {summary['out']} "
@@ -229,5 +283,5 @@ def cli(argv: list[str]) -> int:
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
         print(f"molgen3d generate: {exc}", file=sys.stderr)
         return 1
-    print(format_summary(summary))
+    print(format_summary(summary) if "shard_index" not in summary else json.dumps(summary, indent=2))
     return 0

@@ -17,16 +17,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from molgen3D.generation.decode_loops import run_with_cache
+from molgen3D.generation.sampling import Job, SamplingConfig, assemble, plan_jobs, run_batches
 from molgen3D.scoring.outcome import SampleOutcome
-from molgen3D.generation.sampling import (
-    Job,
-    SamplingConfig,
-    SequenceResult,
-    assemble,
-    plan_jobs,
-    run_batches,
-    run_with_cache,
-)
+from molgen3D.generation.token_sampler import SequenceResult
 
 _STATE: dict = {}
 
@@ -65,8 +59,9 @@ def _init_worker(
 
 
 def _run_batch(batch: list[Job]) -> list[SequenceResult]:
-    runner = functools.partial(run_with_cache, _STATE["model"])
-    return run_batches(runner, _STATE["tokenizer"], _STATE["smiles"], [batch], _STATE["cfg"])[0]
+    model = _STATE["model"]
+    runner = functools.partial(run_with_cache, model)
+    return run_batches(runner, _STATE["tokenizer"], _STATE["smiles"], [batch], _STATE["cfg"], device=model.device)[0]
 
 
 def sample_parallel(
@@ -100,7 +95,13 @@ def sample_parallel(
         )
         batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
         results = run_batches(
-            functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg, progress=progress
+            functools.partial(run_with_cache, model),
+            tokenizer,
+            smiles,
+            batches,
+            cfg,
+            progress=progress,
+            device=model.device,
         )
         return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +64,17 @@ class MoleculeInput:
 
 def read_smiles_inputs(path: Path, skips: SkipLog) -> list[MoleculeInput]:
     """Molecules of a SMILES file or a 3D SDF; unusable lines/records go to `skips` with their file:line."""
+    return list(iter_smiles_inputs(path, skips))
+
+
+def iter_smiles_inputs(path: Path, skips: SkipLog) -> Iterator[MoleculeInput]:
+    """`read_smiles_inputs` one molecule at a time (an SDF is read whole: L counts its records per molecule)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"molecule file {path} does not exist")
     if is_sdf(path):
-        return _sdf_inputs(path, skips)
+        yield from _sdf_inputs(path, skips)
+        return
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         rows = _csv_rows(path, "," if suffix == ".csv" else "\t", skips)
@@ -76,14 +82,12 @@ def read_smiles_inputs(path: Path, skips: SkipLog) -> list[MoleculeInput]:
         rows = ((where, smiles, name, None) for where, smiles, name in _smi_rows(path))
     else:
         raise ValueError(f"{path}: unknown molecule file type {suffix!r}; use .smi, .txt, .csv, .tsv or .sdf")
-    molecules = []
     for where, smiles, name, count in rows:
         canonical = canonicalize(smiles)
         if canonical is None:
             skips.add("invalid_smiles", f"{where}: {smiles!r}", unit="line")
             continue
-        molecules.append(MoleculeInput(name or canonical, canonical, where, count))
-    return molecules
+        yield MoleculeInput(name or canonical, canonical, where, count)
 
 
 def _sdf_inputs(path: Path, skips: SkipLog) -> list[MoleculeInput]:
