@@ -8,6 +8,7 @@ by reason in the printed summary and in `<out stem>.summary.json`, never dropped
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
