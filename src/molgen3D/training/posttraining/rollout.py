@@ -30,7 +30,8 @@ from molgen3D.chem.tagged_text import SMILES_CLOSE, SMILES_OPEN, format_prompt
 from molgen3D.scoring.checks import single_conformer, stereo_matches
 from molgen3D.scoring.references import ReferenceMolecule
 from molgen3D.scoring.rmsd import RmsdPool
-from molgen3D.generation.sampling import SamplingConfig, assemble, plan_jobs, run_batches, run_with_cache
+from molgen3D.generation.decode_loops import run_with_cache
+from molgen3D.generation.sampling import SamplingConfig, assemble, plan_jobs, run_batches
 from molgen3D.training.posttraining.config import RewardSettings
 from molgen3D.training.posttraining.reward import group_terms
 
@@ -150,7 +151,9 @@ class RolloutScorer:
         was_training = model.training
         model.eval()
         try:
-            results = run_batches(partial(run_with_cache, model), self.tokenizer, molecules, batches, cfg)
+            results = run_batches(
+                partial(run_with_cache, model), self.tokenizer, molecules, batches, cfg, device=model.device
+            )
         finally:
             model.train(was_training)
         outcomes = assemble(self.tokenizer, molecules, batches, results, failed, cfg.positions)
