@@ -82,7 +82,7 @@ def test_same_seed_same_samples_and_seed_matters(molecules, compact_tokenizer):
 def test_kv_cache_loop_matches_full_forward(molecules, compact_tokenizer, monkeypatch, batch_size, trim):
     """Greedy decoding with the cache (left padding, rows refilled or dropped as they finish, dead columns
     trimmed) equals recomputing everything."""
-    from molgen3D.evaluation import decode_loops
+    from molgen3D.generation import decode_loops
 
     if trim is not None:
         monkeypatch.setattr(decode_loops, "_TRIM", trim)
