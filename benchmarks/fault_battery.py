@@ -9,9 +9,12 @@ checks the outcome a user would see: exit code, the message, where training rest
 resumed losses against an uninterrupted run (TensorBoard's float32 values, compared exactly).
 
 Prints one table (scenario, expected, observed, verdict) and writes benchmarks/results/fault_battery.json
-with each row's commands, exit codes and output tails. About 5 minutes on an idle 2-core machine.
+with each row's commands, exit codes and output tails. About 3 minutes on the 2-core development machine.
 Usage: .venv/bin/python benchmarks/fault_battery.py [--only 1,2,9] [--keep DIR] [--out FILE]
 """
+
+# No `from __future__ import annotations`: tests load this file without registering it in sys.modules
+# (`load_benchmark`), and dataclasses would then look string annotations up there.
 
 import argparse
 import ast
