@@ -5,27 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from evaluation.helpers import smallest_molecules, tiny_qwen3
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from evaluation.conftest import _one_torch_thread, compact_model_dir  # noqa: F401  (shared fixtures)
+from evaluation.helpers import smallest_molecules
 
 
 @pytest.fixture(scope="session")
-def start_model(tmp_path_factory, compact_tokenizer) -> Path:
-    directory = tmp_path_factory.mktemp("start_model")
-    model = tiny_qwen3(len(compact_tokenizer))
-    model.config.eos_token_id = model.config.pad_token_id = compact_tokenizer.eos_token_id
-    model.save_pretrained(directory)
-    compact_tokenizer.save_pretrained(directory)
-    return directory
+def start_model(request) -> Path:
+    """The evaluation tests' tiny random model folder (compact tokenizer) is the start model."""
+    return request.getfixturevalue("compact_model_dir")
 
 
 @pytest.fixture
