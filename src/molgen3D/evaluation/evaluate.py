@@ -125,33 +125,32 @@ def run_identity(cfg: EvaluateConfig, sampling: SamplingConfig) -> dict:
     }
 
 
-def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict):
-    """A `sample_fn` that loads the model on first use (a resumed run with all samples written never loads it)."""
-    from molgen3D.generation.model_io import load_model, model_directory
-    from molgen3D.generation.parallel import sample_parallel
+def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict, pools: list):
+    """A `sample_fn` that loads the model on first use (a resumed run with all samples written never loads it).
 
-    cache: dict = {}
+    The model is loaded once (once per worker process) for the whole run; the pool goes into
+    `pools` for the caller to close.
+    """
+    from molgen3D.generation.model_io import model_directory
+    from molgen3D.generation.parallel import SamplerPool
 
     def sample_fn(smiles, counts):
-        if "dir" not in cache:
-            cache["dir"] = model_directory(cfg.model)
+        if not pools:
+            directory = model_directory(cfg.model)
             state["methods"]["model"]["source"] = str(cfg.model)
-            state["methods"]["model"]["model_folder"] = str(cache["dir"])
-            if cfg.workers == 1:
-                cache["loaded"] = load_model(cache["dir"], cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]
-        return sample_parallel(
-            cache["dir"],
-            cfg.tokenizer,
-            smiles,
-            counts,
-            sampling,
-            workers=cfg.workers,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            threads=cfg.threads,
-            loaded=cache.get("loaded"),
-            progress=cfg.progress,
-        )
+            state["methods"]["model"]["model_folder"] = str(directory)
+            pools.append(
+                SamplerPool(
+                    directory,
+                    cfg.tokenizer,
+                    sampling,
+                    workers=cfg.workers,
+                    device=cfg.device,
+                    dtype=cfg.dtype,
+                    threads=cfg.threads,
+                )
+            )
+        return pools[0].sample(smiles, counts, progress=cfg.progress)
 
     return sample_fn
 
@@ -195,7 +194,12 @@ def _sample_and_score(cfg: EvaluateConfig, out: Path) -> dict:
     if cfg.model is not None:
         state["methods"].setdefault("model", {})
         state["methods"]["model"].update(source=str(cfg.model), settings=asdict(sampling))
-        fill_samples(out, "model", references, counts, _model_sampler(cfg, sampling, state), **fill)
+        pools: list = []
+        try:
+            fill_samples(out, "model", references, counts, _model_sampler(cfg, sampling, state, pools), **fill)
+        finally:
+            for pool in pools:
+                pool.close()
     elif cfg.samples is not None:
         outcomes, unused, sidecar = samples_from_file(cfg.samples, references, counts)
         mark_stereo([r.smiles for r in references], outcomes)

@@ -29,8 +29,8 @@ from molgen3D.generation.sample_io import (
 )
 from molgen3D.scoring.geometry import mark_stereo
 from molgen3D.scoring.hydrogens import add_hydrogens
-from molgen3D.generation.model_io import ModelLoadError, load_model, model_directory, tokenizer_source
-from molgen3D.generation.parallel import sample_parallel
+from molgen3D.generation.model_io import ModelLoadError, model_directory, tokenizer_source
+from molgen3D.generation.parallel import SamplerPool, sample_parallel
 from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
 from molgen3D.scoring.outcome import SampleOutcome, failure_report
 
@@ -152,9 +152,6 @@ def generate(cfg: GenerateConfig) -> dict:
     if unseen.get("elements"):
         print(unseen_warning(unseen), file=sys.stderr)
     sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
-    loaded = None
-    if cfg.workers == 1:
-        loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2]
     outcomes, seconds = sample_parallel(
         directory,
         cfg.tokenizer,
@@ -166,7 +163,6 @@ def generate(cfg: GenerateConfig) -> dict:
         dtype=cfg.dtype,
         threads=cfg.threads,
         progress=cfg.progress,
-        loaded=loaded,
     )
     stereo = mark_stereo([m.smiles for m in molecules], outcomes)
     hydrogens = add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters) if cfg.add_hs else None
@@ -215,39 +211,36 @@ def generate_streamed(cfg: GenerateConfig) -> dict:
     cut = SkipLog()
     directory = model_directory(cfg.model)
     sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
-    loaded = load_model(directory, cfg.tokenizer, device=cfg.device, dtype=cfg.dtype)[:2] if cfg.workers == 1 else None
+    pool = SamplerPool(
+        directory,
+        cfg.tokenizer,
+        sampling,
+        workers=cfg.workers,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        threads=cfg.threads,
+    )
 
     def sample(mols, counts):
-        smiles = [m.smiles for m in mols]
-        return sample_parallel(
-            directory,
-            cfg.tokenizer,
-            smiles,
-            counts,
-            sampling,
-            workers=cfg.workers,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            threads=cfg.threads,
-            loaded=loaded,
-        )[0]
+        return pool.sample([m.smiles for m in mols], counts)[0]
 
     def finish(mols, outcomes):
         mark_stereo([m.smiles for m in mols], outcomes)
         if cfg.add_hs:
             add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters)
 
-    summary = run_shard(
-        cfg.smiles,
-        cfg.out,
-        lambda m: sample_counts([m], cfg)[0],
-        sample,
-        finish,
-        shard_index=cfg.shard_index,
-        num_shards=cfg.num_shards,
-        resume=cfg.resume,
-        prepare=lambda m: keep_fragments([m], cfg.fragments, cut)[0],
-    )
+    with pool:
+        summary = run_shard(
+            cfg.smiles,
+            cfg.out,
+            lambda m: sample_counts([m], cfg)[0],
+            sample,
+            finish,
+            shard_index=cfg.shard_index,
+            num_shards=cfg.num_shards,
+            resume=cfg.resume,
+            prepare=lambda m: keep_fragments([m], cfg.fragments, cut)[0],
+        )
     return {**summary, "fragments": {"mode": cfg.fragments, "cut": cut.as_dict()}, "settings": asdict(sampling)}
 
 

@@ -41,7 +41,6 @@ def worker_devices(device, workers: int) -> list[str]:
 def _init_worker(
     model_dir: str,
     tokenizer: str | None,
-    smiles: list[str],
     cfg: SamplingConfig,
     ranks,
     devices: list[str],
@@ -55,13 +54,107 @@ def _init_worker(
     torch.set_num_threads(threads)
     rank = ranks.get()
     model, tok, _ = load_model(model_dir, tokenizer, device=devices[rank], dtype=dtype)
-    _STATE.update(model=model, tokenizer=tok, smiles=smiles, cfg=cfg)
+    _STATE.update(model=model, tokenizer=tok, cfg=cfg)
 
 
-def _run_batch(batch: list[Job]) -> list[SequenceResult]:
+def _run_batch(work: tuple[list[str], list[Job]]) -> list[SequenceResult]:
+    smiles, batch = work
     model = _STATE["model"]
     runner = functools.partial(run_with_cache, model)
-    return run_batches(runner, _STATE["tokenizer"], _STATE["smiles"], [batch], _STATE["cfg"], device=model.device)[0]
+    return run_batches(runner, _STATE["tokenizer"], smiles, [batch], _STATE["cfg"], device=model.device)[0]
+
+
+class SamplerPool:
+    """The model loaded once per worker process for the whole run; `sample` may be called for chunk after chunk.
+
+    With one worker the model runs in this process (`loaded` = an already loaded (model,
+    tokenizer) pair is reused). More workers are spawned processes, so scripts need the
+    `__main__` guard; `close` (or leaving the `with` block) ends them.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        tokenizer_arg: str | None,
+        cfg: SamplingConfig,
+        *,
+        workers: int = 1,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int | None = None,
+        loaded=None,
+    ):
+        from molgen3D.generation.model_io import load_model, model_context, model_directory, resolve_device
+
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        self.cfg, self.workers, self._pool = cfg, workers, None
+        target = resolve_device(device)
+        if workers == 1:
+            self.model, self.tokenizer = (
+                loaded
+                if loaded is not None
+                else load_model(model_dir, tokenizer_arg, device=str(target), dtype=dtype)[:2]
+            )
+            self.context = model_context(self.model)
+            return
+        from transformers import AutoConfig
+
+        from molgen3D.tokenization.load import load_tokenizer
+
+        directory = model_directory(model_dir)
+        self.model = None
+        self.tokenizer = load_tokenizer(tokenizer_arg if tokenizer_arg is not None else directory)
+        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        self.context = getattr(config, "max_position_embeddings", None)
+        ctx = mp.get_context("spawn")
+        ranks = ctx.Queue()
+        for rank in range(workers):
+            ranks.put(rank)
+        devices = worker_devices(target, workers)
+        initargs = (str(directory), tokenizer_arg, cfg, ranks, devices, dtype, threads or 1)
+        self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
+
+    def sample(
+        self, smiles: Sequence[str], counts: Sequence[int], *, progress: bool = False
+    ) -> tuple[list[list[SampleOutcome]], float]:
+        """Samples of every molecule (as `sample_molecules` returns them) and the wall time."""
+        start = time.perf_counter()
+        smiles = list(smiles)
+        batches, failed = plan_jobs(self.tokenizer, smiles, counts, self.cfg, max_context=self.context)
+        if self._pool is None:
+            runner = functools.partial(run_with_cache, self.model)
+            results = run_batches(
+                runner, self.tokenizer, smiles, batches, self.cfg, progress=progress, device=self.model.device
+            )
+        else:
+            results = []
+            bar = tqdm(
+                total=sum(map(len, batches)),
+                desc=f"sampling ({self.workers} workers)",
+                unit="sample",
+                disable=not progress,
+            )
+            work = [(smiles, batch) for batch in batches]
+            for batch, res in zip(batches, self._pool.imap(_run_batch, work, chunksize=1)):
+                results.append(res)
+                bar.update(len(batch))
+            bar.close()
+        return assemble(
+            self.tokenizer, smiles, batches, results, failed, self.cfg.positions
+        ), time.perf_counter() - start
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> "SamplerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def sample_parallel(
@@ -78,56 +171,8 @@ def sample_parallel(
     progress: bool = False,
     loaded=None,
 ) -> tuple[list[list[SampleOutcome]], float]:
-    """Samples of every molecule (as `sample_molecules` returns them) and the wall time, over `workers` processes.
-
-    With one worker the model runs in this process (`loaded` = an already loaded (model,
-    tokenizer) pair is reused). Workers are spawned, so scripts need the `__main__` guard.
-    """
-    from molgen3D.generation.model_io import load_model, model_context, resolve_device
-
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-    start = time.perf_counter()
-    target = resolve_device(device)
-    if workers == 1:
-        model, tokenizer = (
-            loaded if loaded is not None else load_model(model_dir, tokenizer_arg, device=str(target), dtype=dtype)[:2]
-        )
-        batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=model_context(model))
-        results = run_batches(
-            functools.partial(run_with_cache, model),
-            tokenizer,
-            smiles,
-            batches,
-            cfg,
-            progress=progress,
-            device=model.device,
-        )
-        return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
-
-    from transformers import AutoConfig
-
-    from molgen3D.generation.model_io import model_directory
-    from molgen3D.tokenization.load import load_tokenizer
-
-    directory = model_directory(model_dir)
-    tokenizer = load_tokenizer(tokenizer_arg if tokenizer_arg is not None else directory)
-    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    context = getattr(config, "max_position_embeddings", None)
-    batches, failed = plan_jobs(tokenizer, smiles, counts, cfg, max_context=context)
-    ctx = mp.get_context("spawn")
-    ranks = ctx.Queue()
-    for rank in range(workers):
-        ranks.put(rank)
-    devices = worker_devices(target, workers)
-    initargs = (str(directory), tokenizer_arg, list(smiles), cfg, ranks, devices, dtype, threads or 1)
-    results = []
-    with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
-        bar = tqdm(
-            total=sum(map(len, batches)), desc=f"sampling ({workers} workers)", unit="sample", disable=not progress
-        )
-        for batch, res in zip(batches, pool.imap(_run_batch, batches, chunksize=1)):
-            results.append(res)
-            bar.update(len(batch))
-        bar.close()
-    return assemble(tokenizer, smiles, batches, results, failed, cfg.positions), time.perf_counter() - start
+    """One call's samples over `workers` processes (a `SamplerPool` for this call alone)."""
+    with SamplerPool(
+        model_dir, tokenizer_arg, cfg, workers=workers, device=device, dtype=dtype, threads=threads, loaded=loaded
+    ) as pool:
+        return pool.sample(smiles, counts, progress=progress)

@@ -1,0 +1,45 @@
+"""The model is loaded once (once per worker process) for a whole evaluate/generate run, not once per chunk."""
+
+from __future__ import annotations
+
+import json
+
+from molgen3D.evaluation import evaluate as evaluate_module
+from molgen3D.generation import parallel
+from molgen3D.generation.sampling import SamplingConfig
+
+
+def test_evaluate_builds_one_sampler_pool_for_all_chunks(compact_model_dir, tmp_path, fixture_data, monkeypatch):
+    built, calls = [], []
+
+    class CountingPool(parallel.SamplerPool):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("workers"))
+            super().__init__(*args, **kwargs)
+
+        def sample(self, smiles, counts, **kwargs):
+            calls.append(list(smiles))
+            return super().sample(smiles, counts, **kwargs)
+
+    monkeypatch.setattr(parallel, "SamplerPool", CountingPool)
+    args = ["--references", str(fixture_data / "test"), "--out", str(tmp_path / "e"), "--model"]
+    args += [str(compact_model_dir), "--max-molecules", "3", "--max-conformers", "1", "--max-new-tokens", "300"]
+    args += ["--chunk-molecules", "1", "--no-progress", "--rmsd-workers", "1", "--posebusters", "none"]
+    assert evaluate_module.cli(args) == 0
+    assert len(calls) == 3, "one sampling call per one-molecule chunk"
+    assert built == [1], "but one model load for the whole run"
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["methods"]["model"]["samples_requested"] == 6
+
+
+def test_a_pool_of_two_workers_keeps_its_processes_and_matches_one_process(compact_model_dir, fixture_data):
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)N"]
+    cfg = SamplingConfig(max_new_tokens=200, seed=3, precision=4)
+    alone, _ = parallel.sample_parallel(compact_model_dir, None, smiles, [2, 2, 2], cfg, workers=1, device="cpu")
+    with parallel.SamplerPool(compact_model_dir, None, cfg, workers=2, device="cpu") as pool:
+        pids = sorted(p.pid for p in pool._pool._pool)
+        first, _ = pool.sample(smiles[:2], [2, 2])
+        second, _ = pool.sample(smiles[2:], [2])
+        assert sorted(p.pid for p in pool._pool._pool) == pids, "the same worker processes serve every call"
+    texts = [[o.text for o in samples] for samples in first + second]
+    assert texts == [[o.text for o in samples] for samples in alone]
