@@ -22,28 +22,7 @@ from molgen3D.hf.checkpoint_step import structure_problem
 
 pytestmark = pytest.mark.slow  # trains a model end to end
 
-DRIVER = """
-import hashlib, os, sys
-from torchtitan import train
-
-digest_dir = sys.argv[2]
-original = train.Trainer.batch_generator
-
-
-def recording(self, data_iterable):
-    path = os.path.join(digest_dir, f"batches-rank{os.environ['RANK']}.txt")
-    with open(path, "a") as out:
-        for input_dict, labels in original(self, data_iterable):
-            out.write(hashlib.sha256(input_dict["input"].numpy().tobytes()).hexdigest() + "\\n")
-            out.flush()
-            yield input_dict, labels
-
-
-train.Trainer.batch_generator = recording
-from molgen3D.training.pretraining.torchtitan_runner import run_pretraining
-
-run_pretraining(sys.argv[1])
-"""
+DRIVER = Path(__file__).with_name("batch_recorder.py")
 
 
 def _valid_tokens(path: Path, tokenizer_dir: Path, seq_len: int, seed: int, world: int) -> int:
@@ -90,8 +69,6 @@ def test_two_rank_fsdp_gloo_run(tmp_path, make_tiny_toml, compact_tokenizer_dir,
             "sample_max_new_tokens": 48,
         },
     )
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
@@ -102,7 +79,7 @@ def test_two_rank_fsdp_gloo_run(tmp_path, make_tiny_toml, compact_tokenizer_dir,
         "--standalone",
         "--nproc_per_node",
         "2",
-        str(driver),
+        str(DRIVER),
         str(toml),
         str(tmp_path),
     ]

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,27 +19,7 @@ from molgen3D.hf.checkpoint_step import structure_problem
 
 pytestmark = pytest.mark.slow  # four ranks train a model end to end
 
-DRIVER = """
-import hashlib, os, sys
-from torchtitan import train
-
-original = train.Trainer.batch_generator
-
-
-def recording(self, data_iterable):
-    path = os.path.join(sys.argv[2], f"batches-rank{os.environ['RANK']}.txt")
-    with open(path, "a") as out:
-        for input_dict, labels in original(self, data_iterable):
-            out.write(hashlib.sha256(input_dict["input"].numpy().tobytes()).hexdigest() + "\\n")
-            out.flush()
-            yield input_dict, labels
-
-
-train.Trainer.batch_generator = recording
-from molgen3D.training.pretraining.torchtitan_runner import run_pretraining
-
-run_pretraining(sys.argv[1])
-"""
+DRIVER = Path(__file__).with_name("batch_recorder.py")
 
 
 def test_hsdp_2x2_with_document_masking_and_the_tied_head(tmp_path, make_tiny_toml):
@@ -50,12 +31,10 @@ def test_hsdp_2x2_with_document_masking_and_the_tied_head(tmp_path, make_tiny_to
         parallelism={"data_parallel_replicate_degree": 2, "data_parallel_shard_degree": 2},
         checkpoint={"enable": True, "interval": 2, "keep_latest_k": 0, "last_save_in_hf": True},
     )
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", str(driver)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", str(DRIVER)]
     proc = subprocess.run([*cmd, str(toml), str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
