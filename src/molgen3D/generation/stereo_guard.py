@@ -311,19 +311,19 @@ def _interval(rules: list[StereoRule], frame, known: list[float], largest: float
         slopes = [f(v0 + np.eye(3)[j]) - f0 for j in range(3)]
         slope, later = slopes[k], slopes[k + 1 :]
         # some values of the later numbers (within the grammar's range) must still give the sign ...
-        needs = [
-            MARGIN[rule.kind]
-            - f0
-            + slope * centre[k]
-            - sum(abs(s) * largest - s * c for s, c in zip(later, centre[k + 1 :]))
-        ]
-        # ... and the number that moves the quantity most gives it for any later ones within REACH
+        exists = MARGIN[rule.kind] - f0 + slope * centre[k]
+        exists -= sum(abs(s) * largest - s * c for s, c in zip(later, centre[k + 1 :]))
+        needs = [(exists, False)]
+        # ... and the number that moves the quantity most gives it for any later ones within REACH (where the
+        # grammar's range allows: an earlier number far off can leave that to the later ones)
         if k == 2 or abs(slope) >= max(map(abs, later)):
-            needs.append(MARGIN[rule.kind] - f0 + slope * centre[k] + sum(map(abs, later)) * REACH)
-        for need in needs:
+            needs.append((MARGIN[rule.kind] - f0 + slope * centre[k] + sum(map(abs, later)) * REACH, k < 2))
+        for need, optional in needs:
             if abs(slope) < 1e-9:
-                if need >= 0:
+                if need >= 0 and not optional:
                     return np.inf, -np.inf
+            elif optional and abs(need / slope) >= largest and (need / slope > 0) == (slope > 0):
+                continue
             elif slope > 0:
                 lo = max(lo, need / slope)
             else:
