@@ -191,7 +191,8 @@ class StereoGuard:
         rows = state[positions]
         dec = self.decider.dev[rows].tolist()
         counts = ntok[positions].tolist()
-        texts = ["".join(strings[t] for t in row[:n]) for row, n in zip(buf[positions].tolist(), counts)]
+        written = buf[positions, : max(counts)].tolist()
+        texts = ["".join(strings[t] for t in row[:n]) for row, n in zip(written, counts)]
         nexts = self.tables.next_rows(rows[:, None], entries[positions]).tolist()
         cand, ok = ids[positions].tolist(), valid[positions].tolist()
         keep = []
