@@ -25,6 +25,7 @@ from molgen3D.scoring.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401
 from molgen3D.generation.canonical import canonical_filter
 from molgen3D.generation.constrained import MoleculeGrammar, NumberDfa, token_table
 from molgen3D.generation.decode_tables import GrammarTables
+from molgen3D.generation.stereo_guard import StereoGuard
 from molgen3D.generation.token_sampler import DEAD_END, SequenceResult, SlotSampler  # noqa: F401  (DEAD_END: a reason)
 from molgen3D.scoring.outcome import SampleOutcome
 
@@ -68,6 +69,9 @@ class SamplingConfig:
     frame of the bonds before; both placed before decoding); None = the model's recorded format, else absolute."""
     seed: int = 0
     """Seed of the sampling generator."""
+    stereo: bool = True
+    """Under constrained decoding, the numbers that decide a specified centre's handedness or double bond's
+    cis/trans may only take values giving the prompt's stereo (--no-stereo: the model's choice)."""
 
     def __post_init__(self):
         checks = [
@@ -200,6 +204,16 @@ def grammar_tables(tokenizer, cfg: SamplingConfig, device) -> GrammarTables:
     return tables
 
 
+def stereo_guard(tokenizer, cfg: SamplingConfig, tables: GrammarTables) -> StereoGuard:
+    """The guard of `tables` for `cfg.positions`, kept with them (its rows follow theirs)."""
+    key = ("stereo", cfg.positions or "absolute", cfg.precision, cfg.max_int_digits, cfg.canonical, str(tables.device))
+    per_tokenizer = _TABLES[tokenizer]
+    guard = per_tokenizer.get(key)
+    if guard is None or guard.tables is not tables:
+        guard = per_tokenizer[key] = StereoGuard(tables, cfg.positions)
+    return guard
+
+
 def run_batches(
     runner: Runner,
     tokenizer,
@@ -219,14 +233,19 @@ def run_batches(
     """
     table = token_table(tokenizer)
     tables = grammar_tables(tokenizer, cfg, device) if cfg.constrained else None
+    guard = stereo_guard(tokenizer, cfg, tables) if tables is not None and cfg.stereo else None
+    stereo_before = (guard.fallback_steps, guard.rules, guard.skipped) if guard is not None else (0, 0, 0)
     out = []
     fallback_steps = 0
     bar = tqdm(total=sum(map(len, batches)), desc="sampling", unit="sample", disable=not progress)
     for batch in batches:
+        starts = [tables.add(smiles[job.mol]) for job in batch] if tables is not None else None
+        if guard is not None:
+            guard.update()
         sampler = SlotSampler(
             table,
             tables,
-            [tables.add(smiles[job.mol]) for job in batch] if tables is not None else None,
+            starts,
             [sample_seed(cfg.seed, smiles[job.mol], job.index) for job in batch],
             [job.limit for job in batch],
             [job.cut_reason for job in batch],
@@ -234,6 +253,7 @@ def run_batches(
             top_p=cfg.top_p,
             slots=cfg.batch_size,
             device=device,
+            guard=guard,
         )
         runner([list(job.prompt) for job in batch], sampler, table.eos_id)
         out.append(list(sampler.results))
@@ -250,8 +270,20 @@ def run_batches(
             fallback_steps,
             fallback_states,
         )
+    stereo = {}
+    if guard is not None:
+        now = (guard.fallback_steps, guard.rules, guard.skipped)
+        names = ("stereo_fallback_steps", "stereo_rules", "stereo_unguarded")
+        stereo = {name: a - b for name, a, b in zip(names, now, stereo_before)}
+        if stereo["stereo_fallback_steps"] or stereo["stereo_unguarded"]:
+            log.warning(
+                "stereo: %d specified centres/double bonds left free, %d steps where no value gave the prompt's "
+                "stereo (all kept)",
+                stereo["stereo_unguarded"],
+                stereo["stereo_fallback_steps"],
+            )
     if stats is not None:
-        stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states)
+        stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states, **stereo)
     return out
 
 

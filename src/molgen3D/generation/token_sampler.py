@@ -21,6 +21,7 @@ import torch
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE
 from molgen3D.generation.constrained import TokenTable
 from molgen3D.generation.decode_tables import GrammarTables
+from molgen3D.generation.stereo_guard import StereoGuard
 
 # Stop reasons of a sequence that did not end normally (see sampling's failure reasons).
 DEAD_END = "grammar_dead_end"
@@ -85,8 +86,9 @@ class SlotSampler:
         top_p: float = 1.0,
         slots: int = 16,
         device="cpu",
+        guard: StereoGuard | None = None,
     ):
-        self.table, self.tables = table, tables
+        self.table, self.tables, self.guard = table, tables, guard
         self.device = torch.device(device)
         self.temperature, self.top_p, self.slots = temperature, top_p, slots
         n = len(seeds)
@@ -166,6 +168,10 @@ class SlotSampler:
             self.tables.ensure(self.state[live])
             ids, entries, valid = self.tables.candidates(self.state)
             valid &= live[:, None]
+            if self.guard is not None:
+                guarded = (live & (self.guard.decider.dev[self.state] >= 0)).nonzero().flatten().tolist()
+                if guarded:
+                    self.guard.restrict(guarded, self.state, self.buf, self.ntok, ids, entries, valid)
             scores = logits.gather(1, ids).float().masked_fill_(~valid, float("-inf"))
             choice = draw(scores, self.temperature, self.top_p, u)[:, None]
             tok = ids.gather(1, choice).squeeze(1)
