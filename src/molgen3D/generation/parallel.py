@@ -67,7 +67,8 @@ def _run_batch(work: tuple[list[str], list[Job]]) -> list[SequenceResult]:
 class SamplerPool:
     """The model loaded once per worker process for the whole run; `sample` may be called for chunk after chunk.
 
-    With one worker the model runs in this process. More workers are spawned processes, so scripts need the
+    With one worker the model runs in this process (`loaded` = an already loaded (model,
+    tokenizer) pair is reused). More workers are spawned processes, so scripts need the
     `__main__` guard; `close` (or leaving the `with` block) ends them.
     """
 
@@ -81,6 +82,7 @@ class SamplerPool:
         device: str = "auto",
         dtype: str = "auto",
         threads: int | None = None,
+        loaded=None,
     ):
         from molgen3D.generation.model_io import load_model, model_context, model_directory, resolve_device
 
@@ -89,7 +91,11 @@ class SamplerPool:
         self.cfg, self.workers, self._pool = cfg, workers, None
         target = resolve_device(device)
         if workers == 1:
-            self.model, self.tokenizer = load_model(model_dir, tokenizer_arg, device=str(target), dtype=dtype)[:2]
+            self.model, self.tokenizer = (
+                loaded
+                if loaded is not None
+                else load_model(model_dir, tokenizer_arg, device=str(target), dtype=dtype)[:2]
+            )
             self.context = model_context(self.model)
             return
         from transformers import AutoConfig
@@ -163,9 +169,10 @@ def sample_parallel(
     dtype: str = "auto",
     threads: int | None = None,
     progress: bool = False,
+    loaded=None,
 ) -> tuple[list[list[SampleOutcome]], float]:
     """One call's samples over `workers` processes (a `SamplerPool` for this call alone)."""
     with SamplerPool(
-        model_dir, tokenizer_arg, cfg, workers=workers, device=device, dtype=dtype, threads=threads
+        model_dir, tokenizer_arg, cfg, workers=workers, device=device, dtype=dtype, threads=threads, loaded=loaded
     ) as pool:
         return pool.sample(smiles, counts, progress=progress)
