@@ -10,7 +10,7 @@ from rdkit import Chem
 
 from molgen3D.generation.decode_loops import run_with_cache
 from molgen3D.generation.sampling import SamplingConfig, assemble, plan_jobs, run_batches
-from molgen3D.generation.stereo_guard import stereo_rules
+from molgen3D.generation.stereo_rules import stereo_rules
 from molgen3D.scoring.checks import stereo_matches
 
 from .helpers import tiny_qwen3

@@ -150,7 +150,9 @@ def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict, p
                     threads=cfg.threads,
                 )
             )
-        return pools[0].sample(smiles, counts, progress=cfg.progress)
+        sampled = pools[0].sample(smiles, counts, progress=cfg.progress)
+        state["methods"]["model"]["sampler_counts"] = dict(pools[0].stats)
+        return sampled
 
     return sample_fn
 

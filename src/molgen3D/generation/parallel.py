@@ -10,6 +10,7 @@ on the worker count (nor on which worker ran which batch).
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
@@ -57,11 +58,13 @@ def _init_worker(
     _STATE.update(model=model, tokenizer=tok, cfg=cfg)
 
 
-def _run_batch(work: tuple[list[str], list[Job]]) -> list[SequenceResult]:
+def _run_batch(work: tuple[list[str], list[Job]]) -> tuple[list[SequenceResult], dict]:
     smiles, batch = work
     model = _STATE["model"]
     runner = functools.partial(run_with_cache, model)
-    return run_batches(runner, _STATE["tokenizer"], smiles, [batch], _STATE["cfg"], device=model.device)[0]
+    stats: dict = {}
+    results = run_batches(runner, _STATE["tokenizer"], smiles, [batch], _STATE["cfg"], device=model.device, stats=stats)
+    return results[0], stats
 
 
 class SamplerPool:
@@ -89,6 +92,8 @@ class SamplerPool:
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.cfg, self.workers, self._pool = cfg, workers, None
+        self.stats: Counter = Counter()
+        """The sampler's counts over every `sample` call (canonical, stereo and geometry fallbacks)."""
         target = resolve_device(device)
         if workers == 1:
             self.model, self.tokenizer = (
@@ -124,9 +129,18 @@ class SamplerPool:
         batches, failed = plan_jobs(self.tokenizer, smiles, counts, self.cfg, max_context=self.context)
         if self._pool is None:
             runner = functools.partial(run_with_cache, self.model)
+            stats: dict = {}
             results = run_batches(
-                runner, self.tokenizer, smiles, batches, self.cfg, progress=progress, device=self.model.device
+                runner,
+                self.tokenizer,
+                smiles,
+                batches,
+                self.cfg,
+                progress=progress,
+                device=self.model.device,
+                stats=stats,
             )
+            self.stats.update(stats)
         else:
             results = []
             bar = tqdm(
@@ -136,8 +150,9 @@ class SamplerPool:
                 disable=not progress,
             )
             work = [(smiles, batch) for batch in batches]
-            for batch, res in zip(batches, self._pool.imap(_run_batch, work, chunksize=1)):
+            for batch, (res, stats) in zip(batches, self._pool.imap(_run_batch, work, chunksize=1)):
                 results.append(res)
+                self.stats.update(stats)
                 bar.update(len(batch))
             bar.close()
         return assemble(

@@ -25,7 +25,7 @@ from molgen3D.scoring.checks import GRAPH_MISMATCH, sample_failure  # noqa: F401
 from molgen3D.generation.canonical import canonical_filter
 from molgen3D.generation.constrained import MoleculeGrammar, NumberDfa, token_table
 from molgen3D.generation.decode_tables import GrammarTables
-from molgen3D.generation.stereo_guard import StereoGuard
+from molgen3D.generation.coordinate_guard import CoordinateGuard
 from molgen3D.generation.token_sampler import DEAD_END, SequenceResult, SlotSampler  # noqa: F401  (DEAD_END: a reason)
 from molgen3D.scoring.outcome import SampleOutcome
 
@@ -72,6 +72,10 @@ class SamplingConfig:
     stereo: bool = True
     """Under constrained decoding, the numbers that decide a specified centre's handedness or double bond's
     cis/trans may only take values giving the prompt's stereo (--no-stereo: the model's choice)."""
+    geometry: bool = False
+    """Under constrained decoding, each atom may only be written where its distances to the atoms before it stay
+    within RDKit's distance-geometry bounds (bonds and angles +-5%, farther pairs +-10%: rings close, heavy atoms
+    keep apart); where no value can, the step falls back to the stereo's candidates and is counted (--geometry)."""
 
     def __post_init__(self):
         checks = [
@@ -204,14 +208,29 @@ def grammar_tables(tokenizer, cfg: SamplingConfig, device) -> GrammarTables:
     return tables
 
 
-def stereo_guard(tokenizer, cfg: SamplingConfig, tables: GrammarTables) -> StereoGuard:
-    """The guard of `tables` for `cfg.positions`, kept with them (its rows follow theirs)."""
-    key = ("stereo", cfg.positions or "absolute", cfg.precision, cfg.max_int_digits, cfg.canonical, str(tables.device))
+def coordinate_guard(tokenizer, cfg: SamplingConfig, tables: GrammarTables) -> CoordinateGuard:
+    """The guard of `tables` for `cfg`'s positions and rules, kept with them (its rows follow theirs)."""
+    key = ("guard", cfg.positions or "absolute", cfg.stereo, cfg.geometry, cfg.precision, cfg.max_int_digits)
+    key += (cfg.canonical, str(tables.device))
     per_tokenizer = _TABLES[tokenizer]
     guard = per_tokenizer.get(key)
     if guard is None or guard.tables is not tables:
-        guard = per_tokenizer[key] = StereoGuard(tables, cfg.positions)
+        guard = CoordinateGuard(tables, cfg.positions, stereo=cfg.stereo, geometry=cfg.geometry)
+        per_tokenizer[key] = guard
     return guard
+
+
+GUARD_COUNTS = (
+    ("stereo_fallback_steps", "fallback_steps"),
+    ("stereo_rules", "rules"),
+    ("stereo_unguarded", "skipped"),
+    ("geometry_atoms", "geometry_atoms"),
+    ("geometry_unbounded", "geometry_unbounded"),
+    ("geometry_relaxed_steps", "geometry_relaxed_steps"),
+    ("geometry_fallback_steps", "geometry_fallback_steps"),
+    ("guarded_steps", "guarded_steps"),
+)
+"""(stats name, guard counter) reported per run."""
 
 
 def run_batches(
@@ -233,8 +252,9 @@ def run_batches(
     """
     table = token_table(tokenizer)
     tables = grammar_tables(tokenizer, cfg, device) if cfg.constrained else None
-    guard = stereo_guard(tokenizer, cfg, tables) if tables is not None and cfg.stereo else None
-    stereo_before = (guard.fallback_steps, guard.rules, guard.skipped) if guard is not None else (0, 0, 0)
+    guard = coordinate_guard(tokenizer, cfg, tables) if tables is not None and (cfg.stereo or cfg.geometry) else None
+    counted = GUARD_COUNTS if guard is not None else ()
+    guard_before = {name: getattr(guard, attr) for name, attr in counted}
     out = []
     fallback_steps = 0
     bar = tqdm(total=sum(map(len, batches)), desc="sampling", unit="sample", disable=not progress)
@@ -270,20 +290,29 @@ def run_batches(
             fallback_steps,
             fallback_states,
         )
-    stereo = {}
-    if guard is not None:
-        now = (guard.fallback_steps, guard.rules, guard.skipped)
-        names = ("stereo_fallback_steps", "stereo_rules", "stereo_unguarded")
-        stereo = {name: a - b for name, a, b in zip(names, now, stereo_before)}
-        if stereo["stereo_fallback_steps"] or stereo["stereo_unguarded"]:
-            log.warning(
-                "stereo: %d specified centres/double bonds left free, %d steps where no value gave the prompt's "
-                "stereo (all kept)",
-                stereo["stereo_unguarded"],
-                stereo["stereo_fallback_steps"],
-            )
+    guarded = {name: getattr(guard, attr) - guard_before[name] for name, attr in counted}
+    if guarded.get("stereo_fallback_steps") or guarded.get("stereo_unguarded"):
+        log.warning(
+            "stereo: %d specified centres/double bonds left free, %d steps where no value gave the prompt's "
+            "stereo (all kept)",
+            guarded["stereo_unguarded"],
+            guarded["stereo_fallback_steps"],
+        )
+    if (
+        guarded.get("geometry_relaxed_steps")
+        or guarded.get("geometry_fallback_steps")
+        or guarded.get("geometry_unbounded")
+    ):
+        log.warning(
+            "geometry: of %d guarded steps, %d kept only relaxed distance bounds and %d none (the stereo's "
+            "candidates kept); %d molecules without distance bounds",
+            guarded["guarded_steps"],
+            guarded["geometry_relaxed_steps"],
+            guarded["geometry_fallback_steps"],
+            guarded["geometry_unbounded"],
+        )
     if stats is not None:
-        stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states, **stereo)
+        stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states, **guarded)
     return out
 
 

@@ -21,7 +21,7 @@ import torch
 from molgen3D.chem.tagged_text import CONFORMER_CLOSE
 from molgen3D.generation.constrained import TokenTable
 from molgen3D.generation.decode_tables import GrammarTables
-from molgen3D.generation.stereo_guard import StereoGuard
+from molgen3D.generation.coordinate_guard import CoordinateGuard
 
 # Stop reasons of a sequence that did not end normally (see sampling's failure reasons).
 DEAD_END = "grammar_dead_end"
@@ -86,7 +86,7 @@ class SlotSampler:
         top_p: float = 1.0,
         slots: int = 16,
         device="cpu",
-        guard: StereoGuard | None = None,
+        guard: CoordinateGuard | None = None,
     ):
         self.table, self.tables, self.guard = table, tables, guard
         self.device = torch.device(device)

@@ -17,6 +17,7 @@ from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
 from molgen3D.chem.angles import angle_triples, bond_angles
+from molgen3D.chem.coordinate_format import smiles_parents
 from molgen3D.scoring.checks import stereo_matches
 
 CLASH_SCALE = 0.6
@@ -47,6 +48,25 @@ def _aligned_xyz(sample: Chem.Mol, reference: Chem.Mol) -> np.ndarray | None:
             xyz[list(match)] = sample.GetConformer().GetPositions()
             return xyz
     return None
+
+
+def ring_closure_bonds(reference: Chem.Mol, smiles: str, bonds: np.ndarray) -> np.ndarray | None:
+    """Per bond of `bonds` (atom pairs of `reference`): whether it closes a ring in `smiles`' writing order (not
+    a bond to the atom's SMILES-tree parent), the bonds a sampler writes last around a ring; None when
+    `smiles` does not map onto `reference`."""
+    with BlockLogs():
+        prompt = Chem.MolFromSmiles(smiles)
+    if prompt is None or prompt.GetNumAtoms() != reference.GetNumAtoms():
+        return None
+    match = reference.GetSubstructMatch(prompt, useChirality=False)
+    if len(match) != prompt.GetNumAtoms():
+        return None
+    try:
+        parents = smiles_parents(smiles)
+    except ValueError:
+        return None
+    tree = {frozenset((match[i], match[p])) for i, p in enumerate(parents) if p >= 0}
+    return np.array([frozenset(map(int, b)) not in tree for b in bonds], dtype=bool)
 
 
 def mark_stereo(smiles: Sequence[str], outcomes: Sequence[Sequence]) -> dict[str, int]:
@@ -87,10 +107,12 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
     - `stereo_ok`: share of valid samples of molecules with specified stereo whose 3D stereo is the prompt's;
     - `bond_length_mae` (A) and `bond_angle_mae` (degrees): mean over valid samples of the mean absolute
       deviation of each bond length / bond angle from its mean over the molecule's reference conformers;
+    - `ring_closure_bond_mae` and `tree_bond_mae` (A): the same over the bonds that close a ring in the prompt's
+      writing order, and over the others (samples of molecules with ring closures);
     - `clash_free`: share of valid samples without clashes; `clashes_per_sample`: mean count.
     """
     stereo_checked = stereo_ok = 0
-    bond_dev, angle_dev, clashes = [], [], []
+    bond_dev, angle_dev, clashes, closure_dev, tree_dev = [], [], [], [], []
     for ref, samples in zip(references, outcomes):
         valid = [o.mol for o in samples if o.mol is not None]
         if not valid:
@@ -100,6 +122,7 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
         ref_xyz = [c.GetConformer().GetPositions() for c in ref.conformers]
         target_len = np.mean([_lengths(x, bonds) for x in ref_xyz], axis=0)
         target_ang = np.mean([bond_angles(x, triples) for x in ref_xyz], axis=0)
+        closing = ring_closure_bonds(ref0, ref.smiles, bonds) if len(bonds) else None
         for mol in valid:
             heavy = heavy_atoms(mol)
             ok = stereo_matches(heavy, ref.smiles)
@@ -111,7 +134,11 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
             if xyz is None:
                 continue
             if len(bonds):
-                bond_dev.append(float(np.abs(_lengths(xyz, bonds) - target_len).mean()))
+                dev = np.abs(_lengths(xyz, bonds) - target_len)
+                bond_dev.append(float(dev.mean()))
+                if closing is not None and closing.any():
+                    closure_dev.append(float(dev[closing].mean()))
+                    tree_dev.append(float(dev[~closing].mean()))
             if len(triples):
                 angle_dev.append(float(np.abs(bond_angles(xyz, triples) - target_ang).mean()))
     return {
@@ -119,6 +146,8 @@ def geometry_report(references: Sequence, outcomes: Sequence[Sequence]) -> dict:
         "stereo_ok": stereo_ok / stereo_checked if stereo_checked else math.nan,
         "bond_length_mae": float(np.mean(bond_dev)) if bond_dev else math.nan,
         "bond_angle_mae": float(np.mean(angle_dev)) if angle_dev else math.nan,
+        "ring_closure_bond_mae": float(np.mean(closure_dev)) if closure_dev else math.nan,
+        "tree_bond_mae": float(np.mean(tree_dev)) if tree_dev else math.nan,
         "clash_free": float(np.mean([c == 0 for c in clashes])) if clashes else math.nan,
         "clashes_per_sample": float(np.mean(clashes)) if clashes else math.nan,
     }
