@@ -14,6 +14,7 @@ import multiprocessing as mp
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
@@ -62,6 +63,16 @@ def _run_batch(work: tuple[list[str], list[Job]]) -> list[SequenceResult]:
     model = _STATE["model"]
     runner = functools.partial(run_with_cache, model)
     return run_batches(runner, _STATE["tokenizer"], smiles, [batch], _STATE["cfg"], device=model.device)[0]
+
+
+class PoolSettings(Protocol):
+    """What a command's config (`GenerateConfig`, `EvaluateConfig`) holds for its sampler pool."""
+
+    tokenizer: str | None
+    workers: int
+    device: str
+    dtype: str
+    threads: int | None
 
 
 class SamplerPool:
@@ -114,6 +125,13 @@ class SamplerPool:
         devices = worker_devices(target, workers)
         initargs = (str(directory), tokenizer_arg, cfg, ranks, devices, dtype, threads or 1)
         self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
+
+    @classmethod
+    def from_config(cls, run: PoolSettings, model_dir: str | Path, cfg: SamplingConfig) -> "SamplerPool":
+        """The pool a command's options ask for (--tokenizer, --workers, --device, --dtype, --threads)."""
+        return cls(
+            model_dir, run.tokenizer, cfg, workers=run.workers, device=run.device, dtype=run.dtype, threads=run.threads
+        )
 
     def sample(
         self, smiles: Sequence[str], counts: Sequence[int], *, progress: bool = False
