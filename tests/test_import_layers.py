@@ -180,3 +180,27 @@ def test_scoring_and_the_baseline_import_no_torch():
     assert result.returncode == 0, result.stderr
     assert "molgen3D.scoring.baseline" in scoring
     assert result.stdout.strip() == "False", f"importing {scoring} loaded torch"
+
+
+def test_a_training_run_without_the_probe_imports_no_sampler():
+    """The conformer probe's sampler and scorer load only when a run samples (`sample_conformers_freq > 0`):
+    what a training run imports at start (runner, Trainer, the train spec) must not pull them in."""
+    import subprocess
+    import sys
+
+    training = [
+        "molgen3D.training.pretraining.torchtitan_runner",
+        "molgen3D.training.pretraining.trainer",
+        "molgen3D.training.pretraining.torchtitan_model.qwen3_custom",
+    ]
+    heavy = ("molgen3D.generation", "molgen3D.scoring", "molgen3D.evaluation")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {training!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "molgen3D.training.pretraining.components.validate" in MODULES
+    assert result.stdout.strip() == "[]", f"a training run's imports loaded {result.stdout.strip()}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from molgen3D.evaluation import evaluate as evaluate_module
 from molgen3D.generation import parallel
 from molgen3D.generation.sampling import SamplingConfig
@@ -22,12 +24,21 @@ def test_evaluate_builds_one_sampler_pool_for_all_chunks(compact_model_dir, tmp_
             return super().sample(smiles, counts, **kwargs)
 
     monkeypatch.setattr(parallel, "SamplerPool", CountingPool)
+    from_config = parallel.SamplerPool.from_config.__func__
+    configs = []
+
+    def recording(cls, run, model_dir, cfg):
+        configs.append(type(run).__name__)
+        return from_config(cls, run, model_dir, cfg)
+
+    monkeypatch.setattr(CountingPool, "from_config", classmethod(recording))
     args = ["--references", str(fixture_data / "test"), "--out", str(tmp_path / "e"), "--model"]
     args += [str(compact_model_dir), "--max-molecules", "3", "--max-conformers", "1", "--max-new-tokens", "300"]
     args += ["--chunk-molecules", "1", "--no-progress", "--rmsd-workers", "1", "--posebusters", "none"]
     assert evaluate_module.cli(args) == 0
     assert len(calls) == 3, "one sampling call per one-molecule chunk"
     assert built == [1], "but one model load for the whole run"
+    assert configs == ["EvaluateConfig"], "built from the command's config"
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["methods"]["model"]["samples_requested"] == 6
 
@@ -43,3 +54,50 @@ def test_a_pool_of_two_workers_keeps_its_processes_and_matches_one_process(compa
         assert sorted(p.pid for p in pool._pool._pool) == pids, "the same worker processes serve every call"
     texts = [[o.text for o in samples] for samples in first + second]
     assert texts == [[o.text for o in samples] for samples in alone]
+
+
+def test_the_pool_takes_the_run_settings_from_a_command_config(monkeypatch):
+    """One constructor reads --tokenizer/--workers/--device/--dtype/--threads, so no command repeats the list."""
+    from types import SimpleNamespace
+
+    seen = {}
+
+    def recording_init(self, model_dir, tokenizer_arg, cfg, **kwargs):
+        seen.update(model_dir=model_dir, tokenizer_arg=tokenizer_arg, cfg=cfg, **kwargs)
+
+    monkeypatch.setattr(parallel.SamplerPool, "__init__", recording_init)
+    run = SimpleNamespace(tokenizer="tok-dir", workers=3, device="cuda:1", dtype="bfloat16", threads=2)
+    sampling = SamplingConfig(max_new_tokens=50, seed=7)
+    pool = parallel.SamplerPool.from_config(run, "model-dir", sampling)
+    assert isinstance(pool, parallel.SamplerPool)
+    assert seen == {
+        "model_dir": "model-dir",
+        "tokenizer_arg": "tok-dir",
+        "cfg": sampling,
+        "workers": 3,
+        "device": "cuda:1",
+        "dtype": "bfloat16",
+        "threads": 2,
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_builds_its_pool_from_its_config(compact_model_dir, tmp_path, monkeypatch, stream):
+    from molgen3D.generation.generate import GenerateConfig, generate
+
+    used = []
+    real = parallel.SamplerPool.from_config.__func__
+
+    def recording(cls, run, model_dir, cfg):
+        used.append(type(run).__name__)
+        return real(cls, run, model_dir, cfg)
+
+    monkeypatch.setattr(parallel.SamplerPool, "from_config", classmethod(recording))
+    smiles = tmp_path / "in.smi"
+    smiles.write_text("CCO\n")
+    sampling = SamplingConfig(max_new_tokens=60, seed=1)
+    model, out = str(compact_model_dir), tmp_path / "out.jsonl"
+    cfg = GenerateConfig(model=model, smiles=smiles, out=out, device="cpu", progress=False, sampling=sampling)
+    cfg.stream = stream
+    generate(cfg)
+    assert used == ["GenerateConfig"]

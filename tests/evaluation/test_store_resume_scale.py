@@ -223,9 +223,14 @@ def test_cuda_is_refused_without_a_gpu(compact_model_dir, smiles_file, tmp_path,
 
 
 def test_checkpoint_conversion_goes_to_the_cache(tmp_path, monkeypatch):
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from molgen3D.hf.checkpoint_step import write_manifest
+
     step = tmp_path / "run" / "checkpoint" / "step-10"
-    step.mkdir(parents=True)
-    (step / ".metadata").write_text("x")
+    dcp.save({"w": torch.ones(4)}, checkpoint_id=str(step), no_dist=True)  # a conversion needs an intact step
+    write_manifest(step)
     monkeypatch.setenv("MOLGEN3D_CACHE", str(tmp_path / "cache"))
     calls = []
 

@@ -337,5 +337,35 @@ def test_sampling_refuses_a_saved_step_that_fails_its_checksums(titan_model, tok
     dcp_step = _save_titan_step(titan_model, tmp_path / "run", 7, tokenizer_dir)
     write_manifest(dcp_step)
     _flip_bytes(sorted(dcp_step.glob("*.distcp"))[0])
-    with pytest.raises(HFExportError, match="content changed since it was saved"):
+    with pytest.raises(ModelLoadError, match="content changed since it was saved"):
         model_directory(dcp_step)
+
+
+def test_a_step_changed_after_its_conversion_is_refused_not_served_from_the_cache(
+    titan_model, tokenizer_dir, tmp_path, monkeypatch
+):
+    """`generate --model <DCP step>` reuses its conversion only while the step verifies against the same
+    checksums.json: a shard rewritten in place with its size and mtime kept is caught, not served."""
+    import os
+
+    from molgen3D.generation.model_io import ModelLoadError, model_directory
+    from molgen3D.hf.checkpoint_step import write_manifest
+
+    monkeypatch.setenv("MOLGEN3D_CACHE", str(tmp_path / "cache"))
+    step = _save_titan_step(titan_model, tmp_path / "run", 7, tokenizer_dir)
+    write_manifest(step)
+    converted = model_directory(step)
+    assert (converted / "config.json").is_file() and (tmp_path / "cache") in converted.parents
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("an unchanged step was converted again")
+
+    monkeypatch.setattr(hf_export, "export_step", no_conversion)
+    assert model_directory(step) == converted
+    shard = sorted(step.glob("*.distcp"))[0]
+    before = shard.stat()
+    _flip_bytes(shard)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ModelLoadError) as info:
+        model_directory(step)
+    assert str(step) in str(info.value) and f"{shard} content changed since it was saved" in str(info.value)

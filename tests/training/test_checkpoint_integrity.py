@@ -213,3 +213,65 @@ def test_the_preflight_refuses_a_checkpoint_folder_that_takes_no_file(tmp_path, 
     expected = rf"into {re.escape(str(tmp_path / 'ro'))}: Read-only file system.*chmod"
     with pytest.raises(CheckpointWriteError, match=expected):
         check_checkpoint_folder(tmp_path / "ro")
+
+
+def test_one_resume_hashes_each_file_once(tmp_path, monkeypatch):
+    """The runner's pre-flight (rank 0) and the checkpoint manager both check the chosen step: the second
+    reuses the first verdict while no file changed, and a file changed in between is read again and caught."""
+    import os
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from molgen3D.training.pretraining import torchtitan_runner as runner
+    from molgen3D.training.pretraining.components.checkpoint import MolGenCheckpointManager, ResumeError
+    from molgen3D.training.pretraining.config.custom_job_config import MolGenConfigError
+
+    folder = tmp_path / "checkpoint"
+    step = folder / "step-4"
+    state = {"w": torch.randn(16, 16), "optimizer": {"m": torch.zeros(16)}, "train_state": {"step": torch.tensor(4)}}
+    dcp.save(state, checkpoint_id=str(step))
+    cs.write_manifest(step)
+    time.sleep(0.2)  # a verdict on files changed within the clock's tick is not kept (git's "racy clean")
+    hashed: list[str] = []
+    real = cs.sha256_file
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(cs, "sha256_file", counting)
+    runner._check_resume_checkpoint(folder, checksums=True)
+    manager = SimpleNamespace(folder=str(folder), checksums=True)
+    assert MolGenCheckpointManager._find_load_step(manager) == 4
+    files = sorted(p.name for p in step.iterdir() if p.name != cs.MANIFEST)
+    assert sorted(hashed) == files, "pre-flight + the manager's choice must hash each file exactly once"
+
+    shard = next(step.glob("*.distcp"))
+    before = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same mtime
+    hashed.clear()
+    with pytest.raises(ResumeError, match=re.escape(f"{shard} content changed")):
+        MolGenCheckpointManager._find_load_step(manager)
+    assert shard.name in hashed, "a file changed after the first verdict must be read again"
+    with pytest.raises(MolGenConfigError, match=re.escape(f"{shard} content changed")):
+        runner._check_resume_checkpoint(folder, checksums=True)
+
+
+def test_a_verdict_on_files_just_written_is_not_kept(tmp_path, monkeypatch):
+    """Within the file system's clock tick a rewrite can keep every timestamp, so such a verdict is re-read."""
+    from pathlib import Path
+
+    step = tmp_path / "step-2"
+    _save_step(step, 2)
+    cs.write_manifest(step)
+    monkeypatch.setattr(cs, "_RACY_NS", 3600 * 10**9)  # "just written": within the window, however slow the test
+    hashed: list[str] = []
+    real = cs.sha256_file
+    monkeypatch.setattr(cs, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    assert cs.check_step(step).verified and cs.check_step(step).verified
+    files = sorted(p.name for p in step.iterdir() if p.name != cs.MANIFEST)
+    assert sorted(hashed) == sorted(files * 2)

@@ -50,3 +50,28 @@ def test_an_uncached_hub_base_model_names_the_download(make_tiny_toml, offline_c
     (snap / "model.safetensors").write_bytes(b"")
     cfg = _check(toml)
     assert cfg.checkpoint.initial_load_path == str(snap) and cfg.model.hf_assets_path == str(snap)
+
+
+def test_only_a_run_that_loads_the_base_model_fetches_it(make_tiny_toml, tmp_path, monkeypatch):
+    """A scratch run never loads `base_model_tag`, so resolving its config must not download it (the shipped
+    TOML names the 0.6B base); hf_pretrain still resolves it, through the hub."""
+    from molgen3D.config import hub
+
+    for name in hub.OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    fetched = []
+
+    def counting_fetch(ref, cache=None):
+        fetched.append(ref.repo_id)
+        return hub.expected_snapshot(ref, cache)
+
+    monkeypatch.setattr(hub, "fetch", counting_fetch)
+    base = {"base_model_tag": f"hf:Org/Never-Cached@{COMMIT}"}
+    scratch = load_job_config(make_tiny_toml("scratchbase", molgen_run={"init_mode": "scratch", **base}))
+    assert fetched == [], "a scratch run fetched the base model it never loads"
+    assert resolved(scratch).paths.base_model is None and scratch.model.hf_assets_path == ""
+    toml = make_tiny_toml("hfbase", molgen_run={"init_mode": "hf_pretrain", **base}, checkpoint={"enable": True})
+    pretrain = load_job_config(toml)
+    assert fetched == ["Org/Never-Cached"]
+    assert pretrain.checkpoint.initial_load_path == resolved(pretrain).paths.base_model

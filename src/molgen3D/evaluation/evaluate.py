@@ -139,17 +139,7 @@ def _model_sampler(cfg: EvaluateConfig, sampling: SamplingConfig, state: dict, p
             directory = model_directory(cfg.model)
             state["methods"]["model"]["source"] = str(cfg.model)
             state["methods"]["model"]["model_folder"] = str(directory)
-            pools.append(
-                SamplerPool(
-                    directory,
-                    cfg.tokenizer,
-                    sampling,
-                    workers=cfg.workers,
-                    device=cfg.device,
-                    dtype=cfg.dtype,
-                    threads=cfg.threads,
-                )
-            )
+            pools.append(SamplerPool.from_config(cfg, directory, sampling))
         sampled = pools[0].sample(smiles, counts, progress=cfg.progress)
         state["methods"]["model"]["sampler_counts"] = dict(pools[0].stats)
         return sampled

@@ -65,7 +65,11 @@ def score_run(
             speed = info["samples"] / info["seconds"]
         results[name] = score_method(name, references, outcomes, matrices, stats, threshold, speed)
         results[name].update(
-            {k: v for k, v in info.items() if k in ("source", "settings", "samples_unused", "model_folder", "sampler_counts")}
+            {
+                k: v
+                for k, v in info.items()
+                if k in ("source", "settings", "samples_unused", "model_folder", "sampler_counts")
+            }
         )
         results[name]["samples_file"] = str(samples_file(out, name))
     from molgen3D.scoring.plots import plot_coverage

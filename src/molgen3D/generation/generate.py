@@ -30,7 +30,7 @@ from molgen3D.generation.sample_io import (
 from molgen3D.scoring.geometry import mark_stereo
 from molgen3D.scoring.hydrogens import add_hydrogens
 from molgen3D.generation.model_io import ModelLoadError, model_directory, tokenizer_source
-from molgen3D.generation.parallel import SamplerPool, sample_parallel
+from molgen3D.generation.parallel import SamplerPool
 from molgen3D.generation.sampling import DEFAULT_PRECISION, SamplingConfig
 from molgen3D.scoring.outcome import SampleOutcome, failure_report
 
@@ -152,18 +152,8 @@ def generate(cfg: GenerateConfig) -> dict:
     if unseen.get("elements"):
         print(unseen_warning(unseen), file=sys.stderr)
     sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
-    outcomes, seconds = sample_parallel(
-        directory,
-        cfg.tokenizer,
-        [m.smiles for m in molecules],
-        counts,
-        sampling,
-        workers=cfg.workers,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        threads=cfg.threads,
-        progress=cfg.progress,
-    )
+    with SamplerPool.from_config(cfg, directory, sampling) as pool:
+        outcomes, seconds = pool.sample([m.smiles for m in molecules], counts, progress=cfg.progress)
     stereo = mark_stereo([m.smiles for m in molecules], outcomes)
     hydrogens = add_hydrogens(outcomes, mmff=cfg.mmff, max_iters=cfg.mmff_max_iters) if cfg.add_hs else None
     write_samples(cfg.out, molecules, outcomes)
@@ -211,15 +201,7 @@ def generate_streamed(cfg: GenerateConfig) -> dict:
     cut = SkipLog()
     directory = model_directory(cfg.model)
     sampling = with_model_format(cfg.sampling, directory, DEFAULT_PRECISION)
-    pool = SamplerPool(
-        directory,
-        cfg.tokenizer,
-        sampling,
-        workers=cfg.workers,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        threads=cfg.threads,
-    )
+    pool = SamplerPool.from_config(cfg, directory, sampling)
 
     def sample(mols, counts):
         return pool.sample([m.smiles for m in mols], counts)[0]

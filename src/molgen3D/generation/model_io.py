@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from molgen3D.files import cache_root
-from molgen3D.hf.checkpoint_step import StepNotIntactError, is_saved_step, require_intact
+from molgen3D.files import cache_root, sha256_file
+from molgen3D.hf.checkpoint_step import MANIFEST, StepNotIntactError, is_saved_step, require_intact
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -28,13 +28,25 @@ class ModelLoadError(ValueError):
 def exported_step(step_dir: Path) -> Path:
     """The HF folder of a training step, converted once into the cache and reused while the step is unchanged.
 
-    The cache key is the step's absolute path and the size and mtime of its files, so a
-    rewritten step is converted again; the conversion is written next to the key and renamed
-    into place, so an interrupted one never looks finished.
+    Every call first checks the step (`require_intact`: its files still match its checksums.json) and
+    refuses one that fails, naming the file; the cache key is the step's absolute path and the sha256
+    of that manifest (of every file, for a step without one: unverified, warned), so a re-saved step
+    is converted again and one changed in place is never served from an earlier conversion, whatever
+    its timestamps. The conversion is written next to the key and renamed into place, so an
+    interrupted one never looks finished.
     """
     step_dir = step_dir.resolve()
-    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(step_dir.iterdir()) if p.is_file()]
-    key = hashlib.sha256(json.dumps([str(step_dir), stamp]).encode()).hexdigest()[:16]
+    try:
+        check = require_intact(step_dir, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+    except StepNotIntactError as err:
+        raise ModelLoadError(str(err)) from None
+    if check.verified:
+        content: object = sha256_file(step_dir / MANIFEST)
+    else:
+        content = [
+            (p.relative_to(step_dir).as_posix(), sha256_file(p)) for p in sorted(step_dir.rglob("*")) if p.is_file()
+        ]
+    key = hashlib.sha256(json.dumps([str(step_dir), content]).encode()).hexdigest()[:16]
     target = cache_root() / "exports" / f"{step_dir.parent.parent.name}-{step_dir.name}-{key}"
     if (target / "config.json").is_file():
         return target
@@ -93,7 +105,7 @@ def model_directory(model: str | Path) -> Path:
             f"{directory} has no config.json (not a Hugging Face folder) and is not a saved training step; "
             "pass the folder written by `molgen3d export-hf`"
         )
-    return exported_step(directory)  # export_step refuses a step that fails its checksums
+    return exported_step(directory)
 
 
 def tokenizer_source(directory: Path, tokenizer: str | Path | None) -> str | Path:

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
@@ -65,6 +66,16 @@ def _run_batch(work: tuple[list[str], list[Job]]) -> tuple[list[SequenceResult],
     stats: dict = {}
     results = run_batches(runner, _STATE["tokenizer"], smiles, [batch], _STATE["cfg"], device=model.device, stats=stats)
     return results[0], stats
+
+
+class PoolSettings(Protocol):
+    """What a command's config (`GenerateConfig`, `EvaluateConfig`) holds for its sampler pool."""
+
+    tokenizer: str | None
+    workers: int
+    device: str
+    dtype: str
+    threads: int | None
 
 
 class SamplerPool:
@@ -119,6 +130,13 @@ class SamplerPool:
         devices = worker_devices(target, workers)
         initargs = (str(directory), tokenizer_arg, cfg, ranks, devices, dtype, threads or 1)
         self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
+
+    @classmethod
+    def from_config(cls, run: PoolSettings, model_dir: str | Path, cfg: SamplingConfig) -> "SamplerPool":
+        """The pool a command's options ask for (--tokenizer, --workers, --device, --dtype, --threads)."""
+        return cls(
+            model_dir, run.tokenizer, cfg, workers=run.workers, device=run.device, dtype=run.dtype, threads=run.threads
+        )
 
     def sample(
         self, smiles: Sequence[str], counts: Sequence[int], *, progress: bool = False

@@ -187,7 +187,7 @@ def check_inputs(job_config, paths: MolGenPaths) -> list[str]:
                 "point it at a Hugging Face model folder (safetensors + config.json)",
             )
     if mode == "resume":
-        # Rank 0 reads every byte (once per resume, as the checkpoint manager does); the others check structure.
+        # Rank 0 reads every byte (the checkpoint manager reuses its verdict); the others check structure.
         first_rank = os.environ.get("RANK", "0") == "0"
         _check_resume_checkpoint(paths.resume_checkpoint, job_config.checkpoint.checksums and first_rank)
     warning = check_seq_len(job_config, paths)

@@ -15,7 +15,8 @@ conformers for a few validation molecules and scores them with
 `molgen3D.evaluation.training_probe.sample_and_score` (validity, mean best RMSD). Every rank
 takes part in gathering the full weights once; rank 0 alone decodes them as a transformers
 Qwen3 with a KV cache (probe_weights.py) while the others go on: one gather instead of a full
-FSDP forward per generated token on every rank.
+FSDP forward per generated token on every rank. The probe (and the sampler and scorer behind it) is
+imported only when a run samples, so a run without it never loads generation or scoring.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from torchtitan.tools import utils
 from torchtitan.tools.logging import logger
 
 from molgen3D.chem.tagged_text import format_prompt
-from molgen3D.evaluation import training_probe
 from molgen3D.tokenization.load import load_tokenizer
 from molgen3D.training.pretraining.config.finalize import resolved
 from molgen3D.training.pretraining.document_masking import model_inputs
@@ -161,6 +161,8 @@ class MolGenValidator(BaseValidator):
         Prompt plus sample must fit the model's rotary table (training.seq_len), so the token
         budget is cut to what the longest prompt leaves.
         """
+        from molgen3D.evaluation import training_probe
+
         v = self.job_config.validation
         seed = self.settled.data_seed
         if self._references is None:

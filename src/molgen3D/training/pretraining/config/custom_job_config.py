@@ -52,7 +52,7 @@ class MolGenRunConfig:
     tokenizer."""
 
     base_model_tag: Optional[str] = None
-    """HF model folder for init_mode = "hf_pretrain": a `base_paths:`/`models:` alias or a path."""
+    """HF model folder for init_mode = "hf_pretrain": a `base_paths:`/`models:` alias or a path (scratch ignores it)."""
 
     resume_run_path_tag: Optional[str] = None
     """For init_mode = "resume": the run dir, its checkpoint folder, or one `step-N` in it (alias or path)."""
@@ -228,7 +228,8 @@ class Model:
     """TrainSpec name; "molgen_qwen3" is registered by experimental.custom_import."""
 
     hf_assets_path: str = ""
-    """HF assets folder (its safetensors index shards HF saves); "" -> molgen_run.base_model_tag if set, else none."""
+    """HF assets folder (its safetensors index shards HF saves); "" -> molgen_run.base_model_tag if set (not for
+    init_mode = "scratch"), else none."""
 
     document_masking: bool = False
     """Block-causal attention: each packed unit attends only to itself (cut after every <|endoftext|>)."""

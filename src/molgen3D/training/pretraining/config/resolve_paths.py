@@ -24,7 +24,8 @@ class MolGenPaths:
     train_data: Path
     valid_data: Path | None
     base_model: str | None
-    """Local folder (an `hf:` alias: its snapshot in the Hugging Face cache, config/hub.py)."""
+    """Local folder (an `hf:` alias: its snapshot in the Hugging Face cache, config/hub.py); None for a scratch
+    run, which never reads it."""
     resume_run_dir: Path | None
     resume_checkpoint: Path | None
     """The resumed run's checkpoint folder, or the `step-N` dir when one was named."""
@@ -36,7 +37,7 @@ class MolGenPaths:
     logs_root: Path
     """Root of `pretrain_logs/<run-name>/`."""
     hf_assets_path: str
-    """TorchTitan's `model.hf_assets_path`: the TOML's, else the base model, else "" (none)."""
+    """TorchTitan's `model.hf_assets_path`: the TOML's, else the base model (not for scratch), else "" (none)."""
 
 
 def _resolve_local(value: str | Path, *, default_section: str | None = None) -> Path:
@@ -114,7 +115,8 @@ def resolve_molgen_paths(job_config) -> MolGenPaths:
         )
     valid = _agreeing_path(cfg, "valid_data")
     base_model = None
-    if run.base_model_tag:
+    # A scratch run reads nothing of the base model: resolving an `hf:` tag would download it for nothing.
+    if run.base_model_tag and run.init_mode != "scratch":
         try:
             base_model = resolve_model_location(run.base_model_tag)
         except path_aliases.PathAliasError as err:
