@@ -15,7 +15,9 @@ from molgen3D.generation.geometry_rules import (
     distance_bounds,
     intersect,
     number_intervals,
+    plane_interval,
     relaxed,
+    ring_planes,
     second_possible,
     third_possible,
 )
@@ -58,6 +60,18 @@ def test_number_intervals_by_hand():
     assert intersect([(-2.0, -1.0), (1.0, 2.0)], [(-1.5, 1.5)]) == [(-1.5, -1.0), (1.0, 1.5)]
 
 
+def test_aromatic_atoms_keep_to_their_ring_plane():
+    assert ring_planes("c1ccccc1") == {3: (0, 1, 2), 4: (0, 1, 2), 5: (0, 1, 2)}
+    assert ring_planes("C1CCCCC1") == {}  # only aromatic rings are held flat
+    assert set(ring_planes("c1ccccc1-c1ccccc1")) == {3, 4, 5, 9, 10, 11}
+    up = np.array([0.0, 0.0, 1.0])
+    assert plane_interval(up, 0.0, [5.0]) == [(-np.inf, np.inf)]  # the first two numbers stay free
+    ((a, b),) = plane_interval(up, 0.3, [0.0, 0.0])
+    assert (a, b) == (pytest.approx(-0.4), pytest.approx(-0.2))
+    side = np.array([1.0, 0.0, 0.0])  # the third number cannot move the atom off the plane: the first decides
+    assert plane_interval(side, 0.0, [0.05, 1.0]) == [(-np.inf, np.inf)] and plane_interval(side, 0.0, [0.5, 1.0]) == []
+
+
 def test_lookahead_agrees_with_the_intervals():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -69,7 +83,7 @@ def test_lookahead_agrees_with_the_intervals():
         got = third_possible(q, lo, hi, first, seconds)
         want = [bool(number_intervals(q, lo, hi, [first, float(s)])) for s in seconds]
         assert got.tolist() == want
-        if second_possible(q, hi, np.array([first]))[0]:
+        if second_possible(q, lo, hi, np.array([first]))[0]:
             assert number_intervals(q, lo, hi, [first])
 
 

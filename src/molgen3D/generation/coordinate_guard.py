@@ -27,7 +27,9 @@ from molgen3D.generation.geometry_rules import (
     distance_bounds,
     intersect,
     number_intervals,
+    plane_interval,
     relaxed,
+    ring_planes,
     second_possible,
     third_possible,
 )
@@ -58,15 +60,25 @@ def _pieces(prefix: str, decimals: int, max_int: int, extend: bool = True) -> tu
 class _Decider:
     """What atom `last` of grammar `g` must satisfy: its stereo rules and its distance bounds to earlier atoms."""
 
-    __slots__ = ("g", "last", "rules", "levels")
+    __slots__ = ("g", "last", "rules", "levels", "plane", "near")
 
-    def __init__(self, g: int, last: int, rules: list[StereoRule], bounds: tuple[np.ndarray, ...] | None):
-        self.g, self.last, self.rules = g, last, rules
+    def __init__(
+        self,
+        g: int,
+        last: int,
+        rules: list[StereoRule],
+        bounds: tuple[np.ndarray, ...] | None,
+        plane: tuple[int, int, int] | None = None,
+    ):
+        self.g, self.last, self.rules, self.plane, self.near = g, last, rules, plane, None
+        """`plane`: three earlier atoms of L's aromatic ring whose plane L keeps to (levels 0 and 1)."""
         self.levels = []
         """Per relaxation level (`geometry_rules.RELAXED`), the (least, greatest) distances to atoms 0..last-1."""
         if bounds is not None:
             lo, hi, hops = (b[last, :last] for b in bounds)
             self.levels = [relaxed(lo, hi, hops, level) for level in range(len(RELAXED))]
+            self.near = np.flatnonzero(hops <= 2)
+            """Earlier atoms one or two bonds away (the floors the first number's look-ahead checks)."""
 
 
 class CoordinateGuard:
@@ -113,7 +125,7 @@ class CoordinateGuard:
                 self.skipped += skipped
                 for rule in rules:
                     by_last.setdefault(rule.last, []).append(rule)
-            bounds = None
+            bounds, planes = None, {}
             if self.geometry:
                 atoms = len(grammar.literals) // 3
                 bounds = distance_bounds(grammar.smiles)
@@ -122,11 +134,12 @@ class CoordinateGuard:
                     bounds = None
                 else:
                     self.geometry_atoms += atoms - 1
+                    planes = ring_planes(grammar.smiles)
                     for last in range(1, atoms):
                         by_last.setdefault(last, [])
             for last, group in sorted(by_last.items()):
                 k = len(self.deciders)
-                self.deciders.append(_Decider(g, last, group, bounds))
+                self.deciders.append(_Decider(g, last, group, bounds, planes.get(last)))
                 for item in range(1 + 6 * last, 6 + 6 * last, 2):  # L's numbers, with the literal and number before
                     lit = len(grammar.literals[(item - 1) // 2])
                     rows = [
@@ -220,7 +233,10 @@ class CoordinateGuard:
         if exact:
             values = np.array([v for _, v in exact])
             q, (lo, hi) = self._near(decider, head), decider.levels[level]
-            room = second_possible(q, hi, values) if k == 0 else third_possible(q, lo, hi, float(before[0]), values)
+            if k == 0:
+                room = second_possible(q, lo, hi, values, self._plane(decider, level, head), decider.near)
+            else:
+                room = third_possible(q, lo, hi, float(before[0]), values, self._plane(decider, level, head))
             for (i, _), ok in zip(exact, room.tolist()):
                 out[i] = ok
 
@@ -255,9 +271,25 @@ class CoordinateGuard:
         if key not in seen:
             q, (lo, hi) = self._near(decider, head), decider.levels[level]
             value = np.array([float(nums[k])])
-            room = second_possible(q, hi, value) if k == 0 else third_possible(q, lo, hi, float(nums[0]), value)
+            if k == 0:
+                room = second_possible(q, lo, hi, value, self._plane(decider, level, head), decider.near)
+            else:
+                room = third_possible(q, lo, hi, float(nums[0]), value, self._plane(decider, level, head))
             seen[key] = bool(room[0])
         return seen[key]
+
+    def _plane(self, decider: _Decider, level: int | None, head: str) -> tuple[np.ndarray, float] | None:
+        """(normal in L's frame, offset) of the ring plane L keeps to at this level (levels 0 and 1), else None."""
+        if level is None or level > 1 or decider.plane is None:
+            return None
+        placed, base, axes, _ = self._frame(decider.g, decider.last, head)
+        a, b, c = (placed[i] for i in decider.plane)
+        normal = np.cross(b - a, c - a)
+        length = float(np.linalg.norm(normal))
+        if length < 1e-6:
+            return None
+        normal = normal / length
+        return axes @ normal, float(normal @ (base - a))
 
     def _near(self, decider: _Decider, head: str) -> np.ndarray:
         """The atoms before L in L's frame [L, 3] (their numbers' coordinates)."""
@@ -290,6 +322,9 @@ class CoordinateGuard:
                 allowed = intersect(
                     allowed, number_intervals(self._near(decider, head), *decider.levels[level], values)
                 )
+            plane = self._plane(decider, level, head) if len(values) == 2 else None
+            if plane is not None and allowed:
+                allowed = intersect(allowed, plane_interval(*plane, values))
             seen[key] = allowed
         return seen[key]
 

@@ -30,6 +30,10 @@ FAR_SLACK = 0.10
 """Relative widening for pairs three or more bonds apart (clash floors, ring reach): with both, 95% of the demo's
 test reference conformers have every pair inside (90% with 0.05 for all pairs)."""
 
+PLANE_TOLERANCE = 0.1
+"""A: an aromatic ring atom is written within this of the plane of three atoms of its ring written before it
+(PoseBusters flags an aromatic ring whose atoms lie over 0.25 A from their best plane)."""
+
 Intervals = list[tuple[float, float]]
 """Sorted disjoint closed intervals; [] is the empty set."""
 EVERYTHING: Intervals = [(-math.inf, math.inf)]
@@ -65,6 +69,36 @@ def relaxed(lo: np.ndarray, hi: np.ndarray, hops: np.ndarray, level: int) -> tup
     return np.where(hops == 1, lo, 0.0), np.where(hops == 1, hi, np.inf)
 
 
+def ring_planes(smiles: str) -> dict[int, tuple[int, int, int]]:
+    """Per aromatic ring atom written after three atoms of its ring: the first three of them, whose plane the
+    atom must stay near (atoms in SMILES order; each atom gets the first such ring)."""
+    with BlockLogs():
+        mol = Chem.MolFromSmiles(smiles)
+    planes: dict[int, tuple[int, int, int]] = {}
+    if mol is None:
+        return planes
+    for ring in mol.GetRingInfo().AtomRings():
+        if not all(mol.GetAtomWithIdx(a).GetIsAromatic() for a in ring):
+            continue
+        order = sorted(ring)
+        for atom in order[3:]:
+            planes.setdefault(atom, (order[0], order[1], order[2]))
+    return planes
+
+
+def plane_interval(normal: np.ndarray, offset: float, known: list[float]) -> Intervals:
+    """Atom L's third number keeping |offset + normal . v| <= PLANE_TOLERANCE (v: its numbers, `normal` in its
+    frame); the first two are left free (the third can still bring the atom back to the plane)."""
+    if len(known) < 2:
+        return EVERYTHING
+    s = offset + float(normal[0] * known[0] + normal[1] * known[1])
+    w = float(normal[2])
+    if abs(w) < 1e-6:
+        return EVERYTHING if abs(s) <= PLANE_TOLERANCE else []
+    a, b = (-PLANE_TOLERANCE - s) / w, (PLANE_TOLERANCE - s) / w
+    return [(min(a, b), max(a, b))]
+
+
 def number_intervals(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, known: list[float]) -> Intervals:
     """The allowed set of atom L's next number (index len(known)) given the earlier atoms at `q` [m, 3] in L's
     frame and their distance bounds `lo`, `hi` [m]."""
@@ -95,14 +129,35 @@ def number_intervals(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, known: list[
     return [(x, y) for x, y in out if x < y]
 
 
-def third_possible(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, first, seconds: np.ndarray) -> np.ndarray:
+def third_possible(
+    q: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    first,
+    seconds: np.ndarray,
+    plane: tuple | None = None,
+    floors: np.ndarray | None = None,
+) -> np.ndarray:
     """Per second number in `seconds` [N] (after `first`, one value or one per second): whether some third
-    number keeps every bound, i.e. whether `number_intervals(q, lo, hi, [first, second])` is not empty."""
+    number keeps every bound, i.e. whether `number_intervals(q, lo, hi, [first, second])` is not empty, and,
+    with `plane` = (normal, offset) as for `plane_interval`, meets that too. `floors`: the only atoms whose
+    least distance is checked (default all)."""
     first = np.asarray(first, dtype=float).reshape(-1, 1)
-    spent = (first - q[:, 0]) ** 2 + (np.asarray(seconds, dtype=float)[:, None] - q[:, 1]) ** 2
+    seconds = np.asarray(seconds, dtype=float)
+    spent = (first - q[:, 0]) ** 2 + (seconds[:, None] - q[:, 1]) ** 2
     room = hi**2 - spent
     reach = np.sqrt(np.clip(room, 0.0, None))
     a, b = np.max(q[:, 2] - reach, axis=1), np.min(q[:, 2] + reach, axis=1)
+    if plane is not None:
+        normal, offset = plane
+        s = offset + normal[0] * first[:, 0] + normal[1] * seconds
+        if abs(normal[2]) < 1e-6:
+            b = np.where(np.abs(s) <= PLANE_TOLERANCE, b, -np.inf)
+        else:
+            ends = np.stack([(-PLANE_TOLERANCE - s) / normal[2], (PLANE_TOLERANCE - s) / normal[2]])
+            a, b = np.maximum(a, ends.min(axis=0)), np.minimum(b, ends.max(axis=0))
+    if floors is not None:
+        lo, spent, q = lo[floors], spent[:, floors], q[floors]
     floor = np.sqrt(np.clip(lo**2 - spent, 0.0, None))
     h0, h1 = q[:, 2] - floor, q[:, 2] + floor
     points = np.concatenate([a[:, None], b[:, None], h0, h1], axis=1)
@@ -111,21 +166,28 @@ def third_possible(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, first, seconds
     return (room >= 0).all(axis=1) & (a <= b) & free.any(axis=1)
 
 
-def second_possible(q: np.ndarray, hi: np.ndarray, firsts: np.ndarray, grid: int = 24) -> np.ndarray:
+def second_possible(
+    q: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    firsts: np.ndarray,
+    plane: tuple | None = None,
+    floors: np.ndarray | None = None,
+    grid: int = 24,
+) -> np.ndarray:
     """Per first number in `firsts` [N]: whether some second number (on a grid of its allowed interval) leaves a
-    third within every greatest distance (the floors are left to the second number's own look-ahead, which
-    is exact: this one runs for every candidate first number and stays cheap)."""
+    third as `third_possible` asks (pass `floors` = the atoms one or two bonds away to keep it cheap: it runs
+    for every candidate first number, and the second number's own look-ahead checks every floor)."""
     firsts = np.asarray(firsts, dtype=float)
     room1 = hi**2 - (firsts[:, None] - q[:, 0]) ** 2  # [N, m]
     reach1 = np.sqrt(np.clip(room1, 0.0, None))
     a, b = np.max(q[:, 1] - reach1, axis=1), np.min(q[:, 1] + reach1, axis=1)
     ok = (room1 >= 0).all(axis=1) & (a <= b)
-    span = np.where(np.isfinite(b - a), b - a, 0.0)
-    seconds = np.where(np.isfinite(a), a, q[:, 1].mean())[:, None] + span[:, None] * np.linspace(0, 1, grid)
-    room = room1[:, None, :] - (seconds[:, :, None] - q[:, 1]) ** 2  # [N, G, m]
-    reach = np.sqrt(np.clip(room, 0.0, None))
-    lo3, hi3 = np.max(q[:, 2] - reach, axis=2), np.min(q[:, 2] + reach, axis=2)
-    return ok & ((room >= 0).all(axis=2) & (lo3 <= hi3)).any(axis=1)
+    span = np.where(np.isfinite(b - a) & ok, b - a, 0.0)
+    start = np.where(np.isfinite(a), a, q[:, 1].mean())
+    seconds = start[:, None] + span[:, None] * np.linspace(0, 1, grid)  # [N, G]
+    room = third_possible(q, lo, hi, np.repeat(firsts, grid), seconds.ravel(), plane, floors)
+    return ok & room.reshape(len(firsts), grid).any(axis=1)
 
 
 def intersect(first: Intervals, second: Intervals) -> Intervals:
