@@ -5,7 +5,9 @@
 Without --model, a randomly initialised Qwen3 of the `tiny` training flavor's shape (dim 128,
 4 layers) with the compact tokenizer stands in: its coordinates are noise, but its speed is
 the speed of the CPU demo model. Every configuration samples the same molecules with the same
-seed, constrained (canonical) and free side by side at each batch size. Besides samples/s, it
+seed, constrained (canonical) and free side by side at each batch size, and at one batch size the
+constrained rows with the rules on the numbers added one at a time (grammar only, + stereo,
++ geometry: their cost). Besides samples/s, it
 times the sampler's step per generated token inside those runs, and on its own at batch 256
 with random logits over the compact and over Qwen3's vocabulary (151,936 ids): the work a
 GPU's host would add to each decode step. From that it projects the wall time of the
@@ -37,6 +39,13 @@ from molgen3D.generation.token_sampler import SlotSampler  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "generation.json"
+
+OPTIONS = {
+    "grammar only (--no-stereo --no-geometry)": dict(stereo=False, geometry=False),
+    "+ stereo (--no-geometry)": dict(stereo=True, geometry=False),
+    "+ stereo + geometry (default)": dict(stereo=True, geometry=True),
+}
+"""The rules on the numbers, each row adding one (their cost at `--option-batch`)."""
 
 # GEOM-DRUGS test set and Qwen3-0.6B decoding, for the projection.
 GEOM_SAMPLES = 200_000
@@ -230,6 +239,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--sampler-steps", type=int, default=200, help="steps of the sampler-alone timing")
+    parser.add_argument("--option-batch", type=int, default=64, help="batch size of the stereo/geometry cost rows")
     parser.add_argument("--max-new-tokens", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -268,6 +278,11 @@ def main() -> int:
             free_rows.append(run(model_dir, smiles, counts, free_cfg, 1, loaded))
             rows[-1 - (len(args.workers) - 1)]["free_tokens_per_s"] = free_rows[-1]["tokens_per_s"]
             print(f"  batch {batch:>3}, free: {free_rows[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        options = []
+        for name, flags in OPTIONS.items():
+            cfg = SamplingConfig(batch_size=args.option_batch, **{**base, **flags})
+            options.append({"option": name, **run(model_dir, smiles, counts, cfg, 1, loaded)})
+            print(f"  {name}: {options[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
         alone = {"compact": sampler_alone(loaded[1], smiles, 256, len(loaded[1]), args.sampler_steps)}
         qwen = qwen_tokenizer(Path(tmp))
         alone["qwen3"] = sampler_alone(qwen, smiles, 256, QWEN3_VOCAB, args.sampler_steps)
@@ -295,6 +310,8 @@ def main() -> int:
         "load_average_1min": os.getloadavg()[0],
         "constrained_canonical": rows,
         "free_decoding": free_rows,
+        "options_batch": args.option_batch,
+        "options": options,
         "sampler_alone_batch_256": alone,
         "etkdg_1_thread": etkdg,
         "geom_drugs_8xh100_projection": projection,
@@ -321,6 +338,13 @@ def main() -> int:
         print(
             f"{name:<34}{free['samples_per_s']:>10.2f}{free['tokens_per_s']:>10.0f}"
             f"{free['valid'] / free['samples']:>10.0%}{free['samples_per_s'] / etkdg['samples_per_s']:>9.2f}x"
+        )
+    free_at = {f["batch_size"]: f["tokens_per_s"] for f in free_rows}
+    for o in options:
+        ratio = f"{o['tokens_per_s'] / free_at[o['batch_size']]:.2f}x free" if o["batch_size"] in free_at else ""
+        print(
+            f"{o['option']:<34}{o['samples_per_s']:>10.2f}{o['tokens_per_s']:>10.0f}{o['valid'] / o['samples']:>10.0%}"
+            f"  sampler {o['sampler_us_per_token']:.0f} us/token, {ratio}"
         )
     for r in rows:
         if "free_tokens_per_s" in r:

@@ -1,6 +1,7 @@
-"""Geometry-aware decoding, side by side: the same model, molecules and seeds sampled without and with the
-distance bounds (`--geometry`), each scored as `evaluate` scores (COV/MAT with standard errors over molecules,
-PoseBusters per check, bonds, ring closures, clashes, stereo) with the sampler's speed and fallback counts.
+"""Geometry-aware decoding, side by side: the same model, molecules and seeds sampled without the distance
+bounds (`--no-geometry`) and with them (the default), each scored as `evaluate` scores (COV/MAT with
+standard errors over molecules, PoseBusters per check, bonds, ring closures, clashes, stereo) with the
+sampler's speed and fallback counts.
 
     PYTHONPATH=src .venv/bin/python benchmarks/geometry_decoding.py [--model HF_DIR] [--molecules 16]
 
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "geometry_decoding.json"
-MODES = {"stereo (default)": dict(geometry=False), "stereo + geometry": dict(geometry=True)}
+MODES = {"stereo only": dict(geometry=False), "stereo + geometry": dict(geometry=True)}
 METRICS = ("cov_r", "mat_r", "cov_p", "mat_p")
 
 
@@ -111,7 +112,7 @@ def main() -> int:
             rows[name] = run_mode(
                 model, args.references, folder, args.molecules, args.threads, args.max_new_tokens, **mode
             )
-    base, geo = rows["stereo (default)"], rows["stereo + geometry"]
+    base, geo = rows["stereo only"], rows["stereo + geometry"]
     result = {
         "model": model,
         "molecules": args.molecules,

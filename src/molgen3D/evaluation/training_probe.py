@@ -108,6 +108,7 @@ def sample_and_score(
         precision=precision,
         positions=positions,
         seed=seed,
+        geometry=False,  # the probe follows what the model learns; the bounds would hide what it has not yet
     )
     if hf_model is not None:
         runner = functools.partial(run_with_cache, hf_model)

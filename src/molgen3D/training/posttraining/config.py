@@ -32,6 +32,10 @@ class RolloutSettings:
     """Rollouts decoded together by the sampler."""
     seed: int = 0
     """Sampling seed; rollout k of a molecule at step s draws from a generator seeded by (seed, s, molecule, k)."""
+    stereo: bool = True
+    """Rollouts written with the prompt's stereo by construction (as `generate`; false: the model's choice)."""
+    geometry: bool = True
+    """Rollouts written within the molecule's distance-geometry bounds (as `generate`; false: the model alone)."""
 
 
 @dataclass

@@ -133,6 +133,8 @@ def build_trainer(cfg: PosttrainConfig, pool: RmsdPool, *, stop_after: int | Non
             max_new_tokens=cfg.rollout.max_new_tokens,
             batch_size=cfg.rollout.batch_size,
             seed=cfg.rollout.seed,
+            stereo=cfg.rollout.stereo,
+            geometry=cfg.rollout.geometry,
         ),
         start,
         DEFAULT_PRECISION,
