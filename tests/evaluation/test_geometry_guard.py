@@ -22,10 +22,11 @@ from molgen3D.generation.geometry_rules import (
     third_possible,
 )
 from molgen3D.generation.sampling import SamplingConfig, assemble, plan_jobs, run_batches
+from molgen3D.scoring.checks import stereo_matches
 
 from .helpers import tiny_qwen3
 
-RINGS = ["c1ccccc1", "C1CCCCC1", "CC(=O)Oc1ccccc1C(=O)O", "O=C1CCC2(CC1)OCCO2"]
+RINGS = ["c1ccccc1", "C1CCCCC1", "CC(=O)Oc1ccccc1C(=O)O", "O=C1CCC2(CC1)OCCO2", "N[C@H]1CC[C@@H](O)CC1"]
 
 
 def canonical(smiles: str) -> str:
@@ -139,3 +140,6 @@ def test_geometry_closes_rings_whatever_the_model(positions, compact_tokenizer):
     assert geo_stats["geometry_fallback_steps"] < 0.1 * geo_stats["guarded_steps"]
     if geo_stats["geometry_fallback_steps"] == 0:
         assert geo_all == 1.0
+    # the prompt's stereo comes first: it holds under the bounds too
+    assert geo_stats["stereo_fallback_steps"] == 0
+    assert all(stereo_matches(o.mol, smiles[-1]) for o in geo[-1] if o.mol is not None)

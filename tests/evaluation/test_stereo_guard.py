@@ -32,7 +32,9 @@ def canonical(smiles: str) -> str:
 
 
 def sample(tokenizer, model, smiles, count, positions, stereo=True, batch_size=8, stats=None):
-    cfg = SamplingConfig(batch_size=batch_size, seed=11, max_new_tokens=800, positions=positions, stereo=stereo)
+    cfg = SamplingConfig(
+        batch_size=batch_size, seed=11, max_new_tokens=800, positions=positions, stereo=stereo, geometry=False
+    )
     batches, failed = plan_jobs(tokenizer, smiles, [count] * len(smiles), cfg)
     results = run_batches(functools.partial(run_with_cache, model), tokenizer, smiles, batches, cfg, stats=stats)
     return assemble(tokenizer, smiles, batches, results, failed, positions), results

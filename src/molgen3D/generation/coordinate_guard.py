@@ -81,6 +81,31 @@ class _Decider:
             """Earlier atoms one or two bonds away (the floors the first number's look-ahead checks)."""
 
 
+class _Group:
+    """Candidates leaving the same number open after the same earlier numbers: their value spans as arrays."""
+
+    __slots__ = ("index", "owner", "spans", "exact", "values")
+
+    def __init__(self, members: list[tuple[int, tuple[tuple[float, float], ...]]]):
+        self.index = np.array([i for i, _ in members], dtype=np.int64)
+        self.owner = np.repeat(np.arange(len(members)), [len(p) for _, p in members])
+        self.spans = np.array([span for _, p in members for span in p], dtype=float).reshape(-1, 2)
+        exact = [(k, p[0][0]) for k, (_, p) in enumerate(members) if len(p) == 1 and p[0][0] == p[0][1]]
+        self.exact = np.array([k for k, _ in exact], dtype=np.int64)
+        """Members whose number is complete (position in `index`), and its value."""
+        self.values = np.array([v for _, v in exact], dtype=float)
+
+
+class _Plan:
+    """A table row's candidates for one text of the open number: those closing L's block (checked one by
+    one) and the rest grouped by the numbers they complete first."""
+
+    __slots__ = ("closing", "groups")
+
+    def __init__(self, closing: list, groups: dict):
+        self.closing, self.groups = closing, groups
+
+
 class CoordinateGuard:
     """Per table row of `tables`: which decider its tokens may write for (-1: none)."""
 
@@ -94,6 +119,7 @@ class CoordinateGuard:
         self._done = 0
         self._memo: dict[tuple, tuple] = {}
         self._digits: dict[int, bool] = {}
+        self._plans: dict[tuple, _Plan] = {}
         self.rules = 0
         self.skipped = 0
         """Specified centres and double bonds left unguarded (see `stereo_rules`)."""
@@ -156,6 +182,7 @@ class CoordinateGuard:
         strings = self.tables.table.strings
         self.guarded_steps += len(positions)
         rows = state[positions]
+        row_list = rows.tolist()
         dec = self.decider.dev[rows].tolist()
         counts = ntok[positions].tolist()
         written = buf[positions, : max(counts)].tolist()
@@ -163,82 +190,88 @@ class CoordinateGuard:
         nexts = self.tables.next_rows(rows[:, None], entries[positions]).tolist()
         cand, ok = ids[positions].tolist(), valid[positions].tolist()
         keep = []
-        for k, text, row_ids, row_next, row_ok in zip(dec, texts, cand, nexts, ok):
+        for k, row, text, row_ids, row_next, row_ok in zip(dec, row_list, texts, cand, nexts, ok):
             decider = self.deciders[k]
+            candidates = (row, row_ids, row_next, row_ok)
             allowed = [False]
             for level in range(len(decider.levels)):
-                allowed = self._allowed(decider, text, row_ids, row_next, row_ok, level)
+                allowed = self._allowed(decider, text, candidates, level)
                 if any(allowed):
                     self.geometry_relaxed_steps += level > 0
                     break
             if not any(allowed):
                 self.geometry_fallback_steps += bool(decider.levels)
-                allowed = self._allowed(decider, text, row_ids, row_next, row_ok, None) if decider.rules else row_ok
+                allowed = self._allowed(decider, text, candidates, None) if decider.rules else row_ok
             if not any(allowed):
                 self.fallback_steps += 1
                 allowed = row_ok
             keep.append(allowed)
         valid[positions] = torch.as_tensor(keep, dtype=torch.bool, device=valid.device)
 
-    def _allowed(self, decider: _Decider, text, row_ids, row_next, row_ok, level: int | None) -> list[bool]:
+    def _allowed(self, decider: _Decider, text: str, candidates, level: int | None) -> list[bool]:
         """Per candidate: whether the numbers it writes for L can still satisfy the decider."""
-        last = decider.last
-        strings = self.tables.table.strings
-        inside = text.count("<") > last
+        row, row_ids, row_next, row_ok = candidates
+        inside = text.count("<") > decider.last
         cut = text.rindex("<") if inside else -1
+        written = text[cut + 1 :].split(",") if inside else [""]
+        plan = self._plan(row, inside, written[-1], row_ids, row_next, row_ok)
         seen: dict = {}
-        out = list(row_ok)
-        groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, str]]] = {}
+        out = np.array(row_ok, dtype=bool)
+        for i, head_tail, block in plan.closing:
+            head = text[:cut] if inside else text + head_tail
+            full = ",".join(written[:-1] + [block]) if inside else block
+            out[i] = self._reaches(decider, level, head, full, row_next[i], seen)
+        for (head_tail, more), g in plan.groups.items():
+            head = text[:cut] if inside else text + head_tail
+            before = (*written[:-1], *more) if inside else more
+            k = len(before)
+            if k > 2 or (k and not self._reaches(decider, level, head, ",".join(before) + ">", -1, seen)):
+                out[g.index] = False
+                continue
+            allowed = np.array(self._allowed_set(decider, level, head, before, seen), dtype=float).reshape(-1, 2)
+            hits = ((g.spans[:, :1] <= allowed[:, 1]) & (g.spans[:, 1:] >= allowed[:, 0])).any(axis=1)
+            reached = np.bincount(g.owner, weights=hits, minlength=len(g.index)) > 0
+            out[g.index] = reached
+            if level is None or k >= 2 or not g.exact.size:
+                continue
+            live = reached[g.exact]
+            if not live.any():
+                continue
+            values = g.values[live]
+            q, (lo, hi) = self._near(decider, head), decider.levels[level]
+            plane = self._plane(decider, level, head)
+            if k == 0:
+                room = second_possible(q, lo, hi, values, plane, decider.near)
+            else:
+                room = third_possible(q, lo, hi, float(before[0]), values, plane)
+            out[g.index[g.exact[live]]] = room
+        return out.tolist()
+
+    def _plan(self, row: int, inside: bool, tail: str, row_ids, row_next, row_ok) -> _Plan:
+        """How the candidates of table row `row` split, given the text of the number being written (`tail`):
+        made once per (row, tail) and reused by every sample standing there (number rows are shared)."""
+        key = (row, inside, tail)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        if len(self._plans) > 65536:
+            self._plans.clear()
+        strings, dfa = self.tables.table.strings, self.tables.dfa
+        closing, grouped = [], {}
         for i, (t, nxt, ok) in enumerate(zip(row_ids, row_next, row_ok)):
             tok = strings[t]
             if not ok or (not inside and "<" not in tok):
                 continue
-            if inside:
-                head, block = text[:cut], text[cut + 1 :] + tok
-            else:
-                head, block = text + tok[: tok.index("<")], tok[tok.index("<") + 1 :]
+            head_tail, block = ("", tail + tok) if inside else (tok[: tok.index("<")], tok[tok.index("<") + 1 :])
             if ">" in block:
-                out[i] = self._reaches(decider, level, head, block, nxt, seen)
+                closing.append((i, head_tail, block))
                 continue
             nums = block.split(",")
-            groups.setdefault((head, tuple(nums[:-1])), []).append((i, nums[-1]))
-        for (head, before), members in groups.items():
-            self._open_number(decider, level, head, before, members, row_next, out, seen)
-        return out
-
-    def _open_number(self, decider, level, head: str, before: tuple[str, ...], members, row_next, out, seen) -> None:
-        """`_reaches` for candidates that leave L's number k = len(before) open, written as far as each member's
-        text (most candidates: the digits of a number): the numbers before it checked once, the look-ahead
-        run on all members at once."""
-        dfa = self.tables.dfa
-        k = len(before)
-        if k > 2 or (k and not self._reaches(decider, level, head, ",".join(before) + ">", -1, seen)):
-            for i, _ in members:
-                out[i] = False
-            return
-        allowed = np.array(self._allowed_set(decider, level, head, before, seen), dtype=float).reshape(-1, 2)
-        pieces = [
-            _pieces(text, dfa.precision, dfa.max_int_digits, "." in text or self._digit_follows(row_next[i]))
-            for i, text in members
-        ]
-        owner = np.repeat(np.arange(len(members)), [len(p) for p in pieces])
-        spans = np.array([piece for p in pieces for piece in p], dtype=float).reshape(-1, 2)
-        hits = ((spans[:, :1] <= allowed[:, 1]) & (spans[:, 1:] >= allowed[:, 0])).any(axis=1)
-        reached = np.bincount(owner, weights=hits, minlength=len(members)) > 0
-        exact: list[tuple[int, float]] = []
-        for (i, _), ok, p in zip(members, reached.tolist(), pieces):
-            out[i] = ok
-            if ok and level is not None and k < 2 and len(p) == 1 and p[0][0] == p[0][1]:
-                exact.append((i, p[0][0]))
-        if exact:
-            values = np.array([v for _, v in exact])
-            q, (lo, hi) = self._near(decider, head), decider.levels[level]
-            if k == 0:
-                room = second_possible(q, lo, hi, values, self._plane(decider, level, head), decider.near)
-            else:
-                room = third_possible(q, lo, hi, float(before[0]), values, self._plane(decider, level, head))
-            for (i, _), ok in zip(exact, room.tolist()):
-                out[i] = ok
+            text = nums[-1]
+            spans = _pieces(text, dfa.precision, dfa.max_int_digits, "." in text or self._digit_follows(nxt))
+            grouped.setdefault((head_tail, tuple(nums[:-1])), []).append((i, spans))
+        plan = self._plans[key] = _Plan(closing, {k: _Group(v) for k, v in grouped.items()})
+        return plan
 
     def _reaches(self, decider: _Decider, level: int | None, head: str, block: str, row: int, seen: dict) -> bool:
         """Whether L's block, written up to `block` and then standing on table `row`, can still end with
