@@ -198,7 +198,10 @@ def random_model(folder: Path, flavor: str, tokenizer_dir: Path) -> Path:
 
 
 def sampling(flavor: str, tokenizer: str, batch: int, max_new_tokens: int, molecules: int) -> dict:
-    """Tokens/s of constrained and of free decoding, same molecules and seed, one process."""
+    """Tokens/s of constrained and of free decoding, same molecules and seed, one process. Constrained here is
+    the grammar with the stereo rules, without the distance bounds (`geometry=False`): a random model's
+    numbers sit outside every bound, so its geometry cost says nothing; `generation.py` times that on a
+    trained model."""
     from molgen3D.datasets.jsonl_paths import expand_paths, open_jsonl
     from molgen3D.generation.model_io import load_model
     from molgen3D.generation.parallel import sample_parallel
@@ -222,7 +225,9 @@ def sampling(flavor: str, tokenizer: str, batch: int, max_new_tokens: int, molec
         model_dir = random_model(Path(tmp) / "model", flavor, tok)
         loaded = load_model(model_dir, device=device, dtype=dtype)[:2]
         for mode, constrained in (("constrained", True), ("free", False)):
-            cfg = SamplingConfig(batch_size=batch, constrained=constrained, max_new_tokens=max_new_tokens, seed=0)
+            cfg = SamplingConfig(
+                batch_size=batch, constrained=constrained, max_new_tokens=max_new_tokens, seed=0, geometry=False
+            )
             sample_parallel(model_dir, None, smiles[:1], [1], cfg, device=device, dtype=dtype, loaded=loaded)
             outcomes, seconds = sample_parallel(
                 model_dir, None, smiles, counts, cfg, device=device, dtype=dtype, loaded=loaded

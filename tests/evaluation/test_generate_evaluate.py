@@ -107,11 +107,12 @@ def test_evaluate_samples_file_against_etkdg(generated, tmp_path, fixture_data):
         agg = method["aggregate"]["cov_r"]
         values = [m["cov_r"] for m in method["per_molecule"]]
         assert agg["mean"] == pytest.approx(sum(values) / 2)
-    # ETKDG conformers of drug-like molecules sit within a few A of other ETKDG conformers;
-    # a random model's coordinates (hundreds of A) cannot
+    # ETKDG conformers of drug-like molecules sit within a few A of other ETKDG conformers; a random model's
+    # shapes cannot (the distance bounds keep its atoms at sane distances, not in the right shape)
     assert etkdg["aggregate"]["mat_r"]["mean"] < 3.0
     model = on_disk["methods"]["model"]
-    assert model["aggregate"]["mat_r"]["mean"] > 10.0 and model["aggregate"]["cov_r"]["mean"] == 0.0
+    assert model["aggregate"]["mat_r"]["mean"] > etkdg["aggregate"]["mat_r"]["mean"] + 1.0
+    assert model["aggregate"]["cov_r"]["mean"] == 0.0
     assert on_disk["posebusters"]["available"] is True
     table = format_table(metrics)
     assert "etkdg" in table and "model" in table and "COV-R" in table

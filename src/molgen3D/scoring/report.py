@@ -42,7 +42,7 @@ def _grid(rows: list[list[str]]) -> list[str]:
 
 
 def _num(x, fmt: str) -> str:
-    return "n/a" if x is None else format(x, fmt)
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def format_table(metrics: dict) -> str:
@@ -69,7 +69,17 @@ def format_table(metrics: dict) -> str:
         "",
         "chemistry of valid samples (heavy atoms; deviations from the mean over the molecule's references)",
     ]
-    rows = [["method", "stereo OK", "bond MAE (A)", "angle MAE (deg)", "clash-free", "clashes/sample"]]
+    rows = [
+        [
+            "method",
+            "stereo OK",
+            "bond MAE (A)",
+            "ring-closure bond MAE",
+            "angle MAE (deg)",
+            "clash-free",
+            "clashes/sample",
+        ]
+    ]
     for name, r in metrics["methods"].items():
         c = r["chemistry"]
         rows.append(
@@ -77,6 +87,7 @@ def format_table(metrics: dict) -> str:
                 name,
                 f"{_pct(c['stereo_ok'])} of {c['stereo_checked']}",
                 _num(c["bond_length_mae"], ".3f"),
+                _num(c.get("ring_closure_bond_mae", float("nan")), ".3f"),
                 _num(c["bond_angle_mae"], ".2f"),
                 _pct(c["clash_free"]),
                 _num(c["clashes_per_sample"], ".2f"),
