@@ -120,15 +120,12 @@ class CoordinateGuard:
         self._memo: dict[tuple, tuple] = {}
         self._digits: dict[int, bool] = {}
         self._plans: dict[tuple, _Plan] = {}
-        self.rules = 0
-        self.skipped = 0
-        """Specified centres and double bonds left unguarded (see `stereo_rules`)."""
+        self.molecule_counts: dict[str, dict[str, int]] = {}
+        """Per prompt SMILES: `stereo_rules`, `stereo_unguarded` (specified centres and double bonds left free,
+        see `stereo_rules`), `geometry_atoms` (atoms written under bounds), `geometry_unbounded` (1: RDKit could
+        not bound the molecule)."""
         self.fallback_steps = 0
         """Guarded steps where no candidate could give the prompt's stereo (all kept)."""
-        self.geometry_atoms = 0
-        """Atoms written under distance bounds."""
-        self.geometry_unbounded = 0
-        """Molecules RDKit could not bound (written without distance bounds)."""
         self.geometry_relaxed_steps = 0
         """Guarded steps where no candidate kept every distance bound, but some kept a relaxed level's."""
         self.geometry_fallback_steps = 0
@@ -145,10 +142,10 @@ class CoordinateGuard:
         for g in range(self._done, len(tables.grammars)):
             grammar, base = tables.grammars[g], tables.bases[g]
             by_last: dict[int, list[StereoRule]] = {}
+            counts = self.molecule_counts.setdefault(grammar.smiles, {})
             if self.stereo:
                 rules, skipped = stereo_rules(grammar.smiles)
-                self.rules += len(rules)
-                self.skipped += skipped
+                counts.update(stereo_rules=len(rules), stereo_unguarded=skipped)
                 for rule in rules:
                     by_last.setdefault(rule.last, []).append(rule)
             bounds, planes = None, {}
@@ -156,10 +153,10 @@ class CoordinateGuard:
                 atoms = len(grammar.literals) // 3
                 bounds = distance_bounds(grammar.smiles)
                 if bounds is None or bounds[0].shape[0] != atoms:
-                    self.geometry_unbounded += 1
+                    counts.update(geometry_atoms=0, geometry_unbounded=1)
                     bounds = None
                 else:
-                    self.geometry_atoms += atoms - 1
+                    counts.update(geometry_atoms=atoms - 1, geometry_unbounded=0)
                     planes = ring_planes(grammar.smiles)
                     for last in range(1, atoms):
                         by_last.setdefault(last, [])

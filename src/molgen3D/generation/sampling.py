@@ -223,15 +223,12 @@ def coordinate_guard(tokenizer, cfg: SamplingConfig, tables: GrammarTables) -> C
 
 GUARD_COUNTS = (
     ("stereo_fallback_steps", "fallback_steps"),
-    ("stereo_rules", "rules"),
-    ("stereo_unguarded", "skipped"),
-    ("geometry_atoms", "geometry_atoms"),
-    ("geometry_unbounded", "geometry_unbounded"),
     ("geometry_relaxed_steps", "geometry_relaxed_steps"),
     ("geometry_fallback_steps", "geometry_fallback_steps"),
     ("guarded_steps", "guarded_steps"),
 )
-"""(stats name, guard counter) reported per run."""
+"""(stats name, guard counter) of the steps of a run; the per-molecule counts (`CoordinateGuard.molecule_counts`:
+rules, unguarded elements, bounded atoms) are summed over the run's molecules."""
 
 
 def run_batches(
@@ -292,11 +289,15 @@ def run_batches(
             fallback_states,
         )
     guarded = {name: getattr(guard, attr) - guard_before[name] for name, attr in counted}
+    if guard is not None:
+        for counts in (guard.molecule_counts[smi] for smi in {smiles[job.mol] for batch in batches for job in batch}):
+            for name, value in counts.items():
+                guarded[name] = guarded.get(name, 0) + value
     if guarded.get("stereo_fallback_steps") or guarded.get("stereo_unguarded"):
         log.warning(
             "stereo: %d specified centres/double bonds left free, %d steps where no value gave the prompt's "
             "stereo (all kept)",
-            guarded["stereo_unguarded"],
+            guarded.get("stereo_unguarded", 0),
             guarded["stereo_fallback_steps"],
         )
     if (
@@ -310,7 +311,7 @@ def run_batches(
             guarded["guarded_steps"],
             guarded["geometry_relaxed_steps"],
             guarded["geometry_fallback_steps"],
-            guarded["geometry_unbounded"],
+            guarded.get("geometry_unbounded", 0),
         )
     if stats is not None:
         stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states, **guarded)
