@@ -33,7 +33,16 @@ def test_evaluate_builds_one_sampler_pool_for_all_chunks(compact_model_dir, tmp_
 
     monkeypatch.setattr(CountingPool, "from_config", classmethod(recording))
     args = ["--references", str(fixture_data / "test"), "--out", str(tmp_path / "e"), "--model"]
-    args += [str(compact_model_dir), "--max-molecules", "3", "--max-conformers", "1", "--max-new-tokens", "300"]
+    args += [
+        str(compact_model_dir),
+        "--max-molecules",
+        "3",
+        "--max-conformers",
+        "1",
+        "--max-new-tokens",
+        "300",
+        "--no-geometry",
+    ]
     args += ["--chunk-molecules", "1", "--no-progress", "--rmsd-workers", "1", "--posebusters", "none"]
     assert evaluate_module.cli(args) == 0
     assert len(calls) == 3, "one sampling call per one-molecule chunk"

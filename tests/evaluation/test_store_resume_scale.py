@@ -191,7 +191,14 @@ def test_same_samples_with_one_or_two_workers(compact_model_dir, smiles_file, tm
 
 def test_add_hs_and_mmff_are_counted(compact_model_dir, smiles_file, tmp_path):
     summary = run_generate(
-        compact_model_dir, smiles_file, tmp_path / "h.sdf", "--add-hs", "--mmff", "--mmff-max-iters", "5"
+        compact_model_dir,
+        smiles_file,
+        tmp_path / "h.sdf",
+        "--add-hs",
+        "--mmff",
+        "--mmff-max-iters",
+        "5",
+        "--no-geometry",
     )
     h = summary["hydrogens"]
     assert h["added"] == summary["samples_valid"] > 0
