@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -22,20 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+from over_molecules import METRICS, method_figures, paired  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "geometry_decoding.json"
 MODES = {"stereo only": dict(geometry=False), "stereo + geometry": dict(geometry=True)}
-METRICS = ("cov_r", "mat_r", "cov_p", "mat_p")
-
-
-def mean_se(values) -> dict:
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if not arr.size:
-        return {"mean": None, "se": None, "n": 0}
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
-    return {"mean": float(arr.mean()), "se": se, "n": int(arr.size)}
 
 
 def newest_demo_model() -> Path:
@@ -62,28 +52,7 @@ def run_mode(model: str, references: str, out: Path, molecules: int, threads: in
             sampling=SamplingConfig(max_new_tokens=max_new_tokens, **mode),
         )
     )
-    method = metrics["methods"]["model"]
-    per = method["per_molecule"]
-    pb = metrics["posebusters"]["methods"]["model"]
-    return {
-        "seconds": time.perf_counter() - start,
-        "samples_per_second": method["samples_per_second"],
-        "per_molecule": {k: [m[k] for m in per] for k in METRICS},
-        "summary": {k: mean_se(m[k] for m in per) for k in METRICS},
-        "validity": method["validity"],
-        "chemistry": method["chemistry"],
-        "posebusters": {k: v["pass_rate"] for k, v in pb["checks"].items()} | {"all_pass": pb["all_pass"]},
-        "sampler_counts": method.get("sampler_counts", {}),
-    }
-
-
-def paired(after: dict, before: dict) -> dict:
-    """Per metric: mean and standard error over molecules of (after - before)."""
-    out = {}
-    for k in METRICS:
-        pairs = zip(after["per_molecule"][k], before["per_molecule"][k])
-        out[k] = mean_se(a - b for a, b in pairs if a is not None and b is not None)
-    return out
+    return {"seconds": time.perf_counter() - start, **method_figures(metrics)}
 
 
 def _cell(s: dict, pct: bool) -> str:

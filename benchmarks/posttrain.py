@@ -19,26 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from over_molecules import method_figures, paired
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 FIGURE = HERE / "figures" / "posttrain_rewards.png"
 SHIPPED = HERE.parent / "src" / "molgen3D" / "config" / "posttrain" / "cpu_tiny.toml"
-
-
-def mean_se(values) -> dict:
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if not arr.size:
-        return {"mean": None, "se": None, "n": 0}
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
-    return {"mean": float(arr.mean()), "se": se, "n": int(arr.size)}
 
 
 def evaluate_model(model: str, references: str, out: Path, molecules: int, max_new_tokens: int) -> dict:
@@ -58,25 +50,7 @@ def evaluate_model(model: str, references: str, out: Path, molecules: int, max_n
             sampling=SamplingConfig(max_new_tokens=max_new_tokens),
         )
     )
-    method = metrics["methods"]["model"]
-    per = method["per_molecule"]
-    pb = metrics["posebusters"]["methods"]["model"]
-    return {
-        "per_molecule": {k: [m[k] for m in per] for k in ("cov_r", "mat_r", "cov_p", "mat_p")},
-        "summary": {k: mean_se(m[k] for m in per) for k in ("cov_r", "mat_r", "cov_p", "mat_p")},
-        "validity": method["validity"],
-        "chemistry": method["chemistry"],
-        "posebusters": {k: v["pass_rate"] for k, v in pb["checks"].items()} | {"all_pass": pb["all_pass"]},
-    }
-
-
-def paired(after: dict, before: dict) -> dict:
-    """Per metric: mean and standard error over molecules of (after - before)."""
-    out = {}
-    for k, a in after["per_molecule"].items():
-        b = before["per_molecule"][k]
-        out[k] = mean_se(x - y for x, y in zip(a, b) if x is not None and y is not None)
-    return out
+    return method_figures(metrics)
 
 
 def control_training(model_dir: str, units_dir: Path, out: Path, seconds: float, lr: float, batch: int = 8) -> dict:

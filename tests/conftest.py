@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import os
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def load_benchmark():
     """`load_benchmark("geom_scale")`: the module of benchmarks/geom_scale.py (benchmarks are scripts)."""
 
     def load(name: str):
+        if str(REPO / "benchmarks") not in sys.path:  # as when the script runs: its folder's modules import
+            sys.path.insert(0, str(REPO / "benchmarks"))
         spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
