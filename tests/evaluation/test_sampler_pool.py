@@ -110,3 +110,18 @@ def test_generate_builds_its_pool_from_its_config(compact_model_dir, tmp_path, m
     cfg.stream = stream
     generate(cfg)
     assert used == ["GenerateConfig"]
+
+
+def test_a_molecule_spread_over_workers_is_counted_once(compact_model_dir):
+    """Per-molecule counts (bounded atoms, stereo rules) do not grow with the batches or workers a molecule's
+    samples are spread over; the guarded steps, like the samples, are the same with one or two workers."""
+    smiles = ["C[C@H](O)c1ccccc1"]
+    cfg = SamplingConfig(max_new_tokens=200, seed=3, precision=4, batch_size=1)  # 16 samples per unit of work
+    counts = {}
+    for workers in (1, 2):
+        with parallel.SamplerPool(compact_model_dir, None, cfg, workers=workers, device="cpu") as pool:
+            pool.sample(smiles, [20])  # two units of work
+            counts[workers] = pool.stats
+    assert counts[1]["geometry_atoms"] == counts[2]["geometry_atoms"] == 8
+    assert counts[1]["stereo_rules"] == counts[2]["stereo_rules"] == 1
+    assert counts[1]["guarded_steps"] == counts[2]["guarded_steps"] > 0

@@ -1,5 +1,6 @@
-"""Rules on the numbers while they are written: the prompt's stereo (`stereo_rules`) and, as an option, the
-molecule's distance bounds (`geometry_rules`), as allowed sets for each number of an atom given the ones before.
+"""Rules on the numbers while they are written: the prompt's stereo (`stereo_rules`) and the molecule's
+distance bounds (`geometry_rules`; each can be left out), as allowed sets for each number of an atom given the
+ones before.
 
 `CoordinateGuard` marks the table rows from which a token can write into a guarded atom L's numbers (their
 own states, the literal before each and the end of the number before that). A decode step keeps its tensor

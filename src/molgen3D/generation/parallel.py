@@ -103,8 +103,8 @@ class SamplerPool:
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.cfg, self.workers, self._pool = cfg, workers, None
-        self.stats: Counter = Counter()
-        """The sampler's counts over every `sample` call (canonical, stereo and geometry fallbacks)."""
+        self._steps: Counter = Counter()
+        self._molecules: dict[str, dict[str, int]] = {}
         target = resolve_device(device)
         if workers == 1:
             self.model, self.tokenizer = (
@@ -158,7 +158,7 @@ class SamplerPool:
                 device=self.model.device,
                 stats=stats,
             )
-            self.stats.update(stats)
+            self._add(stats)
         else:
             results = []
             bar = tqdm(
@@ -170,12 +170,30 @@ class SamplerPool:
             work = [(smiles, batch) for batch in batches]
             for batch, (res, stats) in zip(batches, self._pool.imap(_run_batch, work, chunksize=1)):
                 results.append(res)
-                self.stats.update(stats)
+                self._add(stats)
                 bar.update(len(batch))
             bar.close()
         return assemble(
             self.tokenizer, smiles, batches, results, failed, self.cfg.positions
         ), time.perf_counter() - start
+
+    def _add(self, stats: dict) -> None:
+        """Take one `run_batches` call's counts: steps add up, a molecule's own counts (rules, bounded atoms) are
+        kept once however many batches or workers it was spread over."""
+        per = stats.pop("per_molecule", {})
+        self._molecules.update(per)
+        named = {name for counts in per.values() for name in counts}
+        self._steps.update({k: v for k, v in stats.items() if k not in named})
+
+    @property
+    def stats(self) -> dict:
+        """The sampler's counts over every `sample` call (canonical, stereo and geometry fallbacks, guarded steps,
+        and the molecules' rules and bounded atoms)."""
+        out = dict(self._steps)
+        for counts in self._molecules.values():
+            for name, value in counts.items():
+                out[name] = out.get(name, 0) + value
+        return out
 
     def close(self) -> None:
         if self._pool is not None:

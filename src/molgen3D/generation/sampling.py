@@ -289,8 +289,10 @@ def run_batches(
             fallback_states,
         )
     guarded = {name: getattr(guard, attr) - guard_before[name] for name, attr in counted}
+    per_molecule = {}
     if guard is not None:
-        for counts in (guard.molecule_counts[smi] for smi in {smiles[job.mol] for batch in batches for job in batch}):
+        per_molecule = {smiles[job.mol]: guard.molecule_counts[smiles[job.mol]] for batch in batches for job in batch}
+        for counts in per_molecule.values():
             for name, value in counts.items():
                 guarded[name] = guarded.get(name, 0) + value
     if guarded.get("stereo_fallback_steps") or guarded.get("stereo_unguarded"):
@@ -315,6 +317,7 @@ def run_batches(
         )
     if stats is not None:
         stats.update(fallback_steps=fallback_steps, fallback_states=fallback_states, **guarded)
+        stats["per_molecule"] = per_molecule
     return out
 
 
