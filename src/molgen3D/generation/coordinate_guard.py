@@ -235,14 +235,7 @@ class CoordinateGuard:
             live = reached[g.exact]
             if not live.any():
                 continue
-            values = g.values[live]
-            q, (lo, hi) = self._near(decider, head), decider.levels[level]
-            plane = self._plane(decider, level, head)
-            if k == 0:
-                room = second_possible(q, lo, hi, values, plane, decider.near)
-            else:
-                room = third_possible(q, lo, hi, float(before[0]), values, plane)
-            out[g.index[g.exact[live]]] = room
+            out[g.index[g.exact[live]]] = self._room(decider, level, head, before, g.values[live])
         return out.tolist()
 
     def _plan(self, row: int, inside: bool, tail: str, row_ids, row_next, row_ok) -> _Plan:
@@ -300,14 +293,17 @@ class CoordinateGuard:
         """Whether the complete number k (0 or 1) leaves values for the numbers after it."""
         key = ("room", head, tuple(nums[: k + 1]), level)
         if key not in seen:
-            q, (lo, hi) = self._near(decider, head), decider.levels[level]
-            value = np.array([float(nums[k])])
-            if k == 0:
-                room = second_possible(q, lo, hi, value, self._plane(decider, level, head), decider.near)
-            else:
-                room = third_possible(q, lo, hi, float(nums[0]), value, self._plane(decider, level, head))
-            seen[key] = bool(room[0])
+            seen[key] = bool(self._room(decider, level, head, tuple(nums[:k]), np.array([float(nums[k])]))[0])
         return seen[key]
+
+    def _room(self, decider: _Decider, level: int, head: str, before: tuple[str, ...], values: np.ndarray):
+        """Per complete value of number k = len(before) (0 or 1): whether it leaves values for the numbers after
+        it under this level's bounds and the ring plane."""
+        q, (lo, hi) = self._near(decider, head), decider.levels[level]
+        plane = self._plane(decider, level, head)
+        if not before:
+            return second_possible(q, lo, hi, values, plane, decider.near)
+        return third_possible(q, lo, hi, float(before[0]), values, plane)
 
     def _plane(self, decider: _Decider, level: int | None, head: str) -> tuple[np.ndarray, float] | None:
         """(normal in L's frame, offset) of the ring plane L keeps to at this level (levels 0 and 1), else None."""
