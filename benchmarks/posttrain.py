@@ -33,7 +33,9 @@ FIGURE = HERE / "figures" / "posttrain_rewards.png"
 SHIPPED = HERE.parent / "src" / "molgen3D" / "config" / "posttrain" / "cpu_tiny.toml"
 
 
-def evaluate_model(model: str, references: str, out: Path, molecules: int, max_new_tokens: int) -> dict:
+def evaluate_model(
+    model: str, references: str, out: Path, molecules: int, max_new_tokens: int, workers: int = 1
+) -> dict:
     from molgen3D.evaluation.evaluate import EvaluateConfig, evaluate
     from molgen3D.scoring.options import ScoringOptions
     from molgen3D.generation.sampling import SamplingConfig
@@ -45,6 +47,7 @@ def evaluate_model(model: str, references: str, out: Path, molecules: int, max_n
             model=model,
             max_molecules=molecules,
             threads=1,
+            workers=workers,
             scoring=ScoringOptions(posebusters="mol_fast"),
             progress=False,
             sampling=SamplingConfig(max_new_tokens=max_new_tokens),
@@ -61,6 +64,8 @@ def control_training(model_dir: str, units_dir: Path, out: Path, seconds: float,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from molgen3D.tokenization.stats import read_units
+
+    torch.set_num_threads(1)
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).train()
@@ -93,6 +98,10 @@ def control_training(model_dir: str, units_dir: Path, out: Path, seconds: float,
         if (Path(model_dir) / name).is_file():
             shutil.copy2(Path(model_dir) / name, out / name)
     return {"steps": steps, "units": steps * batch, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def _control_process(args: tuple, result: Path) -> None:
+    result.write_text(json.dumps(control_training(*args)), encoding="utf-8")
 
 
 def plot_rewards(history: list[dict], png: Path) -> None:
@@ -129,6 +138,17 @@ def main() -> None:
     parser.add_argument("--molecules-per-step", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--control-lr", type=float, default=3e-3)
+    parser.add_argument("--num-iterations", type=int, default=1, help="GRPO steps per batch of rollouts")
+    parser.add_argument("--kl-beta", type=float, default=None, help="default: the shipped TOML's")
+    parser.add_argument("--matching-weight", type=float, default=None, help="default: the shipped TOML's")
+    parser.add_argument("--rollout-geometry", action="store_true", help="rollouts within the DG bounds")
+    parser.add_argument("--eval-workers", type=int, default=2)
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the control after GRPO for GRPO's measured seconds (default: both at once, one core each, "
+        "for --minutes)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_posttrain"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -138,7 +158,9 @@ def main() -> None:
     test = str(stored / "test")
     evals = {}
     t = time.perf_counter()
-    evals["start"] = evaluate_model(model, test, args.out / "eval_start", args.eval_molecules, args.max_new_tokens)
+    evals["start"] = evaluate_model(
+        model, test, args.out / "eval_start", args.eval_molecules, args.max_new_tokens, args.eval_workers
+    )
     eval_seconds = time.perf_counter() - t
 
     from molgen3D.training.posttraining.config import load_config
@@ -157,24 +179,51 @@ def main() -> None:
             "group_size": args.group_size,
             "molecules_per_step": args.molecules_per_step,
             "max_new_tokens": args.max_new_tokens,
+            "geometry": args.rollout_geometry,
         },
-        "optimizer": {"lr": args.lr, "schedule": "constant_with_warmup", "warmup_steps": 2},
+        "optimizer": {
+            "lr": args.lr,
+            "schedule": "constant_with_warmup",
+            "warmup_steps": 2 * args.num_iterations,
+            "num_iterations": args.num_iterations,
+        },
+        "save_steps": 20 * args.num_iterations,
     }
+    if args.kl_beta is not None:
+        overrides["optimizer"]["kl_beta"] = args.kl_beta
+    if args.matching_weight is not None:
+        overrides["reward"] = {"matching_weight": args.matching_weight}
+    control_args = (model, data / "train", args.out / "control", args.minutes * 60.0, args.control_lr)
+    control_result = args.out / "control.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    worker = None
+    if not args.sequential:
+        import multiprocessing
+
+        worker = multiprocessing.get_context("spawn").Process(
+            target=_control_process, args=(control_args, control_result)
+        )
+        worker.start()
     t = time.perf_counter()
     grpo = run_posttrain(load_config(SHIPPED, overrides))
     grpo_seconds = time.perf_counter() - t
     plot_rewards(grpo["log_history"], FIGURE)
-    evals["grpo"] = evaluate_model(
-        grpo["final_model"], test, args.out / "eval_grpo", args.eval_molecules, args.max_new_tokens
-    )
-
-    control = control_training(model, data / "train", args.out / "control", grpo_seconds, args.control_lr)
-    evals["control"] = evaluate_model(
-        str(args.out / "control"), test, args.out / "eval_control", args.eval_molecules, args.max_new_tokens
-    )
+    if worker is None:
+        control = control_training(*control_args[:3], grpo_seconds, args.control_lr)
+    else:
+        worker.join()
+        if worker.exitcode:
+            raise SystemExit(f"the control training failed (exit code {worker.exitcode})")
+        control = json.loads(control_result.read_text(encoding="utf-8"))
+    for name, folder in (("grpo", grpo["final_model"]), ("control", str(args.out / "control"))):
+        evals[name] = evaluate_model(
+            folder, test, args.out / f"eval_{name}", args.eval_molecules, args.max_new_tokens, args.eval_workers
+        )
     steps = [h for h in grpo["log_history"] if "reward" in h]
     result = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, shared with other jobs (contended)",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "schedule": "sequential" if args.sequential else "GRPO and the control at once, one core each",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "start_model": model,
         "eval_molecules": args.eval_molecules,
         "minutes": args.minutes,

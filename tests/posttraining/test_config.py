@@ -71,3 +71,15 @@ def test_bad_values_are_refused_with_the_fix(tmp_path):
     )
     with pytest.raises(MolGenConfigError, match="divisor of group_size x molecules_per_step = 32"):
         load_config(path)
+
+
+def test_checkpoints_between_two_steps_on_the_same_rollouts_are_refused(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[posttrain]\nmodel = "m"\ndataset = "d"\nsave_steps = 3\n[posttrain.optimizer]\nnum_iterations = 2\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(MolGenConfigError, match=r"save_steps.*bad.toml:4.*multiple of \[posttrain.optimizer\] num_it"):
+        load_config(path)
+    path.write_text(path.read_text(encoding="utf-8").replace("save_steps = 3", "save_steps = 4"), encoding="utf-8")
+    assert load_config(path).optimizer.num_iterations == 2

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from molgen3D.training.posttraining.reward import coverage_credit, group_terms, soft_coverage, soft_hits
+from molgen3D.training.posttraining.reward import (
+    coverage_credit,
+    group_terms,
+    matching_credit,
+    soft_coverage,
+    soft_hits,
+)
 
 DELTA, RHO = 0.75, 0.1
 
@@ -91,6 +97,28 @@ def test_group_terms_floor_invalid_rollouts_and_score_the_rest_without_them():
     assert t.precision[2] == pytest.approx(sigmoid((DELTA - 0.70) / RHO))
     # coverage of the valid rollouts is computed among themselves only
     assert t.coverage[[0, 2]] == pytest.approx(coverage_credit(d[:, [0, 2]], DELTA, RHO))
+
+
+def test_matching_credit_is_what_each_reference_match_loses_without_the_rollout():
+    sigma = 0.5
+    q = np.where(np.isfinite(D), np.exp(-np.nan_to_num(D, nan=0.0) / sigma), 0.0)
+    brute = [np.mean(q.max(axis=1) - np.delete(q, i, axis=1).max(axis=1)) for i in range(D.shape[1])]
+    credit = matching_credit(D, sigma)
+    assert credit == pytest.approx(brute)
+    # rollout 2 is no reference's nearest: nothing; rollout 0 leads reference 0 by q(0.40) - q(0.70)
+    assert credit[2] == 0.0
+    assert credit[0] == pytest.approx((math.exp(-0.40 / sigma) - math.exp(-0.70 / sigma)) / 3)
+    # a tie for nearest earns neither, and one rollout alone earns its whole match
+    assert matching_credit(np.array([[0.5, 0.5]]), sigma) == pytest.approx([0.0, 0.0])
+    assert matching_credit(np.array([[0.5], [np.nan]]), sigma) == pytest.approx([math.exp(-1.0) / 2])
+
+
+def test_group_terms_matching_leaves_invalid_rollouts_out():
+    valid = np.array([True, False, True, True])
+    t = group_terms(D, valid, floor=-1.0, sigma=0.5, delta=DELTA, rho=RHO)
+    assert t.matching[1] == 0.0
+    assert t.matching[[0, 2, 3]] == pytest.approx(matching_credit(D[:, [0, 2, 3]], 0.5))
+    assert t.matching[2] > 0.0  # with rollout 1 out, rollout 2 is reference 1's nearest
 
 
 def test_unknown_credit_is_an_error():

@@ -49,3 +49,27 @@ def test_a_stopped_run_resumed_equals_the_uninterrupted_one_and_loads_in_generat
     )
     assert summary["samples_requested"] == 2 and summary["model_folder"].endswith("final")
     assert json.loads((tmp_path / "whole" / "summary.json").read_text())["steps"] == 2
+
+
+def test_num_iterations_reuses_each_batch_of_rollouts(tmp_path, write_config, monkeypatch):
+    from molgen3D.training.posttraining.rollout import RolloutScorer
+
+    drawn = []
+    original = RolloutScorer.rollouts
+
+    def counting(self, model, smiles, step, max_context=None):
+        drawn.append(step)
+        return original(self, model, smiles, step, max_context)
+
+    monkeypatch.setattr(RolloutScorer, "rollouts", counting)
+    text = write_config(tmp_path / "mu").read_text(encoding="utf-8")
+    path = tmp_path / "mu.toml"
+    path.write_text(
+        text.replace("steps = 2\nsave_steps = 1", "steps = 4\nsave_steps = 2").replace(
+            "kl_beta = 0.04", "kl_beta = 0.04\nnum_iterations = 2"
+        ),
+        encoding="utf-8",
+    )
+    summary = run_posttrain(load_config(path))
+    assert summary["steps"] == 4 and drawn == [0, 2], drawn
+    assert "clip_ratio/region_mean" in {k for h in summary["log_history"] for k in h}

@@ -63,6 +63,10 @@ class OptimizerSettings:
     """Divide advantages by the reward std of the group, of the batch, or not at all."""
     micro_batch: int = 0
     """Rollouts per forward/backward pass (gradient accumulation); 0 = all of a process's rollouts at once."""
+    num_iterations: int = 1
+    """Optimizer steps on each batch of rollouts before new ones are drawn (GRPO's mu; the clipped ratio keeps the
+    later steps near the policy that sampled). Rollouts are the costly part on a CPU; `save_steps` must be a
+    multiple, so a resumed run restarts at a fresh batch."""
 
 
 @dataclass
@@ -87,6 +91,9 @@ class RewardSettings:
     """w of the depth multiplier 1 + w clip(1 - D / delta, 0, 1) on the coverage credit (0 = off)."""
     precision_weight: float = 0.0
     """Weight of sigmoid((delta - d) / rho) (0 = off)."""
+    matching_weight: float = 0.0
+    """Weight of the matching credit: a rollout's lead in exp(-D / sigma) over the second-nearest rollout of each
+    reference it is nearest to, averaged over references (aimed at MAT-R; 0 = off)."""
     stereo_weight: float = 0.5
     """Weight of stereo correctness (1 when the coordinates realise the prompt's stereo, else 0)."""
     posebusters_weight: float = 0.25
@@ -187,6 +194,16 @@ def _positive(cfg: PosttrainConfig, path: str) -> None:
             "posttrain.optimizer.micro_batch",
             micro >= 0 and (micro == 0 or rollouts % micro == 0),
             f"use 0 or a divisor of group_size x molecules_per_step = {rollouts}",
+        )
+    )
+    mu = cfg.optimizer.num_iterations
+    checks.append(("posttrain.optimizer.num_iterations", mu >= 1, "use at least 1"))
+    checks.append(
+        (
+            "posttrain.save_steps",
+            mu < 1 or cfg.save_steps % mu == 0,
+            f"use a multiple of [posttrain.optimizer] num_iterations = {mu} (a checkpoint between two steps on "
+            "the same rollouts could not resume exactly)",
         )
     )
     for key, ok, fix in checks:

@@ -10,7 +10,11 @@ where no RMSD exists. The terms (FACTS 12, the original's v3 reward):
   averaged over references. Those credits sum to the mean soft coverage only when at most one
   rollout hits each reference; `shapley` splits each reference's soft coverage among its rollouts
   by their Shapley values, which sum to it exactly;
-- precision: sigmoid((delta - d_i) / rho).
+- precision: sigmoid((delta - d_i) / rho);
+- matching: reference j's match is max_i exp(-D_ij / sigma), the quality of its nearest rollout (what
+  MAT-R measures, on the quality scale); rollout i earns what the mean match over references would
+  lose without it, i.e. its lead over the second-nearest rollout of each reference it is nearest to.
+  Unlike the coverage kernel it is never flat: a rollout that brings any reference closer earns.
 Weights and the other terms (stereo, PoseBusters, MMFF) are combined in `combine`.
 """
 
@@ -76,6 +80,23 @@ def coverage_credit(
     return share.mean(axis=0)
 
 
+def matching_credit(rmsd: np.ndarray, sigma: float) -> np.ndarray:
+    """Per rollout i: mean over references j of max_l q_lj - max_(l != i) q_lj, q = exp(-D / sigma) (NaN: 0)."""
+    d = np.asarray(rmsd, dtype=float)
+    n = d.shape[1]
+    if d.shape[0] == 0 or n == 0:
+        return np.zeros(n)
+    q = np.where(np.isfinite(d), np.exp(-np.where(np.isfinite(d), d, 0.0) / sigma), 0.0)
+    if n == 1:
+        return q.mean(axis=0)
+    order = np.argsort(-q, axis=1, kind="stable")
+    rows = np.arange(q.shape[0])
+    lead = q[rows, order[:, 0]] - q[rows, order[:, 1]]
+    credit = np.zeros_like(q)
+    credit[rows, order[:, 0]] = lead
+    return credit.mean(axis=0)
+
+
 @dataclass(frozen=True)
 class GroupTerms:
     """Per-rollout reward terms of one group (unweighted); `valid` False rows carry only the floor."""
@@ -85,6 +106,7 @@ class GroupTerms:
     quality: np.ndarray
     coverage: np.ndarray
     precision: np.ndarray
+    matching: np.ndarray
 
 
 def group_terms(
@@ -113,13 +135,15 @@ def group_terms(
     quality = np.where(valid, np.exp(-nearest / sigma), 0.0)
     with np.errstate(over="ignore"):
         precision = np.where(valid, 1.0 / (1.0 + np.exp(-(delta - np.where(valid, nearest, 0.0)) / rho)), 0.0)
-    coverage = np.zeros(n)
+    coverage, matching = np.zeros(n), np.zeros(n)
     if valid.any():
         coverage[valid] = coverage_credit(d[:, valid], delta, rho, credit=credit, depth_weight=depth_weight)
+        matching[valid] = matching_credit(d[:, valid], sigma)
     return GroupTerms(
         valid=valid,
         floor=np.where(valid, 0.0, floor),
         quality=quality,
         coverage=coverage,
         precision=precision,
+        matching=matching,
     )

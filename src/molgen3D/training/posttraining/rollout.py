@@ -225,7 +225,7 @@ class RolloutScorer:
                 if ok is not None:
                     o.extra = {**(o.extra or {}), "stereo_ok": ok}
                 if "stereo" in extra:
-                    extra["stereo"][k] = float(bool(ok))
+                    extra["stereo"][k] = float(ok is not False)  # a prompt without stereo has none to miss
                 if pb is not None:
                     extra["posebusters"][k] = next(pb)
                     if r.posebusters_gate and extra["posebusters"][k] < 1.0:
@@ -247,6 +247,8 @@ class RolloutScorer:
             terms = {"floor": g.floor, "quality": g.quality, "coverage": g.coverage}
             if r.precision_weight:
                 terms["precision"] = g.precision
+            if r.matching_weight:
+                terms["matching"] = g.matching
             for name, values in extra.items():
                 terms[name] = np.where(g.valid, values, 0.0)
             scored[s] = terms
@@ -258,6 +260,8 @@ def term_weights(reward: RewardSettings) -> dict[str, float]:
     weights = {"floor": 1.0, "quality": reward.quality_weight, "coverage": reward.coverage_weight}
     if reward.precision_weight:
         weights["precision"] = reward.precision_weight
+    if reward.matching_weight:
+        weights["matching"] = reward.matching_weight
     if reward.stereo_weight:
         weights["stereo"] = reward.stereo_weight
     if reward.posebusters_weight or reward.posebusters_gate:

@@ -81,6 +81,7 @@ def grpo_args(cfg: PosttrainConfig, device) -> "GRPOConfig":  # noqa: F821
         max_grad_norm=cfg.optimizer.max_grad_norm,
         beta=cfg.optimizer.kl_beta,
         epsilon=cfg.optimizer.epsilon,
+        num_iterations=cfg.optimizer.num_iterations,
         loss_type=cfg.optimizer.loss_type,
         scale_rewards=cfg.optimizer.scale_rewards,
         reward_weights=list(weights.values()),
