@@ -10,7 +10,10 @@ From a start model (the demo's CPU model: `benchmarks/posttrain_start_model.py` 
    `--eval-molecules` molecules of the held-out test split (K = 2L): COV-R/MAT-R/COV-P/MAT-P as
    means with standard errors over molecules (and the paired difference to the start), stereo,
    PoseBusters per check, bond/angle MAE.
-Writes benchmarks/results/posttrain.json and benchmarks/figures/posttrain_rewards.png (reward by term and KL per step).
+GRPO and the control run at once, one core each (`--sequential`: one after the other). GRPO takes the
+shipped TOML's settings; `--set optimizer.lr=1e-4` (any key) overrides one.
+Writes benchmarks/results/posttrain.json and benchmarks/figures/posttrain_rewards.png (reward by term and KL
+per step); `--evaluate-only` re-scores the three models of an earlier `--out` (posttrain_eval<N>.json).
 
 Usage: .venv/bin/python benchmarks/posttrain.py --minutes 3 --eval-molecules 8
 """
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -128,41 +132,8 @@ def plot_rewards(history: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--start", type=Path, default=RESULTS / "posttrain_start_model.json")
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--eval-molecules", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=1500)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--molecules-per-step", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--control-lr", type=float, default=3e-3)
-    parser.add_argument("--num-iterations", type=int, default=1, help="GRPO steps per batch of rollouts")
-    parser.add_argument("--kl-beta", type=float, default=None, help="default: the shipped TOML's")
-    parser.add_argument("--matching-weight", type=float, default=None, help="default: the shipped TOML's")
-    parser.add_argument("--rollout-geometry", action="store_true", help="rollouts within the DG bounds")
-    parser.add_argument("--eval-workers", type=int, default=2)
-    parser.add_argument(
-        "--sequential",
-        action="store_true",
-        help="run the control after GRPO for GRPO's measured seconds (default: both at once, one core each, "
-        "for --minutes)",
-    )
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_posttrain"))
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("WANDB_MODE", "offline")
-    start = json.loads(args.start.read_text(encoding="utf-8"))
-    model, stored, data = start["model"], Path(start["stored"]), Path(start["data"])
-    test = str(stored / "test")
-    evals = {}
-    t = time.perf_counter()
-    evals["start"] = evaluate_model(
-        model, test, args.out / "eval_start", args.eval_molecules, args.max_new_tokens, args.eval_workers
-    )
-    eval_seconds = time.perf_counter() - t
-
+def train_both(args, model: str, stored: Path, data: Path) -> tuple[dict, float, dict]:
+    """GRPO from the start model and the control (more next-token training) for the same minutes."""
     from molgen3D.training.posttraining.config import load_config
     from molgen3D.training.posttraining.trainer import run_posttrain
 
@@ -170,7 +141,7 @@ def main() -> None:
         "model": model,
         "dataset": str(stored),
         "out": str(args.out / "grpo"),
-        "steps": 10_000,
+        "steps": args.steps,
         "max_minutes": args.minutes,
         "resume": False,
         "threads": 1,
@@ -179,20 +150,15 @@ def main() -> None:
             "group_size": args.group_size,
             "molecules_per_step": args.molecules_per_step,
             "max_new_tokens": args.max_new_tokens,
-            "geometry": args.rollout_geometry,
         },
-        "optimizer": {
-            "lr": args.lr,
-            "schedule": "constant_with_warmup",
-            "warmup_steps": 2 * args.num_iterations,
-            "num_iterations": args.num_iterations,
-        },
-        "save_steps": 20 * args.num_iterations,
     }
-    if args.kl_beta is not None:
-        overrides["optimizer"]["kl_beta"] = args.kl_beta
-    if args.matching_weight is not None:
-        overrides["reward"] = {"matching_weight": args.matching_weight}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        *sections, name = key.split(".")
+        table = overrides
+        for section in sections:
+            table = table.setdefault(section, {})
+        table[name] = tomllib.loads(f"v = {value}")["v"]
     control_args = (model, data / "train", args.out / "control", args.minutes * 60.0, args.control_lr)
     control_result = args.out / "control.json"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -210,15 +176,81 @@ def main() -> None:
     plot_rewards(grpo["log_history"], FIGURE)
     if worker is None:
         control = control_training(*control_args[:3], grpo_seconds, args.control_lr)
+        control_result.write_text(json.dumps(control), encoding="utf-8")
     else:
         worker.join()
         if worker.exitcode:
             raise SystemExit(f"the control training failed (exit code {worker.exitcode})")
         control = json.loads(control_result.read_text(encoding="utf-8"))
+    return grpo, grpo_seconds, control
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", type=Path, default=RESULTS / "posttrain_start_model.json")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--eval-molecules", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=1500)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--molecules-per-step", type=int, default=2)
+    parser.add_argument("--control-lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--steps", type=int, default=10_000, help="GRPO steps (a decaying schedule spans them; --minutes stops first)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a key of the shipped posttrain TOML, e.g. optimizer.lr=3e-4 (TOML value syntax)",
+    )
+    parser.add_argument("--eval-workers", type=int, default=2)
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the control after GRPO for GRPO's measured seconds (default: both at once, one core each, "
+        "for --minutes)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_posttrain"))
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: evaluate the start, GRPO and control models an earlier run left in --out (e.g. on "
+        "more --eval-molecules)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    start = json.loads(args.start.read_text(encoding="utf-8"))
+    model, stored, data = start["model"], Path(start["stored"]), Path(start["data"])
+    test = str(stored / "test")
+    evals = {}
+    t = time.perf_counter()
+    evals["start"] = evaluate_model(
+        model,
+        test,
+        args.out / f"eval_start_{args.eval_molecules}",
+        args.eval_molecules,
+        args.max_new_tokens,
+        args.eval_workers,
+    )
+    eval_seconds = time.perf_counter() - t
+    if args.evaluate_only:
+        grpo = json.loads((args.out / "grpo" / "summary.json").read_text(encoding="utf-8"))
+        control = json.loads((args.out / "control.json").read_text(encoding="utf-8"))
+        grpo_seconds = grpo["seconds"]
+    else:
+        grpo, grpo_seconds, control = train_both(args, model, stored, data)
     for name, folder in (("grpo", grpo["final_model"]), ("control", str(args.out / "control"))):
         evals[name] = evaluate_model(
-            folder, test, args.out / f"eval_{name}", args.eval_molecules, args.max_new_tokens, args.eval_workers
+            folder,
+            test,
+            args.out / f"eval_{name}_{args.eval_molecules}",
+            args.eval_molecules,
+            args.max_new_tokens,
+            args.eval_workers,
         )
+
     steps = [h for h in grpo["log_history"] if "reward" in h]
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -258,7 +290,8 @@ def main() -> None:
         "per_molecule": {k: v["per_molecule"] for k, v in evals.items()},
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "posttrain.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    target = RESULTS / (f"posttrain_eval{args.eval_molecules}.json" if args.evaluate_only else "posttrain.json")
+    target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for name, ev in evals.items():
         s = ev["summary"]
         cells = "  ".join(f"{k} {s[k]['mean']:.3f}+-{s[k]['se'] or 0:.3f}" for k in s if s[k]["mean"] is not None)
@@ -269,7 +302,7 @@ def main() -> None:
             + "  ".join(f"{k} {d['mean']:+.3f}+-{d['se'] or 0:.3f}" for k, d in diff.items() if d["mean"] is not None)
         )
     print(f"GRPO: {grpo['steps']} steps in {grpo_seconds:.0f} s; control: {control['steps']} steps")
-    print(f"wrote {RESULTS / 'posttrain.json'} and {FIGURE}")
+    print(f"wrote {target}" + ("" if args.evaluate_only else f" and {FIGURE}"))
 
 
 if __name__ == "__main__":
