@@ -119,12 +119,22 @@ def plot_rewards(history: list[dict], png: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted({k for h in rows for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
         a.plot(steps, [h.get(key) for h in rows], label=key.split("/")[1])
-    a.plot(steps, [h["reward"] for h in rows], "k-", lw=2, label="total (weighted)")
+    total = np.array([h["reward"] for h in rows], dtype=float)
+    a.plot(steps, total, "k-", lw=1, alpha=0.4, label="total (weighted)")
+    window = min(25, len(total))
+    a.plot(
+        steps[window - 1 :],
+        np.convolve(total, np.ones(window) / window, "valid"),
+        "k-",
+        lw=2,
+        label="total, running mean",
+    )
     a.set_xlabel("step")
     a.set_ylabel("mean reward term")
     a.legend(fontsize=8)
     b.plot(steps, [h.get("kl", float("nan")) for h in rows], label="KL to start")
     b.plot(steps, [h.get("reward_std", float("nan")) for h in rows], label="reward std over the batch")
+    b.set_yscale("symlog", linthresh=0.1)  # the KL estimate spikes on rare tokens; its median is ~0.5
     b.set_xlabel("step")
     b.legend(fontsize=8)
     fig.tight_layout()

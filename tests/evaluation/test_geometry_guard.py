@@ -94,6 +94,20 @@ def test_relaxed_levels_drop_floors_then_all_but_bonds():
     l2, h2 = relaxed(lo, hi, hops, 2)
     assert l1[0, 3] == 0 and l1[0, 2] == lo[0, 2] and (h1 == hi).all()
     assert l2[0, 2] == 0 and np.isinf(h2[0, 2]) and (l2[0, 1], h2[0, 1]) == (lo[0, 1], hi[0, 1])
+    l3, h3 = relaxed(lo, hi, hops, 3)
+    assert (l3 == 0).all() and (h3 == hi[np.isfinite(hi)].max()).all()
+
+
+def farthest_in_extents(smiles, outcomes) -> list[float]:
+    """Per valid sample: its most distant atom pair, in units of the molecule's greatest distance bound."""
+    out = []
+    for smi, samples in zip(smiles, outcomes):
+        extent = distance_bounds(smi)[1].max()
+        for o in samples:
+            if o.mol is not None:
+                xyz = o.mol.GetConformer().GetPositions()
+                out.append(float(np.linalg.norm(xyz[:, None] - xyz[None], axis=-1).max() / extent))
+    return out
 
 
 def sample(tokenizer, model, smiles, count, positions, geometry, stats):
@@ -138,6 +152,9 @@ def test_geometry_closes_rings_whatever_the_model(positions, compact_tokenizer):
     # back entirely (a random model walks into dead ends a trained one rarely meets: ~5% of guarded steps here)
     assert free_ring < 0.1 and geo_ring > 0.7 and geo_all > 0.75, (free_all, free_ring, geo_all, geo_ring)
     assert geo_stats["geometry_fallback_steps"] < 0.1 * geo_stats["guarded_steps"]
+    # where no bound can be kept, an atom still lands near the others (the model wrote one 130 A away before)
+    spread = farthest_in_extents(smiles, geo)
+    assert max(spread) < 3.0, sorted(spread)[-3:]
     if geo_stats["geometry_fallback_steps"] == 0:
         assert geo_all == 1.0
     # the prompt's stereo comes first: it holds under the bounds too

@@ -7,8 +7,9 @@ own states, the literal before each and the end of the number before that). A de
 path; only the positions standing on a marked row go through `restrict`, which rebuilds the row's positions
 from its text, as `coordinate_format` decodes them, and keeps the candidate tokens whose text can still end
 in the allowed set. The prompt's stereo comes first: when no candidate keeps every distance bound too, the
-bounds are relaxed a level at a time (`geometry_rules.RELAXED`: clash floors dropped, then all but bond lengths),
-then the candidates giving the stereo alone are kept (a geometry fallback); when none gives the stereo
+bounds are relaxed a level at a time (`geometry_rules.RELAXED`: clash floors dropped, then all but bond lengths,
+then only the molecule's extent), then the candidates giving the stereo with each number within the molecule's
+extent of the earlier atoms' range, then the stereo alone (a geometry fallback); when none gives the stereo
 either, all are kept (a stereo fallback). All are counted.
 """
 
@@ -58,10 +59,15 @@ def _pieces(prefix: str, decimals: int, max_int: int, extend: bool = True) -> tu
     return tuple(mirrored if neg else mags + mirrored if prefix == "" else mags)
 
 
+_STEREO_ONLY = "stereo only"
+"""The last level of `restrict`'s fallback: the stereo's candidates, however far (None: the stereo's within
+the molecule's extent of the earlier atoms)."""
+
+
 class _Decider:
     """What atom `last` of grammar `g` must satisfy: its stereo rules and its distance bounds to earlier atoms."""
 
-    __slots__ = ("g", "last", "rules", "levels", "plane", "near")
+    __slots__ = ("g", "last", "rules", "levels", "plane", "near", "extent")
 
     def __init__(
         self,
@@ -75,7 +81,12 @@ class _Decider:
         """`plane`: three earlier atoms of L's aromatic ring whose plane L keeps to (levels 0 and 1)."""
         self.levels = []
         """Per relaxation level (`geometry_rules.RELAXED`), the (least, greatest) distances to atoms 0..last-1."""
+        self.extent = np.inf
+        """The molecule's greatest distance bound: where no level can be kept and no stereo rule applies, each of
+        L's numbers still stays within it of the earlier atoms' range (no atom hundreds of angstroms away)."""
         if bounds is not None:
+            finite = bounds[1][np.isfinite(bounds[1])]
+            self.extent = float(finite.max()) if finite.size else np.inf
             lo, hi, hops = (b[last, :last] for b in bounds)
             self.levels = [relaxed(lo, hi, hops, level) for level in range(len(RELAXED))]
             self.near = np.flatnonzero(hops <= 2)
@@ -199,9 +210,11 @@ class CoordinateGuard:
                     break
             if not any(allowed):
                 self.geometry_fallback_steps += bool(decider.levels)
-                allowed = self._allowed(decider, text, candidates, None) if decider.rules else row_ok
+                allowed = self._allowed(decider, text, candidates, None) if decider.rules or decider.levels else row_ok
+                if not any(allowed) and decider.rules and decider.levels:
+                    allowed = self._allowed(decider, text, candidates, _STEREO_ONLY)
             if not any(allowed):
-                self.fallback_steps += 1
+                self.fallback_steps += bool(decider.rules)
                 allowed = row_ok
             keep.append(allowed)
         valid[positions] = torch.as_tensor(keep, dtype=torch.bool, device=valid.device)
@@ -230,7 +243,7 @@ class CoordinateGuard:
             hits = ((g.spans[:, :1] <= allowed[:, 1]) & (g.spans[:, 1:] >= allowed[:, 0])).any(axis=1)
             reached = np.bincount(g.owner, weights=hits, minlength=len(g.index)) > 0
             out[g.index] = reached
-            if level is None or k >= 2 or not g.exact.size:
+            if not isinstance(level, int) or k >= 2 or not g.exact.size:
                 continue
             live = reached[g.exact]
             if not live.any():
@@ -285,7 +298,8 @@ class CoordinateGuard:
                 if not any(a <= hi and b >= lo for a, b in pieces for lo, hi in allowed):
                     return False
                 exact = len(pieces) == 1 and pieces[0][0] == pieces[0][1]
-            if level is not None and exact and k < 2 and not self._leaves_room(decider, level, head, nums, k, seen):
+            bounded = isinstance(level, int) and exact and k < 2
+            if bounded and not self._leaves_room(decider, level, head, nums, k, seen):
                 return False
         return True
 
@@ -307,7 +321,7 @@ class CoordinateGuard:
 
     def _plane(self, decider: _Decider, level: int | None, head: str) -> tuple[np.ndarray, float] | None:
         """(normal in L's frame, offset) of the ring plane L keeps to at this level (levels 0 and 1), else None."""
-        if level is None or level > 1 or decider.plane is None:
+        if not isinstance(level, int) or level > 1 or decider.plane is None:
             return None
         placed, base, axes, _ = self._frame(decider.g, decider.last, head)
         a, b, c = (placed[i] for i in decider.plane)
@@ -345,10 +359,13 @@ class CoordinateGuard:
             if decider.rules:
                 lo, hi = stereo_interval(decider.rules, frame, values, largest)
                 allowed = [(lo, hi)] if lo < hi else []
-            if level is not None and allowed:
+            if isinstance(level, int) and allowed:
                 allowed = intersect(
                     allowed, number_intervals(self._near(decider, head), *decider.levels[level], values)
                 )
+            elif level is None and decider.levels and np.isfinite(decider.extent) and allowed:
+                near = self._near(decider, head)[:, len(values)]
+                allowed = intersect(allowed, [(float(near.min()) - decider.extent, float(near.max()) + decider.extent)])
             plane = self._plane(decider, level, head) if len(values) == 2 else None
             if plane is not None and allowed:
                 allowed = intersect(allowed, plane_interval(*plane, values))

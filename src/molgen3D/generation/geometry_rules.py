@@ -56,17 +56,23 @@ def distance_bounds(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
     return (lower + lower.T) * (1 - slack), (upper + upper.T) * (1 + slack), hops
 
 
-RELAXED = ("all pairs", "no clash floors", "bonds only")
+RELAXED = ("all pairs", "no clash floors", "bonds only", "within the molecule's extent")
 """What each level of `relaxed` keeps: a step where no value keeps one level's bounds tries the next."""
 
 
 def relaxed(lo: np.ndarray, hi: np.ndarray, hops: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
-    """The bounds of one level: 0 all; 1 without the floors of pairs three or more bonds apart; 2 bonds only."""
+    """The bounds of one level: 0 all; 1 without the floors of pairs three or more bonds apart; 2 bonds only;
+    3 no floors, and every pair within the molecule's greatest distance (where no bond length can be kept, an
+    atom still lands near the others, never hundreds of angstroms away)."""
     if level == 0:
         return lo, hi
     if level == 1:
         return np.where(hops <= 2, lo, 0.0), hi
-    return np.where(hops == 1, lo, 0.0), np.where(hops == 1, hi, np.inf)
+    if level == 2:
+        return np.where(hops == 1, lo, 0.0), np.where(hops == 1, hi, np.inf)
+    finite = hi[np.isfinite(hi)]
+    extent = float(finite.max()) if finite.size else np.inf
+    return np.zeros_like(lo), np.full_like(hi, extent)
 
 
 def ring_planes(smiles: str) -> dict[int, tuple[int, int, int]]:
