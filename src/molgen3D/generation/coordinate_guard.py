@@ -8,9 +8,9 @@ path; only the positions standing on a marked row go through `restrict`, which r
 from its text, as `coordinate_format` decodes them, and keeps the candidate tokens whose text can still end
 in the allowed set. The prompt's stereo comes first: when no candidate keeps every distance bound too, the
 bounds are relaxed a level at a time (`geometry_rules.RELAXED`: clash floors dropped, then all but bond lengths,
-then only the molecule's extent), then the candidates giving the stereo with each number within the molecule's
-extent of the earlier atoms' range, then the stereo alone (a geometry fallback); when none gives the stereo
-either, all are kept (a stereo fallback). All are counted.
+then only the atom's greatest bound), then the candidates giving the stereo with each number within the
+molecule's greatest distance bound of the earlier atoms' range, then the stereo alone (a geometry
+fallback); when none gives the stereo either, all are kept (a stereo fallback). All are counted.
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ class _Decider:
         self.levels = []
         """Per relaxation level (`geometry_rules.RELAXED`), the (least, greatest) distances to atoms 0..last-1."""
         self.extent = np.inf
-        """The molecule's greatest distance bound: where no level can be kept and no stereo rule applies, each of
-        L's numbers still stays within it of the earlier atoms' range (no atom hundreds of angstroms away)."""
+        """The molecule's greatest distance bound: where no level can be kept, L's numbers (with the stereo's,
+        when it has rules) still stay within it of the earlier atoms' range."""
         if bounds is not None:
             finite = bounds[1][np.isfinite(bounds[1])]
             self.extent = float(finite.max()) if finite.size else np.inf
             lo, hi, hops = (b[last, :last] for b in bounds)
-            self.levels = [relaxed(lo, hi, hops, level) for level in range(len(RELAXED))]
+            reach = float(hi[np.isfinite(hi)].max()) if np.isfinite(hi).any() else np.inf
+            self.levels = [relaxed(lo, hi, hops, level, reach) for level in range(len(RELAXED))]
             self.near = np.flatnonzero(hops <= 2)
             """Earlier atoms one or two bonds away (the floors the first number's look-ahead checks)."""
 

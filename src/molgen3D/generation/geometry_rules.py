@@ -56,23 +56,23 @@ def distance_bounds(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
     return (lower + lower.T) * (1 - slack), (upper + upper.T) * (1 + slack), hops
 
 
-RELAXED = ("all pairs", "no clash floors", "bonds only", "within the molecule's extent")
+RELAXED = ("all pairs", "no clash floors", "bonds only", "within the atom's greatest bound")
 """What each level of `relaxed` keeps: a step where no value keeps one level's bounds tries the next."""
 
 
-def relaxed(lo: np.ndarray, hi: np.ndarray, hops: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+def relaxed(
+    lo: np.ndarray, hi: np.ndarray, hops: np.ndarray, level: int, reach: float = np.inf
+) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of one level: 0 all; 1 without the floors of pairs three or more bonds apart; 2 bonds only;
-    3 no floors, and every pair within the molecule's greatest distance (where no bond length can be kept, an
-    atom still lands near the others, never hundreds of angstroms away)."""
+    3 no floors, every pair within `reach` (the atom's greatest bound to an earlier atom: where no bond length
+    can be kept, it still lands near the others, never hundreds of angstroms away)."""
     if level == 0:
         return lo, hi
     if level == 1:
         return np.where(hops <= 2, lo, 0.0), hi
     if level == 2:
         return np.where(hops == 1, lo, 0.0), np.where(hops == 1, hi, np.inf)
-    finite = hi[np.isfinite(hi)]
-    extent = float(finite.max()) if finite.size else np.inf
-    return np.zeros_like(lo), np.full_like(hi, extent)
+    return np.zeros_like(lo), np.full_like(hi, reach)
 
 
 def ring_planes(smiles: str) -> dict[int, tuple[int, int, int]]:
