@@ -59,6 +59,12 @@ def _pieces(prefix: str, decimals: int, max_int: int, extend: bool = True) -> tu
     return tuple(mirrored if neg else mags + mirrored if prefix == "" else mags)
 
 
+def _greatest_finite(values: np.ndarray) -> float:
+    """The largest finite entry (inf when there is none)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else np.inf
+
+
 _STEREO_ONLY = "stereo only"
 """The last level of `restrict`'s fallback: the stereo's candidates, however far (None: the stereo's within
 the molecule's extent of the earlier atoms)."""
@@ -85,11 +91,9 @@ class _Decider:
         """The molecule's greatest distance bound: where no level can be kept, L's numbers (with the stereo's,
         when it has rules) still stay within it of the earlier atoms' range."""
         if bounds is not None:
-            finite = bounds[1][np.isfinite(bounds[1])]
-            self.extent = float(finite.max()) if finite.size else np.inf
+            self.extent = _greatest_finite(bounds[1])
             lo, hi, hops = (b[last, :last] for b in bounds)
-            reach = float(hi[np.isfinite(hi)].max()) if np.isfinite(hi).any() else np.inf
-            self.levels = [relaxed(lo, hi, hops, level, reach) for level in range(len(RELAXED))]
+            self.levels = [relaxed(lo, hi, hops, level, _greatest_finite(hi)) for level in range(len(RELAXED))]
             self.near = np.flatnonzero(hops <= 2)
             """Earlier atoms one or two bonds away (the floors the first number's look-ahead checks)."""
 
